@@ -1,0 +1,225 @@
+//! The command line: clap definitions and turning them (plus the environment) into a store and a
+//! filesystem configuration. Credentials come from the environment or a file, never from argv.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::store::azure::{AzureOptions, AzureStore};
+use crate::store::local::LocalStore;
+use crate::store::{BlobStore, StoreError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "remotedict",
+    version,
+    about = "Mount a folder of an Azure Blob Storage container (or a local store) as a directory"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount a folder as a directory (daemonizes unless --foreground).
+    Mount(MountArgs),
+    /// Unmount a remotedict mount (same as `fusermount3 -u MOUNTPOINT`).
+    Unmount {
+        /// The mount point to unmount.
+        mountpoint: PathBuf,
+    },
+}
+
+/// Where the data lives: Azure (credentials from the environment or a file) or a local store.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Azure container (or, with the local store, a subdirectory of it).
+    #[arg(long, default_value = "remotedict")]
+    pub container: String,
+    /// Folder inside the container whose keys are mounted (a blob-name prefix; empty: the whole container).
+    #[arg(long, default_value = "")]
+    pub folder: String,
+    /// Read the Azure connection string from this file instead of AZURE_STORAGE_CONNECTION_STRING.
+    #[arg(long, value_name = "FILE")]
+    pub connection_string_file: Option<PathBuf>,
+    /// Use the embedded local store in DIR (the default when no Azure credential is set;
+    /// default DIR: $XDG_DATA_HOME/remotedict or ~/.local/share/remotedict).
+    #[arg(long, value_name = "DIR")]
+    pub local: Option<PathBuf>,
+    /// Create the container if it does not exist.
+    #[arg(long)]
+    pub create_container: bool,
+    /// Time limit of one request to Azure, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub request_timeout: u64,
+    /// Retries of a request that failed transiently.
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Directory to mount on.
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Stay in the foreground (log to stderr) instead of daemonizing.
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options: ro, rw, allow_other, allow_root, uid=N, gid=N, default_permissions,
+    /// auto_unmount; _netdev, nofail, noauto, auto, user, users, x-systemd.* are accepted and ignored.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// How long a listing or attribute may be served from the cached index, in seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub index_ttl: f64,
+    /// Directory for staged writes and cached values (default: $XDG_CACHE_HOME/remotedict or ~/.cache/remotedict).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Upper bound of the disk cache of decompressed values, in MiB.
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    pub cache_size: u64,
+    /// Log file when daemonized (default: CACHE_DIR/remotedict.log).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Parsed `-o` options.
+#[derive(Debug, Default, Clone)]
+pub struct MountOptions {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub default_permissions: bool,
+    pub auto_unmount: bool,
+}
+
+impl MountOptions {
+    pub fn parse(opts: &[String]) -> Result<Self> {
+        let mut m = MountOptions {
+            default_permissions: true,
+            ..Default::default()
+        };
+        for opt in opts
+            .iter()
+            .flat_map(|o| o.split(','))
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            let (name, value) = opt
+                .split_once('=')
+                .map_or((opt, None), |(n, v)| (n, Some(v)));
+            let number = |v: Option<&str>| -> Result<u32> {
+                v.and_then(|v| v.parse().ok()).with_context(|| {
+                    format!("mount option {opt:?} needs a number, like {name}=1000")
+                })
+            };
+            match name {
+                "ro" => m.read_only = true,
+                "rw" => m.read_only = false,
+                "allow_other" => m.allow_other = true,
+                "allow_root" => m.allow_root = true,
+                "uid" => m.uid = Some(number(value)?),
+                "gid" => m.gid = Some(number(value)?),
+                "default_permissions" => m.default_permissions = true,
+                "auto_unmount" => m.auto_unmount = true,
+                "_netdev" | "nofail" | "noauto" | "auto" | "user" | "users" | "nouser" | "dev"
+                | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
+                | "relatime" | "async" => {}
+                n if n.starts_with("x-") || n.starts_with("comment=") => {}
+                _ => bail!("unknown mount option {opt:?} (see `remotedict mount --help`)"),
+            }
+        }
+        if m.allow_other && m.allow_root {
+            bail!("mount options allow_other and allow_root exclude each other");
+        }
+        Ok(m)
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+/// Default root of the embedded local store.
+pub fn default_local_root() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map_or_else(|| home().join(".local/share"), PathBuf::from)
+        .join("remotedict")
+}
+
+/// Default cache directory.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map_or_else(|| home().join(".cache"), PathBuf::from)
+        .join("remotedict")
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Opens the store the arguments and environment point at; checks (or creates) the container.
+pub async fn open_store(args: &StoreArgs) -> Result<Arc<dyn BlobStore>> {
+    let opts = AzureOptions {
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        max_retries: args.retries,
+    };
+    let store: Arc<dyn BlobStore> = if let Some(dir) = &args.local {
+        local_store(dir, &args.container)?
+    } else if let Some(file) = &args.connection_string_file {
+        let conn = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the connection string file {}", file.display()))?;
+        Arc::new(AzureStore::from_connection_string(
+            conn.trim(),
+            &args.container,
+            opts,
+        )?)
+    } else if let Some(conn) = env_nonempty("AZURE_STORAGE_CONNECTION_STRING") {
+        Arc::new(
+            AzureStore::from_connection_string(&conn, &args.container, opts)
+                .context("AZURE_STORAGE_CONNECTION_STRING is not usable")?,
+        )
+    } else if let (Some(account), Some(sas)) = (
+        env_nonempty("AZURE_STORAGE_ACCOUNT"),
+        env_nonempty("AZURE_STORAGE_SAS_TOKEN"),
+    ) {
+        Arc::new(AzureStore::from_sas_token(
+            &account,
+            &sas,
+            &args.container,
+            opts,
+        )?)
+    } else {
+        local_store(&default_local_root(), &args.container)?
+    };
+    let is_local = store.describe().starts_with("local:");
+    match store.check_container().await {
+        Ok(()) => {}
+        Err(StoreError::ContainerNotFound(_)) if args.create_container || is_local => {
+            store
+                .create_container()
+                .await
+                .with_context(|| format!("creating {}", store.describe()))?;
+            log::info!("created {}", store.describe());
+        }
+        Err(e @ StoreError::ContainerNotFound(_)) => {
+            bail!("{}: {e}", store.describe())
+        }
+        Err(e) => bail!("cannot reach {}: {e}", store.describe()),
+    }
+    Ok(store)
+}
+
+fn local_store(root: &Path, container: &str) -> Result<Arc<dyn BlobStore>> {
+    if container.is_empty() || container.contains('/') || container.starts_with('.') {
+        bail!("container name {container:?} is not valid for the local store: use letters, digits and '-'");
+    }
+    Ok(Arc::new(LocalStore::new(root.join(container))))
+}

@@ -1,0 +1,101 @@
+//! Errors of the filesystem core, each knowing the errno userspace should see.
+
+use crate::index::IndexError;
+use crate::layout::KeyError;
+use crate::store::StoreError;
+use crate::transfer::TransferError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("read-only mount")]
+    ReadOnly,
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("operation not supported: {0}")]
+    Unsupported(&'static str),
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error("stale file handle")]
+    BadHandle,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error("local I/O: {0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError::Io(e.to_string())
+    }
+}
+
+fn store_errno(e: &StoreError) -> i32 {
+    match e {
+        StoreError::NotFound(_) => libc::ENOENT,
+        StoreError::ContainerNotFound(_) => libc::EIO,
+        StoreError::PreconditionFailed(_) => libc::EEXIST,
+        StoreError::LeaseConflict(_) => libc::EBUSY,
+        StoreError::LeaseLost(_) => libc::EIO,
+        StoreError::Auth(_) => libc::EACCES,
+        StoreError::InvalidName { .. } => libc::EINVAL,
+        StoreError::Transient { .. } | StoreError::Other(_) => libc::EIO,
+    }
+}
+
+impl FsError {
+    /// The errno this error is reported as.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::Unsupported(_) => libc::EOPNOTSUPP,
+            FsError::NotPermitted(_) => libc::EPERM,
+            FsError::BadHandle => libc::EBADF,
+            FsError::Key(KeyError::TooLong(_)) => libc::ENAMETOOLONG,
+            FsError::Key(_) => libc::EINVAL,
+            FsError::Store(e) => store_errno(e),
+            FsError::Index(IndexError::Store(e)) => store_errno(e),
+            FsError::Index(_) => libc::EIO,
+            FsError::Transfer(TransferError::Store(e)) => store_errno(e),
+            FsError::Transfer(_) => libc::EIO,
+            FsError::Io(_) => libc::EIO,
+        }
+    }
+
+    /// Whether this is an expected answer (ENOENT on lookup, EEXIST…) rather than a failure
+    /// worth a log line.
+    pub fn is_routine(&self) -> bool {
+        matches!(
+            self,
+            FsError::NotFound
+                | FsError::Exists
+                | FsError::NotDir
+                | FsError::IsDir
+                | FsError::NotEmpty
+                | FsError::Key(_)
+        )
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;

@@ -1,0 +1,1100 @@
+//! The filesystem core: POSIX semantics over the index, the store and the caches, independent of
+//! FUSE so it can be tested without a kernel mount.
+//!
+//! - Names and attributes come from the index (`SharedIndex`), revalidated at most once per TTL;
+//!   `readdir` never lists the container.
+//! - Reads go through the `ContentCache` (values decoded to local disk, tied to their etag).
+//! - Writes go to a `StagedFile` (a local temporary file) and are uploaded compressed, as one
+//!   atomic commit, on flush/fsync/close; the index is updated after the blob, never before.
+//!   An upload that fails fails the close/fsync, and the previous value stays intact.
+//! - Directories are key prefixes; an explicit (possibly empty) directory is an index entry of
+//!   kind `Dir` plus a zero-length marker blob with metadata `hdi_isfolder=true`.
+
+pub mod content;
+pub mod error;
+pub mod inode;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::index::{Change, Entry, EntryKind, Index, SharedIndex};
+use crate::layout::Layout;
+use crate::store::{BlobStore, Conditions, PutOptions, StoreError};
+use crate::transfer::{self, TransferConfig};
+use content::ContentCache;
+pub use error::{FsError, FsResult};
+use inode::{child_key, parent_key, InodeTable, ROOT_INO};
+
+/// Metadata marking a directory marker blob (the convention of ADLS Gen2 and blobfuse).
+pub const META_IS_FOLDER: &str = "hdi_isfolder";
+
+/// Settings of the filesystem core.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Owner shown for every file (permission bits come from the index, default 0644/0755).
+    pub uid: u32,
+    pub gid: u32,
+    pub read_only: bool,
+    /// Directory for staged writes and cached values.
+    pub cache_dir: PathBuf,
+    /// Upper bound of the disk cache of decoded values.
+    pub cache_bytes: u64,
+    pub transfer: TransferConfig,
+}
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Attributes of a node, as `stat` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub size: u64,
+    /// Bytes stored in the container (compressed), for `st_blocks`.
+    pub stored_size: u64,
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One directory entry.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: NodeKind,
+}
+
+/// Attribute changes of `setattr`.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// The local, writable copy of a file being written.
+struct Staged {
+    file: std::fs::File,
+    dirty: bool,
+    /// mtime to record at the next upload.
+    mtime: SystemTime,
+}
+
+/// Per-inode state while a file is open or has unsaved changes.
+struct OpenFile {
+    state: tokio::sync::Mutex<FileState>,
+}
+
+struct FileState {
+    /// The index entry this copy started from; `None` for a file created here and not yet saved.
+    base: Option<Entry>,
+    staged: Option<Staged>,
+    handles: usize,
+}
+
+/// An open file handle.
+#[derive(Clone)]
+struct Handle {
+    ino: u64,
+    write: bool,
+    append: bool,
+    /// For read-only handles: the value being read.
+    value: Option<Arc<content::CachedValue>>,
+}
+
+/// The filesystem core.
+pub struct Fs {
+    store: Arc<dyn BlobStore>,
+    layout: Layout,
+    index: Arc<SharedIndex>,
+    cfg: FsConfig,
+    mounted_at: SystemTime,
+    inodes: Mutex<InodeTable>,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_fh: AtomicU64,
+    content: ContentCache,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn to_ns(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
+    }
+}
+
+fn from_ns(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// The children of directory `dir` in the index: (name, kind), in name order.
+fn children(index: &Index, dir: &str) -> Vec<(String, NodeKind)> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut out = Vec::new();
+    let mut cursor = Bound::Included(prefix.clone());
+    loop {
+        let Some((key, entry)) = index
+            .entries
+            .range::<String, _>((cursor.clone(), Bound::Unbounded))
+            .next()
+        else {
+            break;
+        };
+        let Some(rest) = key.strip_prefix(&prefix) else {
+            break;
+        };
+        match rest.split_once('/') {
+            Some((name, _)) => {
+                out.push((name.to_string(), NodeKind::Dir));
+                // Skip the whole subtree: '0' is the character after '/'.
+                cursor = Bound::Included(format!("{prefix}{name}0"));
+            }
+            None => {
+                out.push((rest.to_string(), kind_of(entry)));
+                cursor = Bound::Excluded(key.clone());
+            }
+        }
+    }
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
+}
+
+fn kind_of(e: &Entry) -> NodeKind {
+    match e.kind {
+        EntryKind::File => NodeKind::File,
+        EntryKind::Dir => NodeKind::Dir,
+        EntryKind::Symlink => NodeKind::Symlink,
+    }
+}
+
+/// Whether any key lies under `dir/`.
+fn has_children(index: &Index, dir: &str) -> bool {
+    let prefix = format!("{dir}/");
+    index
+        .entries
+        .range::<String, _>(prefix.clone()..)
+        .next()
+        .is_some_and(|(k, _)| k.starts_with(&prefix))
+}
+
+impl Fs {
+    pub fn new(
+        store: Arc<dyn BlobStore>,
+        layout: Layout,
+        index_ttl: Duration,
+        cfg: FsConfig,
+    ) -> FsResult<Self> {
+        std::fs::create_dir_all(&cfg.cache_dir)?;
+        let index = SharedIndex::new(store.clone(), layout.index_blob(), index_ttl);
+        let content =
+            ContentCache::new(cfg.cache_dir.clone(), cfg.cache_bytes, cfg.transfer.clone());
+        Ok(Fs {
+            store,
+            layout,
+            index,
+            cfg,
+            mounted_at: SystemTime::now(),
+            inodes: Mutex::new(InodeTable::default()),
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            content,
+        })
+    }
+
+    pub fn index(&self) -> &Arc<SharedIndex> {
+        &self.index
+    }
+
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    /// Loads the index once, so a broken one is reported at mount time.
+    pub async fn warm_up(&self) -> FsResult<usize> {
+        Ok(self.index.current().await?.entries.len())
+    }
+
+    fn key_of(&self, ino: u64) -> FsResult<String> {
+        lock(&self.inodes)
+            .key(ino)
+            .map(str::to_string)
+            .ok_or(FsError::NotFound)
+    }
+
+    fn child(&self, parent: u64, name: &str) -> FsResult<String> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(FsError::Invalid(format!("bad name {name:?}")));
+        }
+        let key = child_key(&self.key_of(parent)?, name);
+        self.layout.check_key(&key)?;
+        Ok(key)
+    }
+
+    fn open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        lock(&self.files).get(&ino).cloned()
+    }
+
+    fn writable(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn default_perm(&self, kind: NodeKind) -> u16 {
+        match kind {
+            NodeKind::Dir => 0o755,
+            NodeKind::File => 0o644,
+            NodeKind::Symlink => 0o777,
+        }
+    }
+
+    fn attr_from_entry(&self, ino: u64, e: &Entry) -> Attr {
+        let kind = kind_of(e);
+        Attr {
+            ino,
+            kind,
+            size: e.size,
+            stored_size: e.stored_size,
+            mtime: from_ns(e.mtime_ns),
+            perm: if e.mode == 0 {
+                self.default_perm(kind)
+            } else {
+                (e.mode & 0o7777) as u16
+            },
+            uid: if e.mode == 0 { self.cfg.uid } else { e.uid },
+            gid: if e.mode == 0 { self.cfg.gid } else { e.gid },
+        }
+    }
+
+    fn implicit_dir(&self, ino: u64) -> Attr {
+        Attr {
+            ino,
+            kind: NodeKind::Dir,
+            size: 0,
+            stored_size: 0,
+            mtime: self.mounted_at,
+            perm: 0o755,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+        }
+    }
+
+    /// Attributes of the node at `key`, from local unsaved state, then the index.
+    async fn attr_of(&self, key: &str, ino: u64) -> FsResult<Attr> {
+        if let Some(f) = self.open_file(ino) {
+            let st = f.state.lock().await;
+            if let Some(staged) = &st.staged {
+                let size = staged.file.metadata()?.len();
+                let mut attr = match &st.base {
+                    Some(e) => self.attr_from_entry(ino, e),
+                    None => Attr {
+                        perm: 0o644,
+                        ..self.implicit_dir(ino)
+                    },
+                };
+                attr.kind = NodeKind::File;
+                attr.size = size;
+                attr.mtime = staged.mtime;
+                return Ok(attr);
+            }
+        }
+        if key.is_empty() {
+            return Ok(self.implicit_dir(ino));
+        }
+        let index = self.index.current().await?;
+        if let Some(e) = index.entries.get(key) {
+            return Ok(self.attr_from_entry(ino, e));
+        }
+        if has_children(&index, key) {
+            return Ok(self.implicit_dir(ino));
+        }
+        Err(FsError::NotFound)
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let key = self.child(parent, name)?;
+        let ino = lock(&self.inodes).get(&key);
+        if let Some(ino) = ino {
+            return self.attr_of(&key, ino).await;
+        }
+        let index = self.index.current().await?;
+        let exists = index.entries.contains_key(&key) || has_children(&index, &key);
+        if !exists {
+            return Err(FsError::NotFound);
+        }
+        let ino = lock(&self.inodes).ino(&key);
+        self.attr_of(&key, ino).await
+    }
+
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let key = self.key_of(ino)?;
+        self.attr_of(&key, ino).await
+    }
+
+    pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let key = self.key_of(ino)?;
+        let attr = self.attr_of(&key, ino).await?;
+        if attr.kind != NodeKind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let index = self.index.current().await?;
+        let mut list = vec![
+            DirEntry {
+                ino,
+                name: ".".into(),
+                kind: NodeKind::Dir,
+            },
+            DirEntry {
+                ino: if ino == ROOT_INO {
+                    ROOT_INO
+                } else {
+                    self.parent_ino(&key)
+                },
+                name: "..".into(),
+                kind: NodeKind::Dir,
+            },
+        ];
+        let mut names: BTreeMap<String, NodeKind> = children(&index, &key).into_iter().collect();
+        // Files created here and not yet saved.
+        let pending: Vec<(u64, String)> = {
+            let files = lock(&self.files);
+            let inodes = lock(&self.inodes);
+            files
+                .keys()
+                .filter_map(|i| inodes.key(*i).map(|k| (*i, k.to_string())))
+                .collect()
+        };
+        for (_, k) in pending {
+            if parent_key(&k) == key && !k.is_empty() {
+                let name = k.rsplit('/').next().unwrap_or(&k).to_string();
+                names.entry(name).or_insert(NodeKind::File);
+            }
+        }
+        {
+            let mut inodes = lock(&self.inodes);
+            for (name, kind) in names {
+                let child_ino = inodes.ino(&child_key(&key, &name));
+                list.push(DirEntry {
+                    ino: child_ino,
+                    name,
+                    kind,
+                });
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, Arc::new(list));
+        Ok(fh)
+    }
+
+    fn parent_ino(&self, key: &str) -> u64 {
+        lock(&self.inodes).ino(parent_key(key))
+    }
+
+    /// Entries of an open directory from position `offset` on.
+    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.dirs).remove(&fh);
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, h);
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Handle> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    fn file_state(&self, ino: u64) -> Arc<OpenFile> {
+        lock(&self.files)
+            .entry(ino)
+            .or_insert_with(|| {
+                Arc::new(OpenFile {
+                    state: tokio::sync::Mutex::new(FileState {
+                        base: None,
+                        staged: None,
+                        handles: 0,
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    fn new_staged(&self) -> FsResult<std::fs::File> {
+        Ok(tempfile::tempfile_in(&self.cfg.cache_dir)?)
+    }
+
+    /// Makes sure `st` has a staged copy: empty when truncating, else the current value.
+    async fn ensure_staged(&self, key: &str, st: &mut FileState, truncate: bool) -> FsResult<()> {
+        if st.staged.is_some() {
+            if truncate {
+                if let Some(s) = st.staged.as_mut() {
+                    s.file.set_len(0)?;
+                    s.dirty = true;
+                    s.mtime = SystemTime::now();
+                }
+            }
+            return Ok(());
+        }
+        let file = self.new_staged()?;
+        if !truncate {
+            if let Some(base) = &st.base {
+                if base.size > 0 {
+                    let value =
+                        self.content
+                            .get(&self.store, &self.layout.blob_name(key), &base.etag)?;
+                    value.complete().await?;
+                    let mut src = value.file()?;
+                    let mut dst = file.try_clone()?;
+                    tokio::task::spawn_blocking(move || {
+                        use std::io::{Seek, SeekFrom};
+                        src.seek(SeekFrom::Start(0))?;
+                        std::io::copy(&mut src, &mut dst)
+                    })
+                    .await
+                    .map_err(|e| FsError::Io(e.to_string()))??;
+                }
+            }
+        }
+        let mtime = st
+            .base
+            .as_ref()
+            .map_or_else(SystemTime::now, |b| from_ns(b.mtime_ns));
+        st.staged = Some(Staged {
+            file,
+            dirty: truncate,
+            mtime: if truncate { SystemTime::now() } else { mtime },
+        });
+        Ok(())
+    }
+
+    /// Opens a file; `flags` are the open(2) flags.
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        let key = self.key_of(ino)?;
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        if write {
+            self.writable()?;
+        }
+        let attr = self.attr_of(&key, ino).await?;
+        if attr.kind == NodeKind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let entry = self.index.current().await?.entries.get(&key).cloned();
+        let f = self.file_state(ino);
+        let mut st = f.state.lock().await;
+        if st.handles == 0 && st.staged.is_none() {
+            st.base = entry.clone();
+        }
+        let mut value = None;
+        if write {
+            if let Err(e) = self
+                .ensure_staged(&key, &mut st, flags & libc::O_TRUNC != 0)
+                .await
+            {
+                self.drop_if_idle(ino, &st);
+                return Err(e);
+            }
+        } else if st.staged.is_none() {
+            if let Some(e) = &entry {
+                value = Some(self.content.get(
+                    &self.store,
+                    &self.layout.blob_name(&key),
+                    &e.etag,
+                )?);
+            }
+        }
+        st.handles += 1;
+        drop(st);
+        Ok(self.new_handle(Handle {
+            ino,
+            write,
+            append: flags & libc::O_APPEND != 0,
+            value,
+        }))
+    }
+
+    /// Creates and opens a new file.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(Attr, u64)> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if index.entries.contains_key(&key) || has_children(&index, &key) {
+            if flags & libc::O_EXCL != 0 {
+                return Err(FsError::Exists);
+            }
+            let ino = lock(&self.inodes).ino(&key);
+            let fh = self.open(ino, flags).await?;
+            return Ok((self.getattr(ino).await?, fh));
+        }
+        let ino = lock(&self.inodes).ino(&key);
+        let f = self.file_state(ino);
+        let mut st = f.state.lock().await;
+        st.base = None;
+        st.staged = Some(Staged {
+            file: self.new_staged()?,
+            dirty: true,
+            mtime: SystemTime::now(),
+        });
+        st.handles += 1;
+        drop(st);
+        let _ = mode; // permission bits: stored from issue 7 on; new files use the default
+        let fh = self.new_handle(Handle {
+            ino,
+            write: true,
+            append: flags & libc::O_APPEND != 0,
+            value: None,
+        });
+        Ok((self.getattr(ino).await?, fh))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let h = self.handle(fh)?;
+        if let Some(f) = self.open_file(h.ino) {
+            let st = f.state.lock().await;
+            if let Some(staged) = &st.staged {
+                let file = staged.file.try_clone()?;
+                drop(st);
+                return tokio::task::spawn_blocking(move || -> FsResult<Vec<u8>> {
+                    let len = file.metadata()?.len();
+                    let end = len.min(offset.saturating_add(u64::from(size)));
+                    if offset >= end {
+                        return Ok(Vec::new());
+                    }
+                    let mut buf = vec![0u8; (end - offset) as usize];
+                    file.read_exact_at(&mut buf, offset)?;
+                    Ok(buf)
+                })
+                .await
+                .map_err(|e| FsError::Io(e.to_string()))?;
+            }
+        }
+        match &h.value {
+            Some(v) => v.read(offset, size).await,
+            None => Ok(Vec::new()), // a file with no saved value yet
+        }
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Err(FsError::BadHandle);
+        }
+        let f = self.open_file(h.ino).ok_or(FsError::BadHandle)?;
+        let mut st = f.state.lock().await;
+        let staged = st.staged.as_mut().ok_or(FsError::BadHandle)?;
+        let at = if h.append {
+            staged.file.metadata()?.len()
+        } else {
+            offset
+        };
+        staged.file.write_all_at(data, at)?;
+        staged.dirty = true;
+        staged.mtime = SystemTime::now();
+        Ok(data.len() as u32)
+    }
+
+    /// Uploads unsaved changes of a handle's file (flush, fsync).
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Ok(());
+        }
+        self.save(h.ino).await
+    }
+
+    /// Uploads the staged copy of `ino` if it has unsaved changes: blob first, then the index.
+    async fn save(&self, ino: u64) -> FsResult<()> {
+        let Some(f) = self.open_file(ino) else {
+            return Ok(());
+        };
+        let mut st = f.state.lock().await;
+        let Some(staged) = &st.staged else {
+            return Ok(());
+        };
+        if !staged.dirty {
+            return Ok(());
+        }
+        let key = self.key_of(ino)?;
+        let blob = self.layout.blob_name(&key);
+        let src = staged.file.try_clone()?;
+        let mtime = staged.mtime;
+        let uploaded = transfer::upload_file(
+            &self.store,
+            &blob,
+            src,
+            PutOptions::default(),
+            &self.cfg.transfer,
+        )
+        .await
+        .inspect_err(|e| log::error!("saving {key:?} failed, the previous value stays: {e}"))?;
+        let mut entry = Entry::file(
+            uploaded.size,
+            uploaded.stored_size,
+            to_ns(mtime),
+            uploaded.etag,
+        );
+        if let Some(base) = &st.base {
+            (entry.mode, entry.uid, entry.gid) = (base.mode, base.uid, base.gid);
+        }
+        self.index
+            .commit(vec![Change::Put {
+                key: key.clone(),
+                entry: entry.clone(),
+            }])
+            .await
+            .inspect_err(|e| {
+                log::error!(
+                    "saving {key:?}: the value was uploaded but the index update failed: {e}"
+                )
+            })?;
+        self.content.forget(&blob);
+        st.base = Some(entry);
+        if let Some(s) = st.staged.as_mut() {
+            s.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Closes a handle; the last one saves (if `flush` did not already) and drops local state.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = lock(&self.handles).remove(&fh) else {
+            return Ok(());
+        };
+        let Some(f) = self.open_file(h.ino) else {
+            return Ok(());
+        };
+        let result = if h.write {
+            self.save(h.ino).await
+        } else {
+            Ok(())
+        };
+        let mut st = f.state.lock().await;
+        st.handles = st.handles.saturating_sub(1);
+        if st.handles == 0 {
+            if st.staged.as_ref().is_some_and(|s| s.dirty) {
+                log::error!(
+                    "unsaved changes of inode {} are dropped: the upload failed",
+                    h.ino
+                );
+            }
+            st.staged = None;
+            lock(&self.files).remove(&h.ino);
+        }
+        result
+    }
+
+    fn drop_if_idle(&self, ino: u64, st: &FileState) {
+        if st.handles == 0 && st.staged.is_none() {
+            lock(&self.files).remove(&ino);
+        }
+    }
+
+    pub async fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> FsResult<Attr> {
+        let key = self.key_of(ino)?;
+        if key.is_empty() {
+            return self.getattr(ino).await;
+        }
+        self.writable()?;
+        let attr = self.attr_of(&key, ino).await?;
+        if let Some(size) = set.size {
+            if attr.kind == NodeKind::Dir {
+                return Err(FsError::IsDir);
+            }
+            let f = self.file_state(ino);
+            let mut st = f.state.lock().await;
+            if st.staged.is_none() {
+                st.base = self.index.current().await?.entries.get(&key).cloned();
+            }
+            let r = self.ensure_staged(&key, &mut st, size == 0).await;
+            if let Err(e) = r {
+                self.drop_if_idle(ino, &st);
+                return Err(e);
+            }
+            if let Some(s) = st.staged.as_mut() {
+                s.file.set_len(size)?;
+                s.dirty = true;
+                s.mtime = set.mtime.unwrap_or_else(SystemTime::now);
+            }
+            let idle = st.handles == 0;
+            drop(st);
+            if idle || fh.is_none() {
+                // truncate(2) on a path: save now, there is no close to wait for.
+                let saved = self.save(ino).await;
+                let st = f.state.lock().await;
+                if st.handles == 0 {
+                    lock(&self.files).remove(&ino);
+                }
+                drop(st);
+                saved?;
+            }
+        } else if let Some(mtime) = set.mtime {
+            if let Some(f) = self.open_file(ino) {
+                let mut st = f.state.lock().await;
+                if let Some(s) = st.staged.as_mut() {
+                    s.mtime = mtime;
+                    s.dirty = true;
+                    drop(st);
+                    return self.getattr(ino).await;
+                }
+            }
+            self.update_entry(&key, |e| e.mtime_ns = to_ns(mtime))
+                .await?;
+        }
+        if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() {
+            let (uid, gid) = (attr.uid, attr.gid);
+            let perm = attr.perm;
+            self.update_entry(&key, |e| {
+                e.mode = set.mode.map_or(u32::from(perm), |m| m & 0o7777);
+                e.uid = set.uid.unwrap_or(uid);
+                e.gid = set.gid.unwrap_or(gid);
+            })
+            .await?;
+        }
+        self.getattr(ino).await
+    }
+
+    /// Changes an index entry's attributes (not its value).
+    async fn update_entry(&self, key: &str, change: impl FnOnce(&mut Entry)) -> FsResult<()> {
+        let index = self.index.current().await?;
+        let Some(mut e) = index.entries.get(key).cloned() else {
+            return Err(FsError::Unsupported(
+                "attributes of implicit directories (mkdir it first)",
+            ));
+        };
+        change(&mut e);
+        Ok(self
+            .index
+            .commit(vec![Change::Put {
+                key: key.to_string(),
+                entry: e,
+            }])
+            .await?)
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        let entry = index.entries.get(&key).cloned();
+        let ino = lock(&self.inodes).get(&key);
+        let pending = ino.and_then(|i| self.open_file(i));
+        match entry {
+            Some(e) if e.kind == EntryKind::Dir => return Err(FsError::IsDir),
+            Some(e) => {
+                let blob = self.layout.blob_name(&key);
+                match self.store.delete(&blob, &Conditions::default()).await {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                self.index
+                    .commit(vec![Change::Remove {
+                        key: key.clone(),
+                        if_etag: Some(e.etag),
+                    }])
+                    .await?;
+                self.content.forget(&blob);
+            }
+            None if pending.is_some() => {}
+            None if has_children(&index, &key) => return Err(FsError::IsDir),
+            None => return Err(FsError::NotFound),
+        }
+        if let Some(f) = pending {
+            // Open handles keep their data; it is not saved under the old name any more.
+            let mut st = f.state.lock().await;
+            if let Some(s) = st.staged.as_mut() {
+                s.dirty = false;
+            }
+        }
+        lock(&self.inodes).remove_key(&key);
+        Ok(())
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if index.entries.contains_key(&key) || has_children(&index, &key) {
+            return Err(FsError::Exists);
+        }
+        let mut opts = PutOptions {
+            conditions: Conditions::if_absent(),
+            ..Default::default()
+        };
+        opts.metadata.insert(META_IS_FOLDER.into(), "true".into());
+        let etag = match self
+            .store
+            .put(&self.layout.blob_name(&key), Bytes::new(), &opts)
+            .await
+        {
+            Ok(e) => e,
+            Err(StoreError::PreconditionFailed(_)) => return Err(FsError::Exists),
+            Err(e) => return Err(e.into()),
+        };
+        let mut entry = Entry::file(0, 0, to_ns(SystemTime::now()), etag);
+        entry.kind = EntryKind::Dir;
+        let _ = mode;
+        self.index
+            .commit(vec![Change::Put {
+                key: key.clone(),
+                entry,
+            }])
+            .await?;
+        let ino = lock(&self.inodes).ino(&key);
+        self.getattr(ino).await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if has_children(&index, &key) {
+            return Err(FsError::NotEmpty);
+        }
+        match index.entries.get(&key) {
+            Some(e) if e.kind == EntryKind::Dir => {
+                match self
+                    .store
+                    .delete(&self.layout.blob_name(&key), &Conditions::default())
+                    .await
+                {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                self.index
+                    .commit(vec![Change::Remove {
+                        key: key.clone(),
+                        if_etag: Some(e.etag.clone()),
+                    }])
+                    .await?;
+                lock(&self.inodes).remove_key(&key);
+                Ok(())
+            }
+            Some(_) => Err(FsError::NotDir),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// Renames a file or a directory tree: copy the blobs, one index commit, delete the old blobs.
+    /// Not atomic for directories: a crash midway leaves the copies and the originals both listed
+    /// or neither, never a missing value.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        noreplace: bool,
+    ) -> FsResult<()> {
+        self.writable()?;
+        let from = self.child(parent, name)?;
+        let to = self.child(newparent, newname)?;
+        if from == to {
+            return Ok(());
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        // Unsaved data of the source is saved first, so the copy carries it.
+        let src_ino = lock(&self.inodes).get(&from);
+        if let Some(ino) = src_ino {
+            self.save(ino).await?;
+        }
+        let index = self.index.current().await?;
+        let src_entry = index.entries.get(&from).cloned();
+        let src_is_dir = src_entry
+            .as_ref()
+            .map_or_else(|| has_children(&index, &from), |e| e.kind == EntryKind::Dir);
+        if src_entry.is_none() && !src_is_dir {
+            return Err(FsError::NotFound);
+        }
+        let dst_entry = index.entries.get(&to).cloned();
+        let dst_is_dir = dst_entry
+            .as_ref()
+            .map_or_else(|| has_children(&index, &to), |e| e.kind == EntryKind::Dir);
+        let dst_exists = dst_entry.is_some() || dst_is_dir;
+        if dst_exists && noreplace {
+            return Err(FsError::Exists);
+        }
+        if dst_is_dir && !src_is_dir {
+            return Err(FsError::IsDir);
+        }
+        if dst_exists && src_is_dir && !dst_is_dir {
+            return Err(FsError::NotDir);
+        }
+        if dst_is_dir && has_children(&index, &to) {
+            return Err(FsError::NotEmpty);
+        }
+        // Every key that moves: the node itself and, for a directory, everything under it.
+        let prefix = format!("{from}/");
+        let moving: Vec<(String, Entry)> = index
+            .entries
+            .get_key_value(&from)
+            .into_iter()
+            .chain(
+                index
+                    .entries
+                    .range::<String, _>(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix)),
+            )
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let mut changes = Vec::new();
+        for (old, e) in &moving {
+            let new = format!("{to}{}", &old[from.len()..]);
+            let etag = self
+                .copy_blob(&self.layout.blob_name(old), &self.layout.blob_name(&new))
+                .await?;
+            changes.push(Change::Put {
+                key: new,
+                entry: Entry { etag, ..e.clone() },
+            });
+            changes.push(Change::Remove {
+                key: old.clone(),
+                if_etag: Some(e.etag.clone()),
+            });
+        }
+        if let Some(d) = &dst_entry {
+            if d.kind == EntryKind::Dir && src_entry.is_none() {
+                // An implicit directory moved onto an explicit empty one: drop the old marker.
+                changes.push(Change::Remove {
+                    key: to.clone(),
+                    if_etag: Some(d.etag.clone()),
+                });
+                let _ = self
+                    .store
+                    .delete(&self.layout.blob_name(&to), &Conditions::default())
+                    .await;
+            }
+        }
+        self.index.commit(changes).await?;
+        for (old, _) in &moving {
+            let blob = self.layout.blob_name(old);
+            match self.store.delete(&blob, &Conditions::default()).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => log::warn!("rename: could not delete the old blob {blob:?}: {e}"),
+            }
+            self.content.forget(&blob);
+        }
+        lock(&self.inodes).rename(&from, &to);
+        Ok(())
+    }
+
+    /// Copies a blob's stored bytes (no re-compression) to a new name; returns the new etag.
+    async fn copy_blob(&self, from: &str, to: &str) -> FsResult<String> {
+        let props = self.store.head(from).await?;
+        let opts = PutOptions {
+            metadata: props.metadata.clone(),
+            ..Default::default()
+        };
+        let step = self.cfg.transfer.block_size as u64;
+        if props.size <= step {
+            let data = match self.store.get(from, None, None).await? {
+                crate::store::GetResult::Found { data, .. } => data,
+                crate::store::GetResult::NotModified => {
+                    return Err(FsError::Io("unexpected 304".into()))
+                }
+            };
+            return Ok(self.store.put(to, data, &opts).await?);
+        }
+        let mut ids = Vec::new();
+        let mut offset = 0;
+        while offset < props.size {
+            let end = (offset + step).min(props.size);
+            let data = match self.store.get(from, Some(offset..end), None).await? {
+                crate::store::GetResult::Found { data, props: p } if p.etag == props.etag => data,
+                _ => return Err(FsError::Io(format!("{from:?} changed while it was copied"))),
+            };
+            let id = crate::store::block_id(ids.len());
+            self.store.put_block(to, &id, data, None).await?;
+            ids.push(id);
+            offset = end;
+        }
+        Ok(self.store.commit_blocks(to, &ids, &opts).await?)
+    }
+
+    /// Reads the value of a small key whole (symlink targets, tests).
+    pub async fn read_all(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let fh = self.open(ino, libc::O_RDONLY).await?;
+        let mut out = Vec::new();
+        let result = async {
+            loop {
+                let chunk = self.read(fh, out.len() as u64, 1 << 20).await?;
+                if chunk.is_empty() {
+                    return Ok::<_, FsError>(());
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
+        .await;
+        self.release(fh).await?;
+        result.map(|_| out)
+    }
+
+    /// Filesystem statistics: (blocks, free blocks, files) — a blob container has no fixed size.
+    pub fn statfs(&self) -> (u64, u64, u64) {
+        let files = self.index.cached().entries.len() as u64;
+        (1 << 40, 1 << 40, files)
+    }
+
+    /// Saves every file with unsaved changes (at unmount).
+    pub async fn save_all(&self) -> FsResult<()> {
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
+        let mut first_err = None;
+        for ino in inos {
+            if let Err(e) = self.save(ino).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

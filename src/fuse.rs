@@ -1,0 +1,420 @@
+//! The thin `fuser::Filesystem` adapter: translate each kernel request into a call on the
+//! filesystem core (`fs::Fs`), run it as a task so a slow transfer never blocks other requests,
+//! and reply. No policy lives here.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
+};
+
+use crate::fs::{Attr, Fs, FsError, NodeKind, SetAttr};
+
+/// Serves an `Fs` to the kernel.
+pub struct FuseAdapter {
+    fs: Arc<Fs>,
+    rt: tokio::runtime::Handle,
+    /// How long the kernel may cache names and attributes (the index TTL).
+    ttl: Duration,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle, ttl: Duration) -> Self {
+        FuseAdapter { fs, rt, ttl }
+    }
+
+    /// Runs `op` on the runtime and hands its result to `reply`.
+    fn spawn<T, F, Fut>(&self, op: F, reply: impl FnOnce(Result<T, FsError>) + Send + 'static)
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Fs>) -> Fut,
+        Fut: Future<Output = Result<T, FsError>> + Send + 'static,
+    {
+        let fut = op(self.fs.clone());
+        self.rt.spawn(async move { reply(fut.await) });
+    }
+}
+
+/// The one place failures are logged and turned into an errno.
+fn errno(op: &str, e: &FsError) -> Errno {
+    if e.is_routine() {
+        log::debug!("{op}: {e}");
+    } else {
+        log::warn!("{op}: {e}");
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.stored_size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: if a.kind == NodeKind::Dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn file_type(k: NodeKind) -> FileType {
+    match k {
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+    }
+}
+
+fn name_str(name: &OsStr) -> Result<String, FsError> {
+    name.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| FsError::Invalid("names must be valid UTF-8".into()))
+}
+
+fn time_of(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+        log::info!("mounted");
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.rt.block_on(self.fs.save_all()) {
+            log::error!("unmount: some changes could not be saved: {e}");
+        }
+        log::info!("unmounted");
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let ttl = self.ttl;
+        let name = name_str(name);
+        self.spawn(
+            move |fs| async move { fs.lookup(parent.0, &name?).await },
+            move |r| match r {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("lookup", &e)),
+            },
+        );
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ttl = self.ttl;
+        self.spawn(
+            move |fs| async move { fs.getattr(ino.0).await },
+            move |r| match r {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            },
+        );
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let ttl = self.ttl;
+        let set = SetAttr {
+            size,
+            mtime: mtime.map(time_of),
+            mode,
+            uid,
+            gid,
+        };
+        self.spawn(
+            move |fs| async move { fs.setattr(ino.0, fh.map(|f| f.0), set).await },
+            move |r| match r {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Err(e) => reply.error(errno("setattr", &e)),
+            },
+        );
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let ttl = self.ttl;
+        let name = name_str(name);
+        self.spawn(
+            move |fs| async move { fs.mkdir(parent.0, &name?, mode).await },
+            move |r| match r {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("mkdir", &e)),
+            },
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_str(name);
+        self.spawn(
+            move |fs| async move { fs.unlink(parent.0, &name?).await },
+            move |r| empty(reply, "unlink", r),
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_str(name);
+        self.spawn(
+            move |fs| async move { fs.rmdir(parent.0, &name?).await },
+            move |r| empty(reply, "rmdir", r),
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return reply.error(errno(
+                "rename",
+                &FsError::Unsupported("RENAME_EXCHANGE and RENAME_WHITEOUT"),
+            ));
+        }
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let (name, newname) = (name_str(name), name_str(newname));
+        self.spawn(
+            move |fs| async move {
+                fs.rename(parent.0, &name?, newparent.0, &newname?, noreplace)
+                    .await
+            },
+            move |r| empty(reply, "rename", r),
+        );
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(
+            move |fs| async move { fs.open(ino.0, flags.0).await },
+            move |r| match r {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("open", &e)),
+            },
+        );
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let ttl = self.ttl;
+        let name = name_str(name);
+        self.spawn(
+            move |fs| async move { fs.create(parent.0, &name?, mode, flags).await },
+            move |r| match r {
+                Ok((a, fh)) => reply.created(
+                    &ttl,
+                    &file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno("create", &e)),
+            },
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(
+            move |fs| async move { fs.read(fh.0, offset, size).await },
+            move |r| match r {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno("read", &e)),
+            },
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(
+            move |fs| async move { fs.write(fh.0, offset, &data).await },
+            move |r| match r {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno("write", &e)),
+            },
+        );
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(
+            move |fs| async move { fs.flush(fh.0).await },
+            move |r| empty(reply, "flush", r),
+        );
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(
+            move |fs| async move { fs.flush(fh.0).await },
+            move |r| empty(reply, "fsync", r),
+        );
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(
+            move |fs| async move { fs.release(fh.0).await },
+            move |r| empty(reply, "release", r),
+        );
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(
+            move |fs| async move { fs.opendir(ino.0).await },
+            move |r| match r {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("opendir", &e)),
+            },
+        );
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(fh.0) {
+            Ok(entries) => {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno("readdir", &e)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are committed to the index before the operation returns.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (blocks, free, files) = self.fs.statfs();
+        reply.statfs(blocks, free, free, files, u64::MAX / 2, 4096, 255, 4096);
+    }
+}
+
+fn empty(reply: ReplyEmpty, op: &str, r: Result<(), FsError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(op, &e)),
+    }
+}

@@ -1,0 +1,345 @@
+//! Binary format of the index blob (version 1); see docs/FORMAT.md for the byte layout.
+//!
+//! The body — magic, version, then entries sorted by key with the key's common prefix with the
+//! previous key elided — is stored inside a standard LZ4 frame with content checksum. Decoding
+//! validates every length and never panics, whatever bytes it is given.
+
+use std::collections::BTreeMap;
+
+use crate::codec;
+
+/// Magic at the start of the (decompressed) index body.
+pub const MAGIC: &[u8; 4] = b"RDIX";
+
+/// The index format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// Largest decompressed index accepted (protects against decompression bombs).
+const MAX_BODY: u64 = 4 << 30;
+
+/// What a key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File = 0,
+    /// An explicit directory (it persists even when empty).
+    Dir = 1,
+    Symlink = 2,
+}
+
+impl EntryKind {
+    fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(EntryKind::File),
+            1 => Some(EntryKind::Dir),
+            2 => Some(EntryKind::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// One key's entry. The blob name is `<folder>/<key>` (see `layout`), so it is not repeated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: EntryKind,
+    /// Uncompressed size of the value.
+    pub size: u64,
+    /// Bytes stored in the blob (compressed size).
+    pub stored_size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Etag of the blob this entry describes.
+    pub etag: String,
+    /// Permission bits (0 means: use the mount's default).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Entry {
+    pub fn file(size: u64, stored_size: u64, mtime_ns: i64, etag: impl Into<String>) -> Self {
+        Entry {
+            kind: EntryKind::File,
+            size,
+            stored_size,
+            mtime_ns,
+            etag: etag.into(),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
+/// The decoded index: keys in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Index {
+    pub entries: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexFormatError {
+    #[error("the index is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the index has format version {0}, newer than this remotedict understands (version {FORMAT_VERSION}); upgrade remotedict")]
+    NewerVersion(u8),
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// Encodes the index body (not yet compressed).
+pub fn encode_body(index: &Index) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + index.entries.len() * 48);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    put_varint(&mut out, 0); // flags, reserved
+    put_varint(&mut out, index.entries.len() as u64);
+    let mut prev: &[u8] = &[];
+    for (key, e) in &index.entries {
+        let k = key.as_bytes();
+        let shared = prev.iter().zip(k).take_while(|(a, b)| a == b).count();
+        put_varint(&mut out, shared as u64);
+        put_bytes(&mut out, &k[shared..]);
+        out.push(e.kind as u8);
+        put_varint(&mut out, e.size);
+        put_varint(&mut out, e.stored_size);
+        put_varint(&mut out, zigzag(e.mtime_ns));
+        put_bytes(&mut out, e.etag.as_bytes());
+        put_varint(&mut out, u64::from(e.mode));
+        put_varint(&mut out, u64::from(e.uid));
+        put_varint(&mut out, u64::from(e.gid));
+        prev = k;
+    }
+    out
+}
+
+/// Encodes the index as the bytes of its blob: the body inside an LZ4 frame.
+pub fn encode(index: &Index) -> Vec<u8> {
+    codec::compress(&encode_body(index))
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, what: &str) -> IndexFormatError {
+        IndexFormatError::Corrupt(format!("{what} at byte {}", self.pos))
+    }
+    fn byte(&mut self) -> Result<u8, IndexFormatError> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.err("unexpected end"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+    fn varint(&mut self) -> Result<u64, IndexFormatError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            let part = u64::from(b & 0x7F);
+            if shift == 63 && part > 1 {
+                return Err(self.err("varint overflow"));
+            }
+            v |= part << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.err("varint too long"))
+    }
+    fn u32(&mut self) -> Result<u32, IndexFormatError> {
+        u32::try_from(self.varint()?).map_err(|_| self.err("value out of range"))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], IndexFormatError> {
+        let len = self.varint()?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| self.pos.checked_add(l))
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| self.err("length past the end"))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+}
+
+/// Decodes an index body (already decompressed).
+pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
+    if buf.len() < 5 || &buf[..4] != MAGIC {
+        return Err(IndexFormatError::Corrupt(
+            "bad magic: this blob is not a remotedict index".into(),
+        ));
+    }
+    if buf[4] > FORMAT_VERSION {
+        return Err(IndexFormatError::NewerVersion(buf[4]));
+    }
+    if buf[4] == 0 {
+        return Err(IndexFormatError::Corrupt(
+            "format version 0 does not exist".into(),
+        ));
+    }
+    let mut r = Reader { buf, pos: 5 };
+    let _flags = r.varint()?;
+    let count = r.varint()?;
+    let mut entries = BTreeMap::new();
+    let mut prev: Vec<u8> = Vec::new();
+    for _ in 0..count {
+        let shared =
+            usize::try_from(r.varint()?).map_err(|_| r.err("prefix length out of range"))?;
+        if shared > prev.len() {
+            return Err(r.err("shared prefix longer than the previous key"));
+        }
+        let suffix = r.bytes()?;
+        let mut key = prev[..shared].to_vec();
+        key.extend_from_slice(suffix);
+        if !prev.is_empty() && key <= prev {
+            return Err(r.err("keys out of order"));
+        }
+        let kind = EntryKind::from_u8(r.byte()?).ok_or_else(|| r.err("unknown entry kind"))?;
+        let size = r.varint()?;
+        let stored_size = r.varint()?;
+        let mtime_ns = unzigzag(r.varint()?);
+        let etag = std::str::from_utf8(r.bytes()?)
+            .map_err(|_| r.err("etag is not UTF-8"))?
+            .to_string();
+        let mode = r.u32()?;
+        let uid = r.u32()?;
+        let gid = r.u32()?;
+        let key_str = String::from_utf8(key.clone()).map_err(|_| r.err("key is not UTF-8"))?;
+        if key_str.is_empty() {
+            return Err(r.err("empty key"));
+        }
+        entries.insert(
+            key_str,
+            Entry {
+                kind,
+                size,
+                stored_size,
+                mtime_ns,
+                etag,
+                mode,
+                uid,
+                gid,
+            },
+        );
+        prev = key;
+    }
+    if r.pos != buf.len() {
+        return Err(r.err("trailing bytes after the last entry"));
+    }
+    Ok(Index { entries })
+}
+
+/// Decodes the bytes of an index blob.
+pub fn decode(stored: &[u8]) -> Result<Index, IndexFormatError> {
+    if !codec::is_lz4(stored) {
+        return Err(IndexFormatError::Corrupt(
+            "the index blob is not an LZ4 frame".into(),
+        ));
+    }
+    let mut body = Vec::new();
+    let dec = codec::decoder(stored).map_err(|e| IndexFormatError::Corrupt(e.to_string()))?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(dec, MAX_BODY + 1), &mut body)
+        .map_err(|e| IndexFormatError::Corrupt(format!("LZ4 frame: {e}")))?;
+    if body.len() as u64 > MAX_BODY {
+        return Err(IndexFormatError::Corrupt(
+            "decompressed index larger than 4 GiB".into(),
+        ));
+    }
+    decode_body(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Index {
+        let mut index = Index::default();
+        for i in 0..n {
+            let mut e = Entry::file(
+                i as u64 * 1000,
+                i as u64 * 300,
+                1_700_000_000_000_000_000 + i as i64,
+                format!("\"0x8DC{i:013X}\""),
+            );
+            e.mode = 0o644;
+            e.uid = 1000;
+            if i % 10 == 0 {
+                e.kind = EntryKind::Dir;
+            }
+            index
+                .entries
+                .insert(format!("dir{}/file-{i:06}.dat", i % 7), e);
+        }
+        index
+    }
+
+    #[test]
+    fn round_trips() {
+        for n in [0, 1, 2, 1000] {
+            let idx = sample(n);
+            assert_eq!(decode(&encode(&idx)).unwrap(), idx);
+        }
+        let mut idx = Index::default();
+        let mut e = Entry::file(u64::MAX, 0, i64::MIN, "");
+        e.mode = u32::MAX;
+        idx.entries.insert("é/ü 日本".into(), e.clone());
+        e.mtime_ns = -1;
+        idx.entries.insert("é".into(), e);
+        assert_eq!(decode(&encode(&idx)).unwrap(), idx);
+    }
+
+    #[test]
+    fn newer_version_is_refused_clearly() {
+        let mut body = encode_body(&sample(3));
+        body[4] = FORMAT_VERSION + 1;
+        let err = decode(&codec::compress(&body)).unwrap_err();
+        assert_eq!(err, IndexFormatError::NewerVersion(FORMAT_VERSION + 1));
+        assert!(err.to_string().contains("upgrade"));
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error_not_a_panic() {
+        let body = encode_body(&sample(20));
+        for cut in 0..body.len() {
+            assert!(
+                decode_body(&body[..cut]).is_err(),
+                "truncated at {cut} decoded"
+            );
+        }
+        for i in 0..body.len() {
+            let mut b = body.clone();
+            b[i] ^= 0x80;
+            let _ = decode_body(&b);
+        }
+        assert!(decode(b"not an index").is_err());
+        let mut stored = encode(&sample(20));
+        let n = stored.len();
+        stored[n - 2] ^= 1;
+        assert!(
+            decode(&stored).is_err(),
+            "the frame checksum must catch a flipped bit"
+        );
+    }
+}

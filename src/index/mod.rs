@@ -1,0 +1,11 @@
+//! The index blob: one per mounted folder, listing every key with its size, mtime and etag, so
+//! `ls` never lists the container.
+//!
+//! `format` encodes and decodes it (documented in docs/FORMAT.md); `shared` keeps an
+//! etag-validated cached copy and applies changes without ever losing another writer's entry.
+
+pub mod format;
+pub mod shared;
+
+pub use format::{decode, encode, Entry, EntryKind, Index, IndexFormatError, FORMAT_VERSION};
+pub use shared::{Change, IndexError, SharedIndex};

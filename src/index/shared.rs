@@ -1,0 +1,316 @@
+//! `SharedIndex`: this process's view of a folder's index blob.
+//!
+//! Reads come from a cached copy revalidated at most once per TTL with one conditional GET
+//! (`If-None-Match`; "not modified" means the copy is current). Writes are batched: every
+//! change submitted while a commit is in flight joins the next one (group commit), and each commit
+//! is a read–modify–write guarded by `If-Match` on the index etag, retried from a fresh copy when
+//! another writer got there first — so no writer's entry is ever lost. See docs/FORMAT.md for why
+//! this is preferred to a lease.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::format::{self, Entry, Index, IndexFormatError};
+use crate::store::{BlobStore, Conditions, GetResult, PutOptions, StoreError};
+
+/// Commits retried this many times on etag conflicts before giving up.
+const MAX_CONFLICT_RETRIES: u32 = 200;
+
+/// One change to the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Adds or replaces a key's entry.
+    Put { key: String, entry: Entry },
+    /// Removes a key; with `if_etag`, only while its entry still names that blob version (so a
+    /// delete never drops a newer value another writer just committed).
+    Remove {
+        key: String,
+        if_etag: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("index blob {blob:?}: {source} (it is left untouched; run `remotedict fsck`)")]
+    Format {
+        blob: String,
+        source: IndexFormatError,
+    },
+    #[error("index blob {0:?}: gave up after too many concurrent updates")]
+    Contention(String),
+    #[error("index commit abandoned: {0}")]
+    Abandoned(String),
+}
+
+struct Cached {
+    index: Arc<Index>,
+    /// Etag of the blob `index` was read from; `None` when the index blob does not exist.
+    etag: Option<String>,
+    /// When the copy was last known current; `None` before the first read.
+    checked: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<(Vec<Change>, oneshot::Sender<Result<(), IndexError>>)>,
+    leader_running: bool,
+}
+
+/// The cached, conflict-safe view of one index blob.
+pub struct SharedIndex {
+    store: Arc<dyn BlobStore>,
+    blob: String,
+    ttl: Duration,
+    cache: Mutex<Cached>,
+    refresh: tokio::sync::Mutex<()>,
+    queue: Mutex<Queue>,
+    writes: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Applies changes to an index; returns whether anything changed.
+pub fn apply_changes(index: &mut Index, changes: &[Change]) -> bool {
+    let mut changed = false;
+    for c in changes {
+        match c {
+            Change::Put { key, entry } => {
+                if index.entries.get(key) != Some(entry) {
+                    index.entries.insert(key.clone(), entry.clone());
+                    changed = true;
+                }
+            }
+            Change::Remove { key, if_etag } => {
+                let matches = index
+                    .entries
+                    .get(key)
+                    .is_some_and(|e| if_etag.as_ref().is_none_or(|t| &e.etag == t));
+                if matches {
+                    index.entries.remove(key);
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}
+
+impl SharedIndex {
+    pub fn new(store: Arc<dyn BlobStore>, blob: String, ttl: Duration) -> Arc<Self> {
+        Arc::new(SharedIndex {
+            store,
+            blob,
+            ttl,
+            cache: Mutex::new(Cached {
+                index: Arc::new(Index::default()),
+                etag: None,
+                checked: None,
+            }),
+            refresh: tokio::sync::Mutex::new(()),
+            queue: Mutex::new(Queue::default()),
+            writes: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+        })
+    }
+
+    /// Name of the index blob.
+    pub fn blob(&self) -> &str {
+        &self.blob
+    }
+
+    /// Number of index blob writes this process made.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Number of commits that found another writer's newer index and were redone.
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
+    }
+
+    /// The index as of at most one TTL ago: served from the cache, or revalidated with one
+    /// conditional GET.
+    pub async fn current(&self) -> Result<Arc<Index>, IndexError> {
+        if let Some(idx) = self.fresh() {
+            return Ok(idx);
+        }
+        let _single_flight = self.refresh.lock().await;
+        if let Some(idx) = self.fresh() {
+            return Ok(idx);
+        }
+        self.revalidate().await
+    }
+
+    /// The cached copy, without asking the store (may be older than the TTL).
+    pub fn cached(&self) -> Arc<Index> {
+        lock(&self.cache).index.clone()
+    }
+
+    /// Forgets the freshness of the cache, so the next read revalidates.
+    pub fn invalidate(&self) {
+        lock(&self.cache).checked = None;
+    }
+
+    fn fresh(&self) -> Option<Arc<Index>> {
+        let c = lock(&self.cache);
+        c.checked
+            .filter(|t| t.elapsed() < self.ttl)
+            .map(|_| c.index.clone())
+    }
+
+    /// Asks the store whether the cached copy is current, downloading the index if not.
+    pub async fn revalidate(&self) -> Result<Arc<Index>, IndexError> {
+        let etag = lock(&self.cache).etag.clone();
+        let started = Instant::now();
+        match self.store.get(&self.blob, None, etag.as_deref()).await {
+            Ok(GetResult::NotModified) => {
+                let mut c = lock(&self.cache);
+                c.checked = Some(started);
+                Ok(c.index.clone())
+            }
+            Ok(GetResult::Found { props, data }) => {
+                let index = Arc::new(self.decode(data).await?);
+                log::debug!(
+                    "index {}: loaded {} entries (etag {})",
+                    self.blob,
+                    index.entries.len(),
+                    props.etag
+                );
+                let mut c = lock(&self.cache);
+                *c = Cached {
+                    index: index.clone(),
+                    etag: Some(props.etag),
+                    checked: Some(started),
+                };
+                Ok(index)
+            }
+            Err(StoreError::NotFound(_)) => {
+                let mut c = lock(&self.cache);
+                *c = Cached {
+                    index: Arc::new(Index::default()),
+                    etag: None,
+                    checked: Some(started),
+                };
+                Ok(c.index.clone())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn decode(&self, data: Bytes) -> Result<Index, IndexError> {
+        let blob = self.blob.clone();
+        tokio::task::spawn_blocking(move || format::decode(&data))
+            .await
+            .map_err(|e| IndexError::Abandoned(e.to_string()))?
+            .map_err(|source| IndexError::Format { blob, source })
+    }
+
+    /// Commits `changes` to the index blob, together with whatever other changes are pending in
+    /// this process; returns once they are durable in the store.
+    pub async fn commit(self: &Arc<Self>, changes: Vec<Change>) -> Result<(), IndexError> {
+        let (tx, rx) = oneshot::channel();
+        let start_leader = {
+            let mut q = lock(&self.queue);
+            q.pending.push((changes, tx));
+            !std::mem::replace(&mut q.leader_running, true)
+        };
+        if start_leader {
+            // The leader runs as its own task so a cancelled caller never strands the others.
+            let me = self.clone();
+            tokio::spawn(async move { me.lead().await });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(IndexError::Abandoned("the commit task ended".into())))
+    }
+
+    async fn lead(self: Arc<Self>) {
+        loop {
+            let batch = {
+                let mut q = lock(&self.queue);
+                if q.pending.is_empty() {
+                    q.leader_running = false;
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            let all: Vec<Change> = batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
+            let result = self.apply_batch(&all).await;
+            if let Err(e) = &result {
+                log::error!("index commit of {} change(s) failed: {e}", all.len());
+            }
+            for (_, tx) in batch {
+                let _ = tx.send(result.clone());
+            }
+        }
+    }
+
+    /// One read–modify–write, redone from the newest index while another writer wins the race.
+    async fn apply_batch(&self, changes: &[Change]) -> Result<(), IndexError> {
+        if lock(&self.cache).checked.is_none() {
+            self.revalidate().await?;
+        }
+        for attempt in 0..=MAX_CONFLICT_RETRIES {
+            let (base, etag) = {
+                let c = lock(&self.cache);
+                (c.index.clone(), c.etag.clone())
+            };
+            let mut next = (*base).clone();
+            if !apply_changes(&mut next, changes) {
+                return Ok(());
+            }
+            let started = Instant::now();
+            let body = tokio::task::spawn_blocking(move || (format::encode(&next), next))
+                .await
+                .map_err(|e| IndexError::Abandoned(e.to_string()))?;
+            let (bytes, next) = body;
+            let conditions = match &etag {
+                Some(e) => Conditions::if_match(e.clone()),
+                None => Conditions::if_absent(),
+            };
+            let mut opts = PutOptions {
+                conditions,
+                ..Default::default()
+            };
+            opts.metadata.insert(
+                "remotedict_index_version".into(),
+                format::FORMAT_VERSION.to_string(),
+            );
+            opts.metadata
+                .insert("remotedict_keys".into(), next.entries.len().to_string());
+            match self.store.put(&self.blob, Bytes::from(bytes), &opts).await {
+                Ok(new_etag) => {
+                    self.writes.fetch_add(1, Ordering::Relaxed);
+                    *lock(&self.cache) = Cached {
+                        index: Arc::new(next),
+                        etag: Some(new_etag),
+                        checked: Some(started),
+                    };
+                    return Ok(());
+                }
+                Err(StoreError::PreconditionFailed(_)) => {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    log::debug!(
+                        "index {}: another writer committed first (attempt {attempt}); retrying",
+                        self.blob
+                    );
+                    let backoff = Duration::from_millis(fastrand::u64(
+                        1..=(5 + 5 * u64::from(attempt.min(20))),
+                    ));
+                    tokio::time::sleep(backoff).await;
+                    self.revalidate().await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IndexError::Contention(self.blob.clone()))
+    }
+}

@@ -1,0 +1,15 @@
+//! remotedict: a folder of an Azure Blob Storage container, mounted as a directory.
+//!
+//! Layers, top-down: `fuse` (thin adapter) → `fs` (filesystem semantics) → `lock` (leases),
+//! `index` (the index blob) and `codec` (LZ4 frames) → `store` (Azure or local blobs).
+//! See docs/ARCHITECTURE.md.
+
+pub mod cli;
+pub mod codec;
+pub mod fs;
+pub mod fuse;
+pub mod index;
+pub mod layout;
+pub mod mount;
+pub mod store;
+pub mod transfer;

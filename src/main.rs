@@ -1,0 +1,21 @@
+//! The `remotedict` binary: parse the command line, set up logging, dispatch.
+
+use clap::Parser;
+use remotedict::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("remotedict=info,warn"),
+    )
+    .format_timestamp_millis()
+    .init();
+    let result = match cli.command {
+        Command::Mount(args) => remotedict::mount::run(args),
+        Command::Unmount { mountpoint } => remotedict::mount::unmount(&mountpoint),
+    };
+    if let Err(e) = result {
+        eprintln!("remotedict: {e:#}");
+        std::process::exit(1);
+    }
+}

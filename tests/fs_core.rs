@@ -1,0 +1,149 @@
+//! The filesystem core without a kernel mount, on both backends.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use remotedict::fs::{Fs, FsConfig, FsError, NodeKind, SetAttr};
+use remotedict::layout::Layout;
+use remotedict::store::BlobStore;
+use remotedict::transfer::TransferConfig;
+
+const ROOT: u64 = 1;
+
+fn fs_on(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
+    let cfg = FsConfig {
+        uid: 1000,
+        gid: 1000,
+        read_only: false,
+        cache_dir: cache.to_path_buf(),
+        cache_bytes: 64 << 20,
+        transfer: TransferConfig {
+            block_size: 256 << 10,
+            parallel: 3,
+            range_size: 128 << 10,
+        },
+    };
+    Fs::new(
+        store.clone(),
+        Layout::new("folder").unwrap(),
+        Duration::from_millis(200),
+        cfg,
+    )
+    .unwrap()
+}
+
+async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (attr, fh) = fs
+        .create(parent, name, 0o644, libc::O_WRONLY | libc::O_CREAT)
+        .await
+        .unwrap();
+    fs.write(fh, 0, data).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    attr.ino
+}
+
+async fn append(fs: &Fs, ino: u64, data: &[u8]) {
+    let fh = fs.open(ino, libc::O_WRONLY | libc::O_APPEND).await.unwrap();
+    fs.write(fh, 0, data).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+}
+
+async fn write_read_append_truncate(store: Arc<dyn BlobStore>) {
+    let cache = tempfile::tempdir().unwrap();
+    let fs = fs_on(&store, cache.path());
+    let ino = write_file(&fs, ROOT, "a.txt", b"hello\n").await;
+    assert_eq!(fs.read_all(ino).await.unwrap(), b"hello\n");
+    append(&fs, ino, b"more\n").await;
+    assert_eq!(fs.read_all(ino).await.unwrap(), b"hello\nmore\n");
+    assert_eq!(fs.getattr(ino).await.unwrap().size, 11);
+    fs.setattr(
+        ino,
+        None,
+        SetAttr {
+            size: Some(3),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs.read_all(ino).await.unwrap(), b"hel");
+    // A large value crosses several blocks and ranges.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let big_ino = write_file(&fs, ROOT, "big", &big).await;
+    let other = fs_on(&store, cache.path());
+    let attr = other.lookup(ROOT, "big").await.unwrap();
+    assert_eq!(attr.size, big.len() as u64);
+    assert_eq!(other.read_all(attr.ino).await.unwrap(), big);
+    assert_eq!(fs.read_all(big_ino).await.unwrap(), big);
+}
+
+async fn directories_and_rename(store: Arc<dyn BlobStore>) {
+    let cache = tempfile::tempdir().unwrap();
+    let fs = fs_on(&store, cache.path());
+    let d = fs.mkdir(ROOT, "d", 0o755).await.unwrap();
+    assert_eq!(d.kind, NodeKind::Dir);
+    assert!(matches!(
+        fs.mkdir(ROOT, "d", 0o755).await,
+        Err(FsError::Exists)
+    ));
+    let e = fs.mkdir(d.ino, "e", 0o755).await.unwrap();
+    write_file(&fs, e.ino, "f", b"data").await;
+    assert!(matches!(fs.rmdir(ROOT, "d").await, Err(FsError::NotEmpty)));
+    fs.rename(ROOT, "d", ROOT, "moved", false).await.unwrap();
+    let fresh = fs_on(&store, cache.path());
+    assert!(matches!(
+        fresh.lookup(ROOT, "d").await,
+        Err(FsError::NotFound)
+    ));
+    let m = fresh.lookup(ROOT, "moved").await.unwrap();
+    let me = fresh.lookup(m.ino, "e").await.unwrap();
+    let f = fresh.lookup(me.ino, "f").await.unwrap();
+    assert_eq!(fresh.read_all(f.ino).await.unwrap(), b"data");
+    // Replacing rename of a file, and RENAME_NOREPLACE.
+    write_file(&fs, ROOT, "x", b"new").await;
+    write_file(&fs, ROOT, "y", b"old").await;
+    assert!(matches!(
+        fs.rename(ROOT, "x", ROOT, "y", true).await,
+        Err(FsError::Exists)
+    ));
+    fs.rename(ROOT, "x", ROOT, "y", false).await.unwrap();
+    let y = fs.lookup(ROOT, "y").await.unwrap();
+    assert_eq!(fs.read_all(y.ino).await.unwrap(), b"new");
+    assert!(matches!(fs.lookup(ROOT, "x").await, Err(FsError::NotFound)));
+    // An empty explicit directory persists; unlink removes the blob.
+    fs.mkdir(ROOT, "empty", 0o755).await.unwrap();
+    fs.unlink(ROOT, "y").await.unwrap();
+    let fresh = fs_on(&store, cache.path());
+    assert_eq!(
+        fresh.lookup(ROOT, "empty").await.unwrap().kind,
+        NodeKind::Dir
+    );
+    assert!(matches!(
+        fresh.lookup(ROOT, "y").await,
+        Err(FsError::NotFound)
+    ));
+    assert!(matches!(
+        store.head("folder/y").await,
+        Err(remotedict::store::StoreError::NotFound(_))
+    ));
+    let fh = fresh.opendir(ROOT).await.unwrap();
+    let names: Vec<String> = fresh
+        .readdir(fh)
+        .unwrap()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![".", "..", "a.txt", "empty", "moved"]
+            .into_iter()
+            .filter(|n| *n != "a.txt")
+            .collect::<Vec<_>>()
+    );
+}
+
+on_both_backends!(write_read_append_truncate, directories_and_rename);
