@@ -6,7 +6,7 @@ use remotedict::cli::{Cli, Command};
 fn main() {
     let cli = Cli::parse();
     env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("remotedict=info,warn"),
+        env_logger::Env::default().default_filter_or("remotedict=info,fuser=error,warn"),
     )
     .format_timestamp_millis()
     .init();
