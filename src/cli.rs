@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount a folder as a directory (daemonizes unless --foreground).
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Unmount a remotedict mount (same as `fusermount3 -u MOUNTPOINT`).
     Unmount {
         /// The mount point to unmount.

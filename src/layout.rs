@@ -131,6 +131,15 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
         if c.len() > MAX_COMPONENT_BYTES {
             return Err(KeyError::TooLong(key.to_string()));
         }
+        if c.ends_with('.') {
+            return bad("Azure drops trailing dots from path components; rename it without the final '.'");
+        }
+        if c.contains('\\') {
+            return bad("Azure turns '\\' into '/'; use another character");
+        }
+        if c.chars().any(char::is_control) {
+            return bad("it contains a control character");
+        }
         if i == 0 && c == RESERVED_DIR {
             return bad("'.remotedict' is reserved for remotedict's own index");
         }
@@ -171,7 +180,7 @@ mod tests {
     #[test]
     fn rejects_names_that_cannot_be_stored() {
         let l = Layout::new("f").unwrap();
-        for k in ["", "a//b", "/a", "a/", "..", "a/../b", "./a", "a\0b"] {
+        for k in ["", "a//b", "/a", "a/", "..", "a/../b", "./a", "a\0b", "notes.", "a\\b", "tab\there"] {
             assert!(
                 matches!(l.check_key(k), Err(KeyError::Invalid { .. })),
                 "{k:?} should be invalid"

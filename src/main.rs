@@ -11,7 +11,7 @@ fn main() {
     .format_timestamp_millis()
     .init();
     let result = match cli.command {
-        Command::Mount(args) => remotedict::mount::run(args),
+        Command::Mount(args) => remotedict::mount::run(*args),
         Command::Unmount { mountpoint } => remotedict::mount::unmount(&mountpoint),
     };
     if let Err(e) = result {

@@ -162,14 +162,11 @@ fn children(index: &Index, dir: &str) -> Vec<(String, NodeKind)> {
     };
     let mut out = Vec::new();
     let mut cursor = Bound::Included(prefix.clone());
-    loop {
-        let Some((key, entry)) = index
-            .entries
-            .range::<String, _>((cursor.clone(), Bound::Unbounded))
-            .next()
-        else {
-            break;
-        };
+    while let Some((key, entry)) = index
+        .entries
+        .range::<String, _>((cursor.clone(), Bound::Unbounded))
+        .next()
+    {
         let Some(rest) = key.strip_prefix(&prefix) else {
             break;
         };

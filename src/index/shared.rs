@@ -56,9 +56,12 @@ struct Cached {
     checked: Option<Instant>,
 }
 
+/// Changes waiting for the next commit, with who to tell the outcome.
+type Waiting = (Vec<Change>, oneshot::Sender<Result<(), IndexError>>);
+
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Vec<Change>, oneshot::Sender<Result<(), IndexError>>)>,
+    pending: Vec<Waiting>,
     leader_running: bool,
 }
 
