@@ -132,7 +132,9 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
             return Err(KeyError::TooLong(key.to_string()));
         }
         if c.ends_with('.') {
-            return bad("Azure drops trailing dots from path components; rename it without the final '.'");
+            return bad(
+                "Azure drops trailing dots from path components; rename it without the final '.'",
+            );
         }
         if c.contains('\\') {
             return bad("Azure turns '\\' into '/'; use another character");
@@ -180,7 +182,19 @@ mod tests {
     #[test]
     fn rejects_names_that_cannot_be_stored() {
         let l = Layout::new("f").unwrap();
-        for k in ["", "a//b", "/a", "a/", "..", "a/../b", "./a", "a\0b", "notes.", "a\\b", "tab\there"] {
+        for k in [
+            "",
+            "a//b",
+            "/a",
+            "a/",
+            "..",
+            "a/../b",
+            "./a",
+            "a\0b",
+            "notes.",
+            "a\\b",
+            "tab\there",
+        ] {
             assert!(
                 matches!(l.check_key(k), Err(KeyError::Invalid { .. })),
                 "{k:?} should be invalid"
