@@ -203,6 +203,23 @@ fn make_tree(root: &Path) {
     std::fs::write(root.join("big.bin"), big).unwrap();
 }
 
+/// A few files with distinct modes and mtimes, and an empty directory.
+fn make_small_tree(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(root.join("sub/empty")).unwrap();
+    for (name, mode) in [("a", 0o644), ("b", 0o600), ("sub/c", 0o755)] {
+        let p = root.join(name);
+        std::fs::write(&p, format!("content of {name}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = Command::new("touch")
+        .args(["-d", "2001-02-03 04:05:06"])
+        .arg(root.join("b"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
 fn files_under(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -318,10 +335,40 @@ async fn posix_tools_work(backend: Backend) {
         String::from_utf8_lossy(&out.stderr).contains("File name too long"),
         "{out:?}"
     );
+    // rsync -a: modes and mtimes are kept, so a second run has nothing to transfer.
+    let src = tempfile::tempdir().unwrap();
+    make_small_tree(src.path());
+    let rsync = |extra: &str| {
+        m.sh(&format!(
+            "rsync -a {extra} {}/ synced/",
+            src.path().display()
+        ))
+    };
+    rsync("");
+    diff_r(src.path(), &m.path("synced"));
+    assert_eq!(
+        rsync("--itemize-changes").trim(),
+        "",
+        "second rsync -a transferred something"
+    );
+    m.sh("chmod 600 synced/a && test $(stat -c %a synced/a) = 600");
     m.unmount();
     // Everything survives a remount: the empty directory too.
     let m = Mount::start(&backend);
     m.sh("test \"$(cat a.txt)\" = hel && test -d renamed/y && test -f empty");
+    m.sh("test $(stat -c %a synced/a) = 600");
+    let want = std::fs::metadata(src.path().join("b")).unwrap();
+    let got = std::fs::metadata(m.path("synced/b")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (got.mtime(), got.mode() & 0o7777),
+        (want.mtime(), 0o600),
+        "mtime and mode survive a remount"
+    );
+    assert!(
+        m.path("synced/sub/empty").is_dir(),
+        "an empty directory survives a remount"
+    );
     m.unmount();
 }
 

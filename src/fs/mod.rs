@@ -107,6 +107,8 @@ struct FileState {
     base: Option<Entry>,
     staged: Option<Staged>,
     handles: usize,
+    /// (mode, uid, gid) set while the content was unsaved, recorded at the next upload.
+    perms: Option<(u32, u32, u32)>,
 }
 
 /// An open file handle.
@@ -326,6 +328,9 @@ impl Fs {
                 attr.kind = NodeKind::File;
                 attr.size = size;
                 attr.mtime = staged.mtime;
+                if let Some((mode, uid, gid)) = st.perms {
+                    (attr.perm, attr.uid, attr.gid) = ((mode & 0o7777) as u16, uid, gid);
+                }
                 return Ok(attr);
             }
         }
@@ -452,6 +457,7 @@ impl Fs {
                         base: None,
                         staged: None,
                         handles: 0,
+                        perms: None,
                     }),
                 })
             })
@@ -581,8 +587,8 @@ impl Fs {
             mtime: SystemTime::now(),
         });
         st.handles += 1;
+        st.perms = Some((mode & 0o7777, self.cfg.uid, self.cfg.gid));
         drop(st);
-        let _ = mode; // permission bits: stored from issue 7 on; new files use the default
         let fh = self.new_handle(Handle {
             ino,
             write: true,
@@ -681,6 +687,9 @@ impl Fs {
         if let Some(base) = &st.base {
             (entry.mode, entry.uid, entry.gid) = (base.mode, base.uid, base.gid);
         }
+        if let Some(perms) = st.perms {
+            (entry.mode, entry.uid, entry.gid) = perms;
+        }
         self.index
             .commit(vec![Change::Put {
                 key: key.clone(),
@@ -694,6 +703,7 @@ impl Fs {
             })?;
         self.content.forget(&blob);
         st.base = Some(entry);
+        st.perms = None;
         if let Some(s) = st.staged.as_mut() {
             s.dirty = false;
         }
@@ -772,48 +782,94 @@ impl Fs {
                 drop(st);
                 saved?;
             }
-        } else if let Some(mtime) = set.mtime {
-            if let Some(f) = self.open_file(ino) {
-                let mut st = f.state.lock().await;
-                if let Some(s) = st.staged.as_mut() {
-                    s.mtime = mtime;
-                    s.dirty = true;
-                    drop(st);
-                    return self.getattr(ino).await;
-                }
-            }
-            self.update_entry(&key, |e| e.mtime_ns = to_ns(mtime))
-                .await?;
         }
-        if set.mode.is_some() || set.uid.is_some() || set.gid.is_some() {
-            let (uid, gid) = (attr.uid, attr.gid);
-            let perm = attr.perm;
-            self.update_entry(&key, |e| {
-                e.mode = set.mode.map_or(u32::from(perm), |m| m & 0o7777);
-                e.uid = set.uid.unwrap_or(uid);
-                e.gid = set.gid.unwrap_or(gid);
+        // Attribute-only changes: mode, owner, and mtime unless it came with a size change.
+        let mtime = if set.size.is_some() { None } else { set.mtime };
+        let owner = set.mode.is_some() || set.uid.is_some() || set.gid.is_some();
+        if mtime.is_none() && !owner {
+            return self.getattr(ino).await;
+        }
+        let perms = (
+            set.mode.map_or(u32::from(attr.perm), |m| m & 0o7777),
+            set.uid.unwrap_or(attr.uid),
+            set.gid.unwrap_or(attr.gid),
+        );
+        if let Some(f) = self.open_file(ino) {
+            let mut st = f.state.lock().await;
+            if st.staged.as_ref().is_some_and(|s| s.dirty) {
+                // Unsaved content: the attributes go with the next upload.
+                if owner {
+                    st.perms = Some(perms);
+                }
+                if let (Some(t), Some(s)) = (mtime, st.staged.as_mut()) {
+                    s.mtime = t;
+                }
+                drop(st);
+                return self.getattr(ino).await;
+            }
+        }
+        let entry = self
+            .update_entry(&key, attr.kind, |e| {
+                if owner {
+                    (e.mode, e.uid, e.gid) = perms;
+                }
+                if let Some(t) = mtime {
+                    e.mtime_ns = to_ns(t);
+                }
             })
             .await?;
+        if let Some(f) = self.open_file(ino) {
+            let mut st = f.state.lock().await;
+            if st.base.is_some() {
+                st.base = Some(entry);
+            }
+            if let (Some(t), Some(s)) = (mtime, st.staged.as_mut()) {
+                s.mtime = t;
+            }
         }
         self.getattr(ino).await
     }
 
-    /// Changes an index entry's attributes (not its value).
-    async fn update_entry(&self, key: &str, change: impl FnOnce(&mut Entry)) -> FsResult<()> {
+    /// Changes an index entry's attributes (not its value); an implicit directory becomes an
+    /// explicit one (with its marker blob) so its attributes have somewhere to live.
+    async fn update_entry(
+        &self,
+        key: &str,
+        kind: NodeKind,
+        change: impl FnOnce(&mut Entry),
+    ) -> FsResult<Entry> {
         let index = self.index.current().await?;
-        let Some(mut e) = index.entries.get(key).cloned() else {
-            return Err(FsError::Unsupported(
-                "attributes of implicit directories (mkdir it first)",
-            ));
+        let mut e = match index.entries.get(key) {
+            Some(e) => e.clone(),
+            None if kind == NodeKind::Dir => self.put_dir_marker(key).await?,
+            None => return Err(FsError::NotFound),
         };
         change(&mut e);
-        Ok(self
-            .index
+        self.index
             .commit(vec![Change::Put {
                 key: key.to_string(),
-                entry: e,
+                entry: e.clone(),
             }])
-            .await?)
+            .await?;
+        Ok(e)
+    }
+
+    /// Writes a directory's marker blob (if absent) and returns its index entry.
+    async fn put_dir_marker(&self, key: &str) -> FsResult<Entry> {
+        let mut opts = PutOptions {
+            conditions: Conditions::if_absent(),
+            ..Default::default()
+        };
+        opts.metadata.insert(META_IS_FOLDER.into(), "true".into());
+        let blob = self.layout.blob_name(key);
+        let etag = match self.store.put(&blob, Bytes::new(), &opts).await {
+            Ok(etag) => etag,
+            Err(StoreError::PreconditionFailed(_)) => self.store.head(&blob).await?.etag,
+            Err(e) => return Err(e.into()),
+        };
+        let mut entry = Entry::file(0, 0, to_ns(SystemTime::now()), etag);
+        entry.kind = EntryKind::Dir;
+        Ok(entry)
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
@@ -877,7 +933,7 @@ impl Fs {
         };
         let mut entry = Entry::file(0, 0, to_ns(SystemTime::now()), etag);
         entry.kind = EntryKind::Dir;
-        let _ = mode;
+        (entry.mode, entry.uid, entry.gid) = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
         self.index
             .commit(vec![Change::Put {
                 key: key.clone(),
