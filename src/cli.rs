@@ -83,6 +83,15 @@ pub struct MountArgs {
     /// Upper bound of the disk cache of decompressed values, in MiB.
     #[arg(long, default_value_t = 4096, value_name = "MIB")]
     pub cache_size: u64,
+    /// Length of the blob leases behind flock locks, in seconds (15–60, or -1 for infinite);
+    /// renewed every third of it while held. A crashed holder's lock frees itself after this long.
+    #[arg(
+        long,
+        default_value_t = 20,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
+    pub lease_duration: i64,
     /// Log file when daemonized (default: CACHE_DIR/remotedict.log).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,

@@ -8,13 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Fs, FsError, NodeKind, SetAttr};
+use crate::fs::{Attr, Fs, FsError, LockMode, NodeKind, SetAttr};
+
+/// How long the kernel may cache attributes: not at all. `stat` is answered from the cached
+/// index in-process, so this costs no network; it keeps the kernel's idea of a file's size from
+/// lagging behind the index (which a lock acquisition refreshes at once).
+const ATTR_TTL: Duration = Duration::ZERO;
 
 /// Serves an `Fs` to the kernel.
 pub struct FuseAdapter {
@@ -93,7 +98,13 @@ fn time_of(t: TimeOrNow) -> SystemTime {
 }
 
 impl Filesystem for FuseAdapter {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // flock() requests come to us (and become blob leases); POSIX fcntl locks stay local.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_FLOCK_LOCKS) {
+            log::warn!("the kernel does not offer {missing:?}: flock will lock on this host only");
+        }
+        // O_TRUNC arrives with open, so a truncating open never fetches the old value.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         log::info!("mounted");
         Ok(())
     }
@@ -102,6 +113,7 @@ impl Filesystem for FuseAdapter {
         if let Err(e) = self.rt.block_on(self.fs.save_all()) {
             log::error!("unmount: some changes could not be saved: {e}");
         }
+        self.rt.block_on(self.fs.release_all_locks());
         log::info!("unmounted");
     }
 
@@ -111,18 +123,17 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move { fs.lookup(parent.0, &name?).await },
             move |r| match r {
-                Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry_with_ttls(&ATTR_TTL, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
             },
         );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let ttl = self.ttl;
         self.spawn(
             move |fs| async move { fs.getattr(ino.0).await },
             move |r| match r {
-                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Ok(a) => reply.attr(&ATTR_TTL, &file_attr(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
             },
         );
@@ -146,7 +157,6 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let ttl = self.ttl;
         let set = SetAttr {
             size,
             mtime: mtime.map(time_of),
@@ -157,7 +167,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move { fs.setattr(ino.0, fh.map(|f| f.0), set).await },
             move |r| match r {
-                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Ok(a) => reply.attr(&ATTR_TTL, &file_attr(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
             },
         );
@@ -177,7 +187,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move { fs.mkdir(parent.0, &name?, mode).await },
             move |r| match r {
-                Ok(a) => reply.entry(&ttl, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry_with_ttls(&ATTR_TTL, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
             },
         );
@@ -248,13 +258,12 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
             move |fs| async move { fs.create(parent.0, &name?, mode, flags).await },
             move |r| match r {
                 Ok((a, fh)) => reply.created(
-                    &ttl,
+                    &ATTR_TTL,
                     &file_attr(&a),
                     Generation(0),
                     FileHandle(fh),
@@ -338,16 +347,81 @@ impl Filesystem for FuseAdapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         self.spawn(
-            move |fs| async move { fs.release(fh.0).await },
+            move |fs| async move {
+                let saved = fs.release(fh.0).await;
+                // The last close of a file description drops its flock.
+                if let Some(owner) = lock_owner {
+                    fs.unlock(ino.0, owner.0).await?;
+                }
+                saved
+            },
             move |r| empty(reply, "release", r),
+        );
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        typ: i32,
+        _pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let pid = req.pid();
+        let mode = match typ {
+            libc::F_RDLCK => Some(LockMode::Shared),
+            libc::F_WRLCK => Some(LockMode::Exclusive),
+            libc::F_UNLCK => None,
+            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
+        };
+        self.spawn(
+            move |fs| async move {
+                match mode {
+                    Some(mode) => fs.lock(ino.0, lock_owner.0, mode, sleep, pid).await,
+                    None => fs.unlock(ino.0, lock_owner.0).await.map(|_| ()),
+                }
+            },
+            move |r| empty(reply, "flock", r),
+        );
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let pid = req.pid();
+        let name = name_str(name);
+        let value = value.to_vec();
+        self.spawn(
+            move |fs| async move { fs.setxattr(ino.0, &name?, &value, pid).await },
+            move |r| empty(reply, "setxattr", r),
+        );
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_str(name);
+        self.spawn(
+            move |fs| async move { fs.removexattr(ino.0, &name?).await },
+            move |r| empty(reply, "removexattr", r),
         );
     }
 
@@ -406,24 +480,32 @@ impl Filesystem for FuseAdapter {
         reply.ok();
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        // No extended attributes are stored (yet): every name is absent.
-        reply.error(Errno::from_i32(libc::ENODATA));
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_str(name);
+        self.spawn(
+            move |fs| async move { fs.getxattr(ino.0, &name?).await },
+            move |r| match r {
+                Ok(value) => xattr_reply(reply, size, &value),
+                Err(e) => reply.error(errno("getxattr", &e)),
+            },
+        );
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(
+            move |fs| async move { fs.listxattr(ino.0).await },
+            move |r| match r {
+                Ok(names) => {
+                    let mut list = Vec::new();
+                    for n in names {
+                        list.extend_from_slice(n.as_bytes());
+                        list.push(0);
+                    }
+                    xattr_reply(reply, size, &list)
+                }
+                Err(e) => reply.error(errno("listxattr", &e)),
+            },
+        );
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -436,5 +518,16 @@ fn empty(reply: ReplyEmpty, op: &str, r: Result<(), FsError>) {
     match r {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
+/// Answers an xattr read: the size when asked for it, ERANGE when the buffer is too small.
+fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if (size as usize) < value.len() {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(value);
     }
 }

@@ -10,6 +10,7 @@ pub mod fs;
 pub mod fuse;
 pub mod index;
 pub mod layout;
+pub mod lock;
 pub mod mount;
 pub mod store;
 pub mod transfer;

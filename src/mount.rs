@@ -64,6 +64,8 @@ pub fn run(args: MountArgs) -> Result<()> {
     let opts = MountOptions::parse(&args.options)?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     Layout::new(&args.store.folder)?;
+    let lease_duration = crate::store::LeaseDuration::from_secs(args.lease_duration)
+        .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?;
     if !(args.index_ttl.is_finite() && args.index_ttl >= 0.0 && args.index_ttl <= 3600.0) {
         bail!("--index-ttl must be between 0 and 3600 seconds");
     }
@@ -74,7 +76,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         // SAFETY: the fd number comes from our own parent, which opened it for us.
         let ready = ready.map(|fd| unsafe { std::fs::File::from(OwnedFd::from_raw_fd(fd)) });
         std::env::remove_var(READY_FD_ENV);
-        let result = serve(&args, &opts, &mountpoint, ready);
+        let result = serve(&args, &opts, lease_duration, &mountpoint, ready);
         if let Err(e) = &result {
             log::error!("{e:#}");
         }
@@ -142,6 +144,7 @@ fn daemonize(args: &MountArgs, mountpoint: &Path) -> Result<()> {
 fn serve(
     args: &MountArgs,
     opts: &MountOptions,
+    lease_duration: crate::store::LeaseDuration,
     mountpoint: &Path,
     mut ready: Option<std::fs::File>,
 ) -> Result<()> {
@@ -174,6 +177,7 @@ fn serve(
             cache_dir,
             cache_bytes: args.cache_size.saturating_mul(1 << 20),
             transfer: TransferConfig::default(),
+            lease_duration,
         };
         let what = format!("{}/{}", store.describe(), layout.folder());
         let fs = Fs::new(store, layout, Duration::from_secs_f64(args.index_ttl), cfg)?;
@@ -241,6 +245,7 @@ fn serve(
         if let Err(e) = fs.save_all().await {
             log::error!("some changes could not be saved before unmounting: {e}");
         }
+        fs.release_all_locks().await;
         // Wait for in-flight operations (an upload ending in a close) to finish, then unmount.
         if let Err(e) = unmounter.unmount() {
             log::warn!("unmount failed: {e}; trying fusermount3 -u");

@@ -24,6 +24,7 @@ fn fs_on(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
             parallel: 3,
             range_size: 128 << 10,
         },
+        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
     };
     Fs::new(
         store.clone(),

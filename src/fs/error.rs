@@ -27,6 +27,12 @@ pub enum FsError {
     NotPermitted(&'static str),
     #[error("stale file handle")]
     BadHandle,
+    #[error("the lock is held elsewhere")]
+    WouldBlock,
+    #[error("interrupted while waiting for a lock")]
+    Interrupted,
+    #[error("no such attribute")]
+    NoAttribute,
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
@@ -72,6 +78,9 @@ impl FsError {
             FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::BadHandle => libc::EBADF,
+            FsError::WouldBlock => libc::EWOULDBLOCK,
+            FsError::Interrupted => libc::EINTR,
+            FsError::NoAttribute => libc::ENODATA,
             FsError::Key(KeyError::TooLong(_)) => libc::ENAMETOOLONG,
             FsError::Key(_) => libc::EINVAL,
             FsError::Store(e) => store_errno(e),
@@ -89,6 +98,9 @@ impl FsError {
         matches!(
             self,
             FsError::NotFound
+                | FsError::WouldBlock
+                | FsError::Interrupted
+                | FsError::NoAttribute
                 | FsError::Exists
                 | FsError::NotDir
                 | FsError::IsDir

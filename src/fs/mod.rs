@@ -13,6 +13,7 @@
 pub mod content;
 pub mod error;
 pub mod inode;
+pub mod locking;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -24,13 +25,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::codec;
 use crate::index::{Change, Entry, EntryKind, Index, SharedIndex};
 use crate::layout::Layout;
 use crate::store::{BlobStore, Conditions, PutOptions, StoreError};
-use crate::transfer::{self, TransferConfig};
+use crate::transfer::{self, TransferConfig, TransferError};
 use content::ContentCache;
 pub use error::{FsError, FsResult};
 use inode::{child_key, parent_key, InodeTable, ROOT_INO};
+pub use locking::LockMode;
+use locking::LockTable;
 
 /// Metadata marking a directory marker blob (the convention of ADLS Gen2 and blobfuse).
 pub const META_IS_FOLDER: &str = "hdi_isfolder";
@@ -47,6 +51,8 @@ pub struct FsConfig {
     /// Upper bound of the disk cache of decoded values.
     pub cache_bytes: u64,
     pub transfer: TransferConfig,
+    /// Length of the leases behind `flock` locks (renewed while held).
+    pub lease_duration: crate::store::LeaseDuration,
 }
 
 /// What a node is.
@@ -109,6 +115,9 @@ struct FileState {
     handles: usize,
     /// (mode, uid, gid) set while the content was unsaved, recorded at the next upload.
     perms: Option<(u32, u32, u32)>,
+    /// Whether the user wrote or truncated the content. A file created here and never written
+    /// does not overwrite a value another host saved under the same name meanwhile.
+    written: bool,
 }
 
 /// An open file handle.
@@ -117,7 +126,9 @@ struct Handle {
     ino: u64,
     write: bool,
     append: bool,
-    /// For read-only handles: the value being read.
+    /// For read-only handles: the etag of the version opened (close-to-open) ...
+    etag: Option<String>,
+    /// ... and, from the first read on, its decoded value.
     value: Option<Arc<content::CachedValue>>,
 }
 
@@ -134,6 +145,7 @@ pub struct Fs {
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     content: ContentCache,
+    locks: LockTable,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -229,6 +241,7 @@ impl Fs {
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             content,
+            locks: LockTable::default(),
         })
     }
 
@@ -458,6 +471,7 @@ impl Fs {
                         staged: None,
                         handles: 0,
                         perms: None,
+                        written: false,
                     }),
                 })
             })
@@ -509,6 +523,7 @@ impl Fs {
             dirty: truncate,
             mtime: if truncate { SystemTime::now() } else { mtime },
         });
+        st.written |= truncate;
         Ok(())
     }
 
@@ -527,25 +542,27 @@ impl Fs {
         let entry = self.index.current().await?.entries.get(&key).cloned();
         let f = self.file_state(ino);
         let mut st = f.state.lock().await;
-        if st.handles == 0 && st.staged.is_none() {
+        // Close-to-open: a saved local copy of an older version (another host has written
+        // since) is dropped, so this open sees the newest value.
+        let stale = st.staged.as_ref().is_some_and(|s| !s.dirty)
+            && st.base.as_ref().map(|b| &b.etag) != entry.as_ref().map(|e| &e.etag);
+        if stale {
+            st.staged = None;
+        }
+        if st.staged.is_none() {
             st.base = entry.clone();
         }
-        let mut value = None;
         if write {
-            if let Err(e) = self
-                .ensure_staged(&key, &mut st, flags & libc::O_TRUNC != 0)
-                .await
-            {
+            let staged = async {
+                if entry.is_some() {
+                    self.check_not_leased_elsewhere(&key).await?;
+                }
+                self.ensure_staged(&key, &mut st, flags & libc::O_TRUNC != 0)
+                    .await
+            };
+            if let Err(e) = staged.await {
                 self.drop_if_idle(ino, &st);
                 return Err(e);
-            }
-        } else if st.staged.is_none() {
-            if let Some(e) = &entry {
-                value = Some(self.content.get(
-                    &self.store,
-                    &self.layout.blob_name(&key),
-                    &e.etag,
-                )?);
             }
         }
         st.handles += 1;
@@ -554,7 +571,8 @@ impl Fs {
             ino,
             write,
             append: flags & libc::O_APPEND != 0,
-            value,
+            etag: entry.map(|e| e.etag),
+            value: None,
         }))
     }
 
@@ -577,22 +595,31 @@ impl Fs {
             let fh = self.open(ino, flags).await?;
             return Ok((self.getattr(ino).await?, fh));
         }
+        let perms = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
+        // O_EXCL holds across hosts: the name is claimed in the container right away.
+        let claimed = if flags & libc::O_EXCL != 0 {
+            Some(self.claim_new(&key, perms).await?)
+        } else {
+            None
+        };
         let ino = lock(&self.inodes).ino(&key);
         let f = self.file_state(ino);
         let mut st = f.state.lock().await;
-        st.base = None;
         st.staged = Some(Staged {
             file: self.new_staged()?,
-            dirty: true,
+            dirty: claimed.is_none(),
             mtime: SystemTime::now(),
         });
+        st.perms = claimed.is_none().then_some(perms);
+        st.base = claimed;
+        st.written = flags & libc::O_TRUNC != 0;
         st.handles += 1;
-        st.perms = Some((mode & 0o7777, self.cfg.uid, self.cfg.gid));
         drop(st);
         let fh = self.new_handle(Handle {
             ino,
             write: true,
             append: flags & libc::O_APPEND != 0,
+            etag: None,
             value: None,
         });
         Ok((self.getattr(ino).await?, fh))
@@ -619,9 +646,108 @@ impl Fs {
                 .map_err(|e| FsError::Io(e.to_string()))?;
             }
         }
-        match &h.value {
-            Some(v) => v.read(offset, size).await,
-            None => Ok(Vec::new()), // a file with no saved value yet
+        let Some(etag) = h.etag.clone() else {
+            return Ok(Vec::new()); // a file with no saved value yet
+        };
+        let blob = self.layout.blob_name(&self.key_of(h.ino)?);
+        let value = match h.value {
+            Some(v) => v,
+            None => self.attach_value(fh, &blob, &etag)?,
+        };
+        match value.read(offset, size).await {
+            Err(FsError::Transfer(TransferError::Changed(_))) if offset == 0 => {
+                // Another host rewrote the value after this host's copy of the index was taken:
+                // serve the newest version, and refresh the index.
+                self.index.invalidate();
+                let props = self.store.head(&blob).await?;
+                self.attach_value(fh, &blob, &props.etag)?
+                    .read(offset, size)
+                    .await
+            }
+            r => r,
+        }
+    }
+
+    /// Creates `key` as an empty value only if no blob of that name exists anywhere, and lists
+    /// it; EEXIST if another host got there first.
+    async fn claim_new(&self, key: &str, perms: (u32, u32, u32)) -> FsResult<Entry> {
+        let mut opts = PutOptions {
+            conditions: Conditions::if_absent(),
+            ..Default::default()
+        };
+        opts.metadata.insert(codec::META_SIZE.into(), "0".into());
+        opts.metadata
+            .insert(codec::META_ENCODING.into(), "lz4".into());
+        let empty = Bytes::from(codec::compress(b""));
+        let stored = empty.len() as u64;
+        let etag = match self
+            .store
+            .put(&self.layout.blob_name(key), empty, &opts)
+            .await
+        {
+            Ok(etag) => etag,
+            Err(StoreError::PreconditionFailed(_)) => return Err(FsError::Exists),
+            Err(e) => return Err(e.into()),
+        };
+        let mut entry = Entry::file(0, stored, to_ns(SystemTime::now()), etag);
+        (entry.mode, entry.uid, entry.gid) = perms;
+        self.index
+            .commit(vec![Change::Put {
+                key: key.to_string(),
+                entry: entry.clone(),
+            }])
+            .await?;
+        Ok(entry)
+    }
+
+    /// Lists the blob of `key` as it is in the container (another host wrote it and may not have
+    /// committed its index entry yet; the same entry from both is harmless).
+    async fn adopt_blob(&self, key: &str) -> FsResult<Option<Entry>> {
+        let props = match self.store.head(&self.layout.blob_name(key)).await {
+            Ok(p) => p,
+            Err(StoreError::NotFound(_)) => {
+                self.index.invalidate();
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = props
+            .metadata
+            .get(codec::META_SIZE)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(props.size);
+        let entry = Entry::file(size, props.size, to_ns(props.last_modified), props.etag);
+        self.index
+            .commit(vec![Change::Insert {
+                key: key.to_string(),
+                entry: entry.clone(),
+            }])
+            .await?;
+        Ok(self.index.cached().entries.get(key).cloned())
+    }
+
+    /// Starts (or joins) the download of `blob` at `etag` for handle `fh`.
+    fn attach_value(&self, fh: u64, blob: &str, etag: &str) -> FsResult<Arc<content::CachedValue>> {
+        let value = self.content.get(&self.store, blob, etag)?;
+        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+            h.etag = Some(etag.to_string());
+            h.value = Some(value.clone());
+        }
+        Ok(value)
+    }
+
+    /// EBUSY when another host holds the lease of `key` (its lock), so a write fails at open
+    /// rather than at close.
+    async fn check_not_leased_elsewhere(&self, key: &str) -> FsResult<()> {
+        if self.locks.lease_id(key).is_some() {
+            return Ok(());
+        }
+        match self.store.head(&self.layout.blob_name(key)).await {
+            Ok(p) if p.lease_state == crate::store::LeaseState::Leased => {
+                Err(StoreError::LeaseConflict(key.to_string()).into())
+            }
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -641,6 +767,7 @@ impl Fs {
         staged.file.write_all_at(data, at)?;
         staged.dirty = true;
         staged.mtime = SystemTime::now();
+        st.written = true;
         Ok(data.len() as u32)
     }
 
@@ -669,15 +796,29 @@ impl Fs {
         let blob = self.layout.blob_name(&key);
         let src = staged.file.try_clone()?;
         let mtime = staged.mtime;
-        let uploaded = transfer::upload_file(
-            &self.store,
-            &blob,
-            src,
-            PutOptions::default(),
-            &self.cfg.transfer,
-        )
-        .await
-        .inspect_err(|e| log::error!("saving {key:?} failed, the previous value stays: {e}"))?;
+        let mut opts = PutOptions {
+            conditions: Conditions::default().with_lease(self.locks.lease_id(&key)),
+            ..Default::default()
+        };
+        let create_only = st.base.is_none() && !st.written;
+        opts.conditions.if_none_match_any = create_only;
+        let uploaded =
+            match transfer::upload_file(&self.store, &blob, src, opts, &self.cfg.transfer).await {
+                Err(TransferError::Store(
+                    StoreError::PreconditionFailed(_) | StoreError::LeaseConflict(_),
+                )) if create_only => {
+                    // Another host saved this name since this host's index copy: the file this
+                    // open(O_CREAT) should have found exists. Adopt it instead of blanking it.
+                    log::info!("{key:?} was created elsewhere meanwhile; using that value");
+                    st.staged = None;
+                    st.perms = None;
+                    st.base = self.adopt_blob(&key).await?;
+                    return Ok(());
+                }
+                r => r.inspect_err(|e| {
+                    log::error!("saving {key:?} failed, the previous value stays: {e}")
+                })?,
+            };
         let mut entry = Entry::file(
             uploaded.size,
             uploaded.stored_size,
@@ -704,6 +845,7 @@ impl Fs {
         self.content.forget(&blob);
         st.base = Some(entry);
         st.perms = None;
+        st.written = false;
         if let Some(s) = st.staged.as_mut() {
             s.dirty = false;
         }
@@ -760,7 +902,13 @@ impl Fs {
             if st.staged.is_none() {
                 st.base = self.index.current().await?.entries.get(&key).cloned();
             }
-            let r = self.ensure_staged(&key, &mut st, size == 0).await;
+            let r = async {
+                if st.staged.is_none() && st.base.is_some() {
+                    self.check_not_leased_elsewhere(&key).await?;
+                }
+                self.ensure_staged(&key, &mut st, size == 0).await
+            }
+            .await;
             if let Err(e) = r {
                 self.drop_if_idle(ino, &st);
                 return Err(e);
@@ -770,6 +918,7 @@ impl Fs {
                 s.dirty = true;
                 s.mtime = set.mtime.unwrap_or_else(SystemTime::now);
             }
+            st.written = true;
             let idle = st.handles == 0;
             drop(st);
             if idle || fh.is_none() {
@@ -883,7 +1032,8 @@ impl Fs {
             Some(e) if e.kind == EntryKind::Dir => return Err(FsError::IsDir),
             Some(e) => {
                 let blob = self.layout.blob_name(&key);
-                match self.store.delete(&blob, &Conditions::default()).await {
+                let cond = Conditions::default().with_lease(self.locks.lease_id(&key));
+                match self.store.delete(&blob, &cond).await {
                     Ok(()) | Err(StoreError::NotFound(_)) => {}
                     Err(err) => return Err(err.into()),
                 }
@@ -1072,7 +1222,8 @@ impl Fs {
         self.index.commit(changes).await?;
         for (old, _) in &moving {
             let blob = self.layout.blob_name(old);
-            match self.store.delete(&blob, &Conditions::default()).await {
+            let cond = Conditions::default().with_lease(self.locks.lease_id(old));
+            match self.store.delete(&blob, &cond).await {
                 Ok(()) | Err(StoreError::NotFound(_)) => {}
                 Err(e) => log::warn!("rename: could not delete the old blob {blob:?}: {e}"),
             }

@@ -25,6 +25,8 @@ const MAX_CONFLICT_RETRIES: u32 = 200;
 pub enum Change {
     /// Adds or replaces a key's entry.
     Put { key: String, entry: Entry },
+    /// Adds a key's entry only if the key is not listed (never replaces a newer entry).
+    Insert { key: String, entry: Entry },
     /// Removes a key; with `if_etag`, only while its entry still names that blob version (so a
     /// delete never drops a newer value another writer just committed).
     Remove {
@@ -54,6 +56,9 @@ struct Cached {
     etag: Option<String>,
     /// When the copy was last known current; `None` before the first read.
     checked: Option<Instant>,
+    /// Order of the request the copy came from: an answer to an older request never replaces
+    /// the answer to a newer one.
+    ticket: u64,
 }
 
 /// Changes waiting for the next commit, with who to tell the outcome.
@@ -75,6 +80,7 @@ pub struct SharedIndex {
     queue: Mutex<Queue>,
     writes: AtomicU64,
     conflicts: AtomicU64,
+    tickets: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -88,6 +94,12 @@ pub fn apply_changes(index: &mut Index, changes: &[Change]) -> bool {
         match c {
             Change::Put { key, entry } => {
                 if index.entries.get(key) != Some(entry) {
+                    index.entries.insert(key.clone(), entry.clone());
+                    changed = true;
+                }
+            }
+            Change::Insert { key, entry } => {
+                if !index.entries.contains_key(key) {
                     index.entries.insert(key.clone(), entry.clone());
                     changed = true;
                 }
@@ -117,11 +129,13 @@ impl SharedIndex {
                 index: Arc::new(Index::default()),
                 etag: None,
                 checked: None,
+                ticket: 0,
             }),
             refresh: tokio::sync::Mutex::new(()),
             queue: Mutex::new(Queue::default()),
             writes: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
+            tickets: AtomicU64::new(0),
         })
     }
 
@@ -160,7 +174,11 @@ impl SharedIndex {
 
     /// Forgets the freshness of the cache, so the next read revalidates.
     pub fn invalidate(&self) {
-        lock(&self.cache).checked = None;
+        let ticket = self.ticket();
+        let mut c = lock(&self.cache);
+        // Answers to requests sent before now no longer count as fresh.
+        c.ticket = c.ticket.max(ticket);
+        c.checked = None;
     }
 
     fn fresh(&self) -> Option<Arc<Index>> {
@@ -170,16 +188,37 @@ impl SharedIndex {
             .map(|_| c.index.clone())
     }
 
+    fn ticket(&self) -> u64 {
+        self.tickets.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Installs a copy read (or written) by request `ticket`, unless a newer request's copy is
+    /// already there; returns the copy in the cache.
+    fn install(
+        &self,
+        ticket: u64,
+        fresh: Option<(Arc<Index>, Option<String>)>,
+        at: Instant,
+    ) -> Arc<Index> {
+        let mut c = lock(&self.cache);
+        if ticket >= c.ticket {
+            if let Some((index, etag)) = fresh {
+                c.index = index;
+                c.etag = etag;
+            }
+            c.ticket = ticket;
+            c.checked = Some(at);
+        }
+        c.index.clone()
+    }
+
     /// Asks the store whether the cached copy is current, downloading the index if not.
     pub async fn revalidate(&self) -> Result<Arc<Index>, IndexError> {
+        let ticket = self.ticket();
         let etag = lock(&self.cache).etag.clone();
         let started = Instant::now();
         match self.store.get(&self.blob, None, etag.as_deref()).await {
-            Ok(GetResult::NotModified) => {
-                let mut c = lock(&self.cache);
-                c.checked = Some(started);
-                Ok(c.index.clone())
-            }
+            Ok(GetResult::NotModified) => Ok(self.install(ticket, None, started)),
             Ok(GetResult::Found { props, data }) => {
                 let index = Arc::new(self.decode(data).await?);
                 log::debug!(
@@ -188,22 +227,10 @@ impl SharedIndex {
                     index.entries.len(),
                     props.etag
                 );
-                let mut c = lock(&self.cache);
-                *c = Cached {
-                    index: index.clone(),
-                    etag: Some(props.etag),
-                    checked: Some(started),
-                };
-                Ok(index)
+                Ok(self.install(ticket, Some((index, Some(props.etag))), started))
             }
             Err(StoreError::NotFound(_)) => {
-                let mut c = lock(&self.cache);
-                *c = Cached {
-                    index: Arc::new(Index::default()),
-                    etag: None,
-                    checked: Some(started),
-                };
-                Ok(c.index.clone())
+                Ok(self.install(ticket, Some((Arc::new(Index::default()), None)), started))
             }
             Err(e) => Err(e.into()),
         }
@@ -271,6 +298,7 @@ impl SharedIndex {
                 return Ok(());
             }
             let started = Instant::now();
+            let ticket = self.ticket();
             let body = tokio::task::spawn_blocking(move || (format::encode(&next), next))
                 .await
                 .map_err(|e| IndexError::Abandoned(e.to_string()))?;
@@ -292,11 +320,7 @@ impl SharedIndex {
             match self.store.put(&self.blob, Bytes::from(bytes), &opts).await {
                 Ok(new_etag) => {
                     self.writes.fetch_add(1, Ordering::Relaxed);
-                    *lock(&self.cache) = Cached {
-                        index: Arc::new(next),
-                        etag: Some(new_etag),
-                        checked: Some(started),
-                    };
+                    self.install(ticket, Some((Arc::new(next), Some(new_etag))), started);
                     return Ok(());
                 }
                 Err(StoreError::PreconditionFailed(_)) => {

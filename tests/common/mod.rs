@@ -1,6 +1,8 @@
 //! Shared test helpers: the stores a suite runs against.
 #![allow(dead_code)]
 
+pub mod mount;
+
 use std::sync::Arc;
 
 use remotedict::store::azure::{AzureOptions, AzureStore};

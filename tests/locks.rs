@@ -1,0 +1,261 @@
+//! Locks across hosts: two daemons mounting the same folder (Azurite, and the local store whose
+//! leases hold across processes), driven by `flock`, `setfattr` and `getfattr`.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mount::{Backend, Mount};
+
+const LEASE: &str = "15";
+
+fn mounts(backend: &Backend) -> (Mount, Mount) {
+    let args = ["--lease-duration", LEASE];
+    (
+        Mount::start_with(backend, &args),
+        Mount::start_with(backend, &args),
+    )
+}
+
+fn run(m: &Mount, script: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&m.dir)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Starts `flock FILE -c CMD` in the background on mount `m`, and waits until it holds the lock
+/// (seen from mount `other`, whose non-blocking attempt then fails).
+fn hold(m: &Mount, other: &Mount, file: &str, cmd: &str) -> std::process::Child {
+    let mut child = Command::new("flock")
+        .arg(file)
+        .args(["-c", cmd])
+        .current_dir(&m.dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = run(other, &format!("flock -n {file} true"));
+        if !probe.status.success() {
+            return child;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the lock was never taken");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn flock_guarded_counter_reaches_400(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    // The counter does not exist yet: flock creates it, and an empty read counts as 0.
+    let cycle = "for i in $(seq 200); do flock counter -c 'n=$(cat counter); echo $((n+1)) > counter' || exit 1; done";
+    let started = Instant::now();
+    let ta = Command::new("sh")
+        .arg("-c")
+        .arg(cycle)
+        .current_dir(&a.dir)
+        .spawn()
+        .unwrap();
+    let tb = Command::new("sh")
+        .arg("-c")
+        .arg(cycle)
+        .current_dir(&b.dir)
+        .spawn()
+        .unwrap();
+    for mut t in [ta, tb] {
+        assert!(t.wait().unwrap().success());
+    }
+    eprintln!("2 x 200 flock cycles: {:?}", started.elapsed());
+    let out = run(&a, "flock counter cat counter");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "400");
+    let out = run(&b, "flock counter cat counter");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "400");
+    a.unmount();
+    b.unmount();
+}
+
+async fn nonblocking_fails_fast_and_waiting_can_be_interrupted(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo 1 > f");
+    let mut holder = hold(&a, &b, "f", "sleep 6");
+    let started = Instant::now();
+    let out = run(&b, "flock -n f true");
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "LOCK_NB took {:?}",
+        started.elapsed()
+    );
+    // The holder's host can still write; the other host cannot (EBUSY).
+    let out = run(&b, "cp /etc/hostname f");
+    assert!(
+        stderr(&out).contains("busy"),
+        "write from the other host: {out:?}"
+    );
+    // A blocking flock waits; SIGINT (Ctrl-C) makes it return.
+    let mut waiter = Command::new("flock")
+        .args(["f", "true"])
+        .current_dir(&b.dir)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(waiter.try_wait().unwrap().is_none(), "flock did not wait");
+    unsafe { libc::kill(waiter.id() as i32, libc::SIGINT) };
+    let t = Instant::now();
+    while waiter.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "Ctrl-C did not end the waiting flock"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Once the holder is done, the other host gets the lock.
+    assert!(holder.wait().unwrap().success());
+    let out = run(
+        &b,
+        "flock -w 10 f cp /etc/hostname f && cmp /etc/hostname f",
+    );
+    assert!(out.status.success(), "{out:?}");
+    a.unmount();
+    b.unmount();
+}
+
+async fn a_killed_holder_loses_the_lock_within_the_lease(backend: Backend) {
+    let (mut a, b) = mounts(&backend);
+    run(&a, "echo 1 > f");
+    let mut holder = hold(&a, &b, "f", "sleep 120");
+    a.kill9();
+    let started = Instant::now();
+    let out = run(&b, "flock -w 40 f true");
+    let waited = started.elapsed();
+    assert!(out.status.success(), "the lock never came free: {out:?}");
+    assert!(
+        waited <= Duration::from_secs(18),
+        "took {waited:?}, lease is {LEASE} s"
+    );
+    eprintln!("lock of a killed holder free after {waited:?}");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    b.unmount();
+}
+
+async fn a_lock_held_past_three_lease_durations_stays_held(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo 1 > f");
+    let mut holder = hold(&a, &b, "f", "sleep 50");
+    std::thread::sleep(Duration::from_secs(46));
+    let out = run(&b, "flock -n f true");
+    assert!(
+        !out.status.success(),
+        "the lock was lost before 3 x {LEASE} s"
+    );
+    assert!(holder.wait().unwrap().success());
+    assert!(run(&b, "flock -w 10 f true").status.success());
+    a.unmount();
+    b.unmount();
+}
+
+async fn xattr_lock_and_readonly_attributes(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo hello > f");
+    let out = run(&a, "setfattr -n user.remotedict.lock -v 30 f");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !run(&b, "flock -n f true").status.success(),
+        "xattr lock must exclude flock elsewhere"
+    );
+    let started = Instant::now();
+    let out = run(&b, "setfattr -n user.remotedict.lock -v 30,nowait f");
+    assert!(
+        !out.status.success() && started.elapsed() < Duration::from_secs(2),
+        "{out:?}"
+    );
+    let dump = String::from_utf8_lossy(&run(&a, "getfattr -d f").stdout).to_string();
+    for name in [
+        "user.remotedict.etag",
+        "user.remotedict.lease",
+        "user.remotedict.compressed_size",
+        "user.remotedict.lock",
+    ] {
+        assert!(dump.contains(name), "getfattr -d lacks {name}: {dump}");
+    }
+    assert!(dump.contains("leased,fixed,held-here"), "{dump}");
+    let left: u64 = String::from_utf8_lossy(
+        &run(&a, "getfattr --only-values -n user.remotedict.lock f").stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!((25..=30).contains(&left), "{left}");
+    assert!(run(&a, "setfattr -x user.remotedict.lock f")
+        .status
+        .success());
+    assert!(
+        run(&b, "flock -n f true").status.success(),
+        "removing the attribute releases the lease"
+    );
+    for bad in ["10", "61", "abc", "30,later"] {
+        let out = run(
+            &a,
+            &format!("setfattr -n user.remotedict.lock -v '{bad}' f"),
+        );
+        assert!(stderr(&out).contains("Invalid argument"), "{bad}: {out:?}");
+    }
+    let out = run(&a, "setfattr -n user.remotedict.etag -v x f");
+    assert!(stderr(&out).contains("not permitted"), "{out:?}");
+    let out = run(&a, "setfattr -n user.other -v x f");
+    assert!(stderr(&out).contains("not supported"), "{out:?}");
+    let size = String::from_utf8_lossy(
+        &run(
+            &b,
+            "getfattr --only-values -n user.remotedict.compressed_size f",
+        )
+        .stdout,
+    )
+    .to_string();
+    assert!(
+        size.trim().parse::<u64>().unwrap() > 6,
+        "an LZ4 frame is larger than 6 bytes: {size}"
+    );
+    a.unmount();
+    b.unmount();
+}
+
+macro_rules! on_both {
+    ($($name:ident),*) => {
+        mod local_store { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let tmp = tempfile::tempdir().unwrap();
+                super::$name(super::Backend::local(tmp.path())).await;
+            }
+        )* }
+        mod azurite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(b) = super::Backend::azure() {
+                    super::$name(b).await;
+                }
+            }
+        )* }
+    };
+}
+
+on_both!(
+    flock_guarded_counter_reaches_400,
+    nonblocking_fails_fast_and_waiting_can_be_interrupted,
+    a_killed_holder_loses_the_lock_within_the_lease,
+    a_lock_held_past_three_lease_durations_stays_held,
+    xattr_lock_and_readonly_attributes
+);
