@@ -33,6 +33,7 @@ fn stderr(o: &Output) -> String {
 
 /// Starts `flock FILE -c CMD` in the background on mount `m`, and waits until it holds the lock
 /// (seen from mount `other`, whose non-blocking attempt then fails).
+#[allow(clippy::zombie_processes)] // the caller waits for the returned child
 fn hold(m: &Mount, other: &Mount, file: &str, cmd: &str) -> std::process::Child {
     let mut child = Command::new("flock")
         .arg(file)
