@@ -63,7 +63,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         blocks: a.stored_size.div_ceil(512),
         atime: a.mtime,
         mtime: a.mtime,
-        ctime: a.mtime,
+        ctime: a.ctime,
         crtime: a.mtime,
         kind: file_type(a.kind),
         perm: a.perm,
@@ -193,6 +193,51 @@ impl Filesystem for FuseAdapter {
         );
     }
 
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let ttl = self.ttl;
+        let name = name_str(link_name);
+        let target = name_str(target.as_os_str());
+        self.spawn(
+            move |fs| async move { fs.symlink(parent.0, &name?, &target?).await },
+            move |r| match r {
+                Ok(a) => reply.entry_with_ttls(&ATTR_TTL, &ttl, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("symlink", &e)),
+            },
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(
+            move |fs| async move { fs.readlink(ino.0).await },
+            move |r| match r {
+                Ok(target) => reply.data(target.as_bytes()),
+                Err(e) => reply.error(errno("readlink", &e)),
+            },
+        );
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        // A blob has one name: hard links cannot be represented.
+        reply.error(errno(
+            "link",
+            &FsError::NotPermitted("hard links are not supported"),
+        ));
+    }
+
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_str(name);
         self.spawn(
@@ -242,6 +287,9 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move { fs.open(ino.0, flags.0).await },
             move |r| match r {
+                Ok(fh) if Fs::direct_io(flags.0) => {
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                }
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno("open", &e)),
             },

@@ -36,8 +36,11 @@ use inode::{child_key, parent_key, InodeTable, ROOT_INO};
 pub use locking::LockMode;
 use locking::LockTable;
 
-/// Metadata marking a directory marker blob (the convention of ADLS Gen2 and blobfuse).
-pub const META_IS_FOLDER: &str = "hdi_isfolder";
+pub use crate::index::meta::META_IS_FOLDER;
+use crate::index::meta::{blob_metadata, entry_from_props};
+
+/// How long an entry newer than the index copy is trusted over it.
+const FRESHER_FOR: Duration = Duration::from_secs(5);
 
 /// Settings of the filesystem core.
 #[derive(Clone, Debug)]
@@ -72,6 +75,7 @@ pub struct Attr {
     /// Bytes stored in the container (compressed), for `st_blocks`.
     pub stored_size: u64,
     pub mtime: SystemTime,
+    pub ctime: SystemTime,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
@@ -146,6 +150,9 @@ pub struct Fs {
     next_fh: AtomicU64,
     content: ContentCache,
     locks: LockTable,
+    /// Entries this host knows to be newer than its index copy (a blob read right after another
+    /// host rewrote it, before that host's index commit), for a few seconds.
+    fresher: Mutex<HashMap<String, (Entry, std::time::Instant)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -242,6 +249,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             content,
             locks: LockTable::default(),
+            fresher: Mutex::new(HashMap::new()),
         })
     }
 
@@ -302,6 +310,7 @@ impl Fs {
             size: e.size,
             stored_size: e.stored_size,
             mtime: from_ns(e.mtime_ns),
+            ctime: from_ns(e.ctime_ns),
             perm: if e.mode == 0 {
                 self.default_perm(kind)
             } else {
@@ -319,6 +328,7 @@ impl Fs {
             size: 0,
             stored_size: 0,
             mtime: self.mounted_at,
+            ctime: self.mounted_at,
             perm: 0o755,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
@@ -341,6 +351,7 @@ impl Fs {
                 attr.kind = NodeKind::File;
                 attr.size = size;
                 attr.mtime = staged.mtime;
+                attr.ctime = staged.mtime.max(attr.ctime);
                 if let Some((mode, uid, gid)) = st.perms {
                     (attr.perm, attr.uid, attr.gid) = ((mode & 0o7777) as u16, uid, gid);
                 }
@@ -350,10 +361,10 @@ impl Fs {
         if key.is_empty() {
             return Ok(self.implicit_dir(ino));
         }
-        let index = self.index.current().await?;
-        if let Some(e) = index.entries.get(key) {
-            return Ok(self.attr_from_entry(ino, e));
+        if let Some(e) = self.entry_of(key).await? {
+            return Ok(self.attr_from_entry(ino, &e));
         }
+        let index = self.index.current().await?;
         if has_children(&index, key) {
             return Ok(self.implicit_dir(ino));
         }
@@ -527,6 +538,13 @@ impl Fs {
         Ok(())
     }
 
+    /// Whether the kernel should pass reads of a handle opened with `flags` straight through
+    /// (no page cache): read-only handles are, so a value rewritten by another host is never
+    /// cut at the size the kernel cached before the index caught up.
+    pub fn direct_io(flags: i32) -> bool {
+        flags & libc::O_ACCMODE == libc::O_RDONLY
+    }
+
     /// Opens a file; `flags` are the open(2) flags.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
         let key = self.key_of(ino)?;
@@ -539,7 +557,7 @@ impl Fs {
         if attr.kind == NodeKind::Dir {
             return Err(FsError::IsDir);
         }
-        let entry = self.index.current().await?.entries.get(&key).cloned();
+        let entry = self.entry_of(&key).await?;
         let f = self.file_state(ino);
         let mut st = f.state.lock().await;
         // Close-to-open: a saved local copy of an older version (another host has written
@@ -660,6 +678,9 @@ impl Fs {
                 // serve the newest version, and refresh the index.
                 self.index.invalidate();
                 let props = self.store.head(&blob).await?;
+                let key = self.key_of(h.ino)?;
+                lock(&self.fresher)
+                    .insert(key, (entry_from_props(&props), std::time::Instant::now()));
                 self.attach_value(fh, &blob, &props.etag)?
                     .read(offset, size)
                     .await
@@ -671,26 +692,37 @@ impl Fs {
     /// Creates `key` as an empty value only if no blob of that name exists anywhere, and lists
     /// it; EEXIST if another host got there first.
     async fn claim_new(&self, key: &str, perms: (u32, u32, u32)) -> FsResult<Entry> {
-        let mut opts = PutOptions {
-            conditions: Conditions::if_absent(),
-            ..Default::default()
-        };
-        opts.metadata.insert(codec::META_SIZE.into(), "0".into());
-        opts.metadata
-            .insert(codec::META_ENCODING.into(), "lz4".into());
         let empty = Bytes::from(codec::compress(b""));
-        let stored = empty.len() as u64;
-        let etag = match self
+        let mut entry = self.new_entry(EntryKind::File, perms.0);
+        (entry.uid, entry.gid) = (perms.1, perms.2);
+        entry.stored_size = empty.len() as u64;
+        self.create_node(key, entry, empty).await
+    }
+
+    /// A new entry of `kind` owned by the mount's user, timestamped now.
+    fn new_entry(&self, kind: EntryKind, mode: u32) -> Entry {
+        let mut e = Entry::file(0, 0, to_ns(SystemTime::now()), "");
+        e.kind = kind;
+        (e.mode, e.uid, e.gid) = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
+        e
+    }
+
+    /// Writes a new node's blob only if no blob of that name exists anywhere (EEXIST if another
+    /// host got there first), then lists it in the index.
+    async fn create_node(&self, key: &str, mut entry: Entry, content: Bytes) -> FsResult<Entry> {
+        let opts = PutOptions {
+            conditions: Conditions::if_absent(),
+            metadata: blob_metadata(&entry),
+        };
+        entry.etag = match self
             .store
-            .put(&self.layout.blob_name(key), empty, &opts)
+            .put(&self.layout.blob_name(key), content, &opts)
             .await
         {
             Ok(etag) => etag,
             Err(StoreError::PreconditionFailed(_)) => return Err(FsError::Exists),
             Err(e) => return Err(e.into()),
         };
-        let mut entry = Entry::file(0, stored, to_ns(SystemTime::now()), etag);
-        (entry.mode, entry.uid, entry.gid) = perms;
         self.index
             .commit(vec![Change::Put {
                 key: key.to_string(),
@@ -698,6 +730,39 @@ impl Fs {
             }])
             .await?;
         Ok(entry)
+    }
+
+    /// Creates a symbolic link: a blob holding the target, raw, marked `remotedict_symlink`.
+    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if index.entries.contains_key(&key) || has_children(&index, &key) {
+            return Err(FsError::Exists);
+        }
+        if target.is_empty() || target.contains('\0') || target.len() > 4096 {
+            return Err(FsError::Invalid(
+                "a link target must be 1 to 4096 bytes, without NUL".into(),
+            ));
+        }
+        let mut entry = self.new_entry(EntryKind::Symlink, 0o777);
+        entry.target = target.to_string();
+        entry.size = target.len() as u64;
+        entry.stored_size = entry.size;
+        self.create_node(&key, entry, Bytes::from(target.as_bytes().to_vec()))
+            .await?;
+        let ino = lock(&self.inodes).ino(&key);
+        self.getattr(ino).await
+    }
+
+    /// The target of a symbolic link.
+    pub async fn readlink(&self, ino: u64) -> FsResult<String> {
+        let key = self.key_of(ino)?;
+        match self.index.current().await?.entries.get(&key) {
+            Some(e) if e.kind == EntryKind::Symlink => Ok(e.target.clone()),
+            Some(_) => Err(FsError::Invalid("not a symbolic link".into())),
+            None => Err(FsError::NotFound),
+        }
     }
 
     /// Lists the blob of `key` as it is in the container (another host wrote it and may not have
@@ -724,6 +789,19 @@ impl Fs {
             }])
             .await?;
         Ok(self.index.cached().entries.get(key).cloned())
+    }
+
+    /// The entry of `key`: the index's, unless this host has just seen a newer blob.
+    async fn entry_of(&self, key: &str) -> FsResult<Option<Entry>> {
+        let listed = self.index.current().await?.entries.get(key).cloned();
+        let mut fresher = lock(&self.fresher);
+        if let Some((e, seen)) = fresher.get(key) {
+            if seen.elapsed() < FRESHER_FOR && listed.as_ref().map(|l| &l.etag) != Some(&e.etag) {
+                return Ok(Some(e.clone()));
+            }
+            fresher.remove(key);
+        }
+        Ok(listed)
     }
 
     /// Starts (or joins) the download of `blob` at `etag` for handle `fh`.
@@ -800,6 +878,16 @@ impl Fs {
             conditions: Conditions::default().with_lease(self.locks.lease_id(&key)),
             ..Default::default()
         };
+        // The attributes travel with the value, in its metadata (see index::meta).
+        let mut entry = Entry::file(0, 0, to_ns(mtime), "");
+        entry.ctime_ns = to_ns(SystemTime::now());
+        if let Some((mode, uid, gid)) = st
+            .perms
+            .or_else(|| st.base.as_ref().map(|b| (b.mode, b.uid, b.gid)))
+        {
+            (entry.mode, entry.uid, entry.gid) = (mode, uid, gid);
+        }
+        opts.metadata = blob_metadata(&entry);
         let create_only = st.base.is_none() && !st.written;
         opts.conditions.if_none_match_any = create_only;
         let uploaded =
@@ -819,18 +907,8 @@ impl Fs {
                     log::error!("saving {key:?} failed, the previous value stays: {e}")
                 })?,
             };
-        let mut entry = Entry::file(
-            uploaded.size,
-            uploaded.stored_size,
-            to_ns(mtime),
-            uploaded.etag,
-        );
-        if let Some(base) = &st.base {
-            (entry.mode, entry.uid, entry.gid) = (base.mode, base.uid, base.gid);
-        }
-        if let Some(perms) = st.perms {
-            (entry.mode, entry.uid, entry.gid) = perms;
-        }
+        (entry.size, entry.stored_size, entry.etag) =
+            (uploaded.size, uploaded.stored_size, uploaded.etag);
         self.index
             .commit(vec![Change::Put {
                 key: key.clone(),
@@ -979,46 +1057,69 @@ impl Fs {
         self.getattr(ino).await
     }
 
-    /// Changes an index entry's attributes (not its value); an implicit directory becomes an
-    /// explicit one (with its marker blob) so its attributes have somewhere to live.
+    /// Changes an index entry's attributes (not its value) and the blob metadata that mirrors
+    /// them; an implicit directory becomes an explicit one (with its marker blob) so its
+    /// attributes have somewhere to live.
     async fn update_entry(
         &self,
         key: &str,
         kind: NodeKind,
-        change: impl FnOnce(&mut Entry),
+        change: impl Fn(&mut Entry),
     ) -> FsResult<Entry> {
-        let index = self.index.current().await?;
-        let mut e = match index.entries.get(key) {
-            Some(e) => e.clone(),
-            None if kind == NodeKind::Dir => self.put_dir_marker(key).await?,
-            None => return Err(FsError::NotFound),
-        };
-        change(&mut e);
-        self.index
-            .commit(vec![Change::Put {
-                key: key.to_string(),
-                entry: e.clone(),
-            }])
-            .await?;
-        Ok(e)
-    }
-
-    /// Writes a directory's marker blob (if absent) and returns its index entry.
-    async fn put_dir_marker(&self, key: &str) -> FsResult<Entry> {
-        let mut opts = PutOptions {
-            conditions: Conditions::if_absent(),
-            ..Default::default()
-        };
-        opts.metadata.insert(META_IS_FOLDER.into(), "true".into());
         let blob = self.layout.blob_name(key);
-        let etag = match self.store.put(&blob, Bytes::new(), &opts).await {
-            Ok(etag) => etag,
-            Err(StoreError::PreconditionFailed(_)) => self.store.head(&blob).await?.etag,
-            Err(e) => return Err(e.into()),
-        };
-        let mut entry = Entry::file(0, 0, to_ns(SystemTime::now()), etag);
-        entry.kind = EntryKind::Dir;
-        Ok(entry)
+        for attempt in 0..3 {
+            let index = if attempt == 0 {
+                self.index.current().await?
+            } else {
+                self.index.revalidate().await?
+            };
+            let existing = index.entries.get(key).cloned();
+            let mut e = match &existing {
+                Some(e) => e.clone(),
+                None if kind == NodeKind::Dir => {
+                    let mut d = Entry::file(0, 0, to_ns(SystemTime::now()), "");
+                    d.kind = EntryKind::Dir;
+                    d
+                }
+                None => return Err(FsError::NotFound),
+            };
+            change(&mut e);
+            e.ctime_ns = to_ns(SystemTime::now());
+            let metadata = blob_metadata(&e);
+            let written = match &existing {
+                Some(old) => {
+                    let cond =
+                        Conditions::if_match(old.etag.clone()).with_lease(self.locks.lease_id(key));
+                    self.store.set_metadata(&blob, &metadata, &cond).await
+                }
+                None => {
+                    let opts = PutOptions {
+                        conditions: Conditions::if_absent(),
+                        metadata,
+                    };
+                    self.store.put(&blob, Bytes::new(), &opts).await
+                }
+            };
+            match written {
+                Ok(etag) => {
+                    e.etag = etag;
+                    self.index
+                        .commit(vec![Change::Put {
+                            key: key.to_string(),
+                            entry: e.clone(),
+                        }])
+                        .await?;
+                    self.content.forget(&blob);
+                    return Ok(e);
+                }
+                // Another host changed it meanwhile: start again from the newest entry.
+                Err(StoreError::PreconditionFailed(_)) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(FsError::Store(StoreError::PreconditionFailed(
+            key.to_string(),
+        )))
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
@@ -1067,28 +1168,7 @@ impl Fs {
         if index.entries.contains_key(&key) || has_children(&index, &key) {
             return Err(FsError::Exists);
         }
-        let mut opts = PutOptions {
-            conditions: Conditions::if_absent(),
-            ..Default::default()
-        };
-        opts.metadata.insert(META_IS_FOLDER.into(), "true".into());
-        let etag = match self
-            .store
-            .put(&self.layout.blob_name(&key), Bytes::new(), &opts)
-            .await
-        {
-            Ok(e) => e,
-            Err(StoreError::PreconditionFailed(_)) => return Err(FsError::Exists),
-            Err(e) => return Err(e.into()),
-        };
-        let mut entry = Entry::file(0, 0, to_ns(SystemTime::now()), etag);
-        entry.kind = EntryKind::Dir;
-        (entry.mode, entry.uid, entry.gid) = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
-        self.index
-            .commit(vec![Change::Put {
-                key: key.clone(),
-                entry,
-            }])
+        self.create_node(&key, self.new_entry(EntryKind::Dir, mode), Bytes::new())
             .await?;
         let ino = lock(&self.inodes).ino(&key);
         self.getattr(ino).await
@@ -1199,7 +1279,11 @@ impl Fs {
                 .await?;
             changes.push(Change::Put {
                 key: new,
-                entry: Entry { etag, ..e.clone() },
+                entry: Entry {
+                    etag,
+                    ctime_ns: to_ns(SystemTime::now()),
+                    ..e.clone()
+                },
             });
             changes.push(Change::Remove {
                 key: old.clone(),

@@ -47,25 +47,32 @@ pub struct Entry {
     pub stored_size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Status change time (content, attributes or name), nanoseconds since the Unix epoch.
+    pub ctime_ns: i64,
     /// Etag of the blob this entry describes.
     pub etag: String,
     /// Permission bits (0 means: use the mount's default).
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// Target of a symbolic link (empty for other kinds).
+    pub target: String,
 }
 
 impl Entry {
+    /// A file entry with default attributes; ctime starts equal to mtime.
     pub fn file(size: u64, stored_size: u64, mtime_ns: i64, etag: impl Into<String>) -> Self {
         Entry {
             kind: EntryKind::File,
             size,
             stored_size,
             mtime_ns,
+            ctime_ns: mtime_ns,
             etag: etag.into(),
             mode: 0,
             uid: 0,
             gid: 0,
+            target: String::new(),
         }
     }
 }
@@ -122,10 +129,14 @@ pub fn encode_body(index: &Index) -> Vec<u8> {
         put_varint(&mut out, e.size);
         put_varint(&mut out, e.stored_size);
         put_varint(&mut out, zigzag(e.mtime_ns));
+        put_varint(&mut out, zigzag(e.ctime_ns));
         put_bytes(&mut out, e.etag.as_bytes());
         put_varint(&mut out, u64::from(e.mode));
         put_varint(&mut out, u64::from(e.uid));
         put_varint(&mut out, u64::from(e.gid));
+        if e.kind == EntryKind::Symlink {
+            put_bytes(&mut out, e.target.as_bytes());
+        }
         prev = k;
     }
     out
@@ -220,12 +231,20 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
         let size = r.varint()?;
         let stored_size = r.varint()?;
         let mtime_ns = unzigzag(r.varint()?);
+        let ctime_ns = unzigzag(r.varint()?);
         let etag = std::str::from_utf8(r.bytes()?)
             .map_err(|_| r.err("etag is not UTF-8"))?
             .to_string();
         let mode = r.u32()?;
         let uid = r.u32()?;
         let gid = r.u32()?;
+        let target = if kind == EntryKind::Symlink {
+            std::str::from_utf8(r.bytes()?)
+                .map_err(|_| r.err("link target is not UTF-8"))?
+                .to_string()
+        } else {
+            String::new()
+        };
         let key_str = String::from_utf8(key.clone()).map_err(|_| r.err("key is not UTF-8"))?;
         if key_str.is_empty() {
             return Err(r.err("empty key"));
@@ -237,10 +256,12 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
                 size,
                 stored_size,
                 mtime_ns,
+                ctime_ns,
                 etag,
                 mode,
                 uid,
                 gid,
+                target,
             },
         );
         prev = key;
@@ -288,6 +309,11 @@ mod tests {
             if i % 10 == 0 {
                 e.kind = EntryKind::Dir;
             }
+            if i % 10 == 5 {
+                e.kind = EntryKind::Symlink;
+                e.target = format!("../target/{i}");
+            }
+            e.ctime_ns = e.mtime_ns + 7;
             index
                 .entries
                 .insert(format!("dir{}/file-{i:06}.dat", i % 7), e);

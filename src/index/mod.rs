@@ -5,6 +5,7 @@
 //! etag-validated cached copy and applies changes without ever losing another writer's entry.
 
 pub mod format;
+pub mod meta;
 pub mod shared;
 
 pub use format::{decode, encode, Entry, EntryKind, Index, IndexFormatError, FORMAT_VERSION};

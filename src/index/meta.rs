@@ -1,0 +1,134 @@
+//! An index entry's attributes as blob metadata, both ways: every upload carries them, so an
+//! index can be rebuilt from a container listing (`fsck --repair`) and other tools can read them.
+
+use std::time::UNIX_EPOCH;
+
+use super::format::{Entry, EntryKind};
+use crate::codec::{META_ENCODING, META_SIZE};
+use crate::store::{BlobProps, Metadata};
+
+pub const META_MODE: &str = "remotedict_mode";
+pub const META_UID: &str = "remotedict_uid";
+pub const META_GID: &str = "remotedict_gid";
+pub const META_MTIME: &str = "remotedict_mtime_ns";
+pub const META_CTIME: &str = "remotedict_ctime_ns";
+/// Marks a symbolic link: the blob's content is the link target, raw.
+pub const META_SYMLINK: &str = "remotedict_symlink";
+/// Marks a directory (the convention of ADLS Gen2 and blobfuse).
+pub const META_IS_FOLDER: &str = "hdi_isfolder";
+
+/// The metadata a blob carries for `entry` (size and encoding of values are added by the upload).
+pub fn blob_metadata(entry: &Entry) -> Metadata {
+    let mut m = Metadata::new();
+    match entry.kind {
+        EntryKind::File => {
+            m.insert(META_SIZE.into(), entry.size.to_string());
+            m.insert(META_ENCODING.into(), "lz4".into());
+        }
+        EntryKind::Dir => {
+            m.insert(META_IS_FOLDER.into(), "true".into());
+        }
+        EntryKind::Symlink => {
+            m.insert(META_SYMLINK.into(), "true".into());
+        }
+    }
+    if entry.mode != 0 {
+        m.insert(META_MODE.into(), format!("{:o}", entry.mode));
+        m.insert(META_UID.into(), entry.uid.to_string());
+        m.insert(META_GID.into(), entry.gid.to_string());
+    }
+    m.insert(META_MTIME.into(), entry.mtime_ns.to_string());
+    m.insert(META_CTIME.into(), entry.ctime_ns.to_string());
+    m
+}
+
+/// The entry a blob stands for, from its properties (for a symlink, `target` must be filled in by
+/// the caller from the content).
+pub fn entry_from_props(props: &BlobProps) -> Entry {
+    let get = |k: &str| props.metadata.get(k);
+    let modified = props
+        .last_modified
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
+    let kind = if get(META_IS_FOLDER).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        EntryKind::Dir
+    } else if get(META_SYMLINK).is_some() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::File
+    };
+    let size = match kind {
+        EntryKind::File => get(META_SIZE)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(props.size),
+        EntryKind::Dir => 0,
+        EntryKind::Symlink => props.size,
+    };
+    let mut e = Entry::file(size, props.size, modified, props.etag.clone());
+    e.kind = kind;
+    e.mtime_ns = get(META_MTIME)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(modified);
+    e.ctime_ns = get(META_CTIME)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(e.mtime_ns);
+    if let Some(mode) = get(META_MODE).and_then(|v| u32::from_str_radix(v, 8).ok()) {
+        e.mode = mode & 0o7777;
+        e.uid = get(META_UID).and_then(|v| v.parse().ok()).unwrap_or(0);
+        e.gid = get(META_GID).and_then(|v| v.parse().ok()).unwrap_or(0);
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LeaseState;
+
+    #[test]
+    fn attributes_survive_the_round_trip_through_metadata() {
+        for kind in [EntryKind::File, EntryKind::Dir, EntryKind::Symlink] {
+            let mut e = Entry::file(
+                if kind == EntryKind::File { 1234 } else { 0 },
+                99,
+                1_700_000_000_123_456_789,
+                "\"0x1\"",
+            );
+            e.kind = kind;
+            e.ctime_ns = e.mtime_ns + 5;
+            (e.mode, e.uid, e.gid) = (0o640, 1000, 50);
+            let props = BlobProps {
+                name: "f/k".into(),
+                size: 99,
+                etag: "\"0x1\"".into(),
+                last_modified: UNIX_EPOCH,
+                metadata: blob_metadata(&e),
+                lease_state: LeaseState::Available,
+                lease_infinite: false,
+            };
+            let mut back = entry_from_props(&props);
+            if kind == EntryKind::Symlink {
+                back.size = e.size;
+            }
+            assert_eq!(back, e, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_foreign_blob_gets_sensible_defaults() {
+        let props = BlobProps {
+            name: "f/k".into(),
+            size: 10,
+            etag: "\"0x2\"".into(),
+            last_modified: UNIX_EPOCH + std::time::Duration::from_secs(5),
+            metadata: Metadata::new(),
+            lease_state: LeaseState::Available,
+            lease_infinite: false,
+        };
+        let e = entry_from_props(&props);
+        assert_eq!(
+            (e.kind, e.size, e.stored_size, e.mode, e.mtime_ns),
+            (EntryKind::File, 10, 10, 0, 5_000_000_000)
+        );
+    }
+}
