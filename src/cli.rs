@@ -27,6 +27,14 @@ pub struct Cli {
 pub enum Command {
     /// Mount a folder as a directory (daemonizes unless --foreground).
     Mount(Box<MountArgs>),
+    /// Compare the index with the folder's blobs; report (exit code 1 when not clean) or repair.
+    Fsck {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Fix the index from the blobs (concurrent writers keep their updates).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Unmount a remotedict mount (same as `fusermount3 -u MOUNTPOINT`).
     Unmount {
         /// The mount point to unmount.
@@ -92,6 +100,10 @@ pub struct MountArgs {
         allow_negative_numbers = true
     )]
     pub lease_duration: i64,
+    /// Before mounting, rebuild the index from the folder's blobs (for a container filled by
+    /// other tools), as `remotedict fsck --repair` does.
+    #[arg(long)]
+    pub rebuild_index: bool,
     /// Log file when daemonized (default: CACHE_DIR/remotedict.log).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -231,4 +243,38 @@ fn local_store(root: &Path, container: &str) -> Result<Arc<dyn BlobStore>> {
         bail!("container name {container:?} is not valid for the local store: use letters, digits and '-'");
     }
     Ok(Arc::new(LocalStore::new(root.join(container))))
+}
+
+/// `remotedict fsck [--repair]`: returns whether the folder is (now) consistent.
+pub fn fsck(store_args: &StoreArgs, repair: bool) -> Result<bool> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let store = open_store(store_args).await?;
+        let layout = crate::layout::Layout::new(&store_args.folder)?;
+        let (report, blobs) = crate::fsck::check(&store, &layout).await?;
+        for line in report.lines() {
+            println!("{line}");
+        }
+        println!(
+            "{}: {} keys in the index, {} blobs; {}",
+            store.describe(),
+            report.keys,
+            report.blobs,
+            if report.is_clean() {
+                "clean"
+            } else {
+                "problems found"
+            }
+        );
+        if report.is_clean() || !repair {
+            return Ok(report.is_clean());
+        }
+        let n = crate::fsck::repair(&store, &layout, &report, &blobs).await?;
+        println!("repaired: {n} index change(s)");
+        Ok(true)
+    })
 }

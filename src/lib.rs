@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod codec;
 pub mod fs;
+pub mod fsck;
 pub mod fuse;
 pub mod index;
 pub mod layout;

@@ -13,6 +13,11 @@ fn main() {
     let result = match cli.command {
         Command::Mount(args) => remotedict::mount::run(*args),
         Command::Unmount { mountpoint } => remotedict::mount::unmount(&mountpoint),
+        Command::Fsck { store, repair } => match remotedict::cli::fsck(&store, repair) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => Err(e),
+        },
     };
     if let Err(e) = result {
         eprintln!("remotedict: {e:#}");

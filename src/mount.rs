@@ -163,6 +163,16 @@ fn serve(
     let setup = rt.block_on(async {
         let store = open_store(&args.store).await?;
         let layout = Layout::new(&args.store.folder)?;
+        if args.rebuild_index {
+            let (report, blobs) = crate::fsck::check(&store, &layout).await?;
+            if !report.is_clean() {
+                let n = crate::fsck::repair(&store, &layout, &report, &blobs).await?;
+                log::info!(
+                    "--rebuild-index: {n} index change(s) from {} blobs",
+                    report.blobs
+                );
+            }
+        }
         let cache_dir = args
             .cache_dir
             .clone()

@@ -27,6 +27,12 @@ pub enum Change {
     Put { key: String, entry: Entry },
     /// Adds a key's entry only if the key is not listed (never replaces a newer entry).
     Insert { key: String, entry: Entry },
+    /// Replaces a key's entry only while it still names the blob version `if_etag`.
+    Update {
+        key: String,
+        if_etag: String,
+        entry: Entry,
+    },
     /// Removes a key; with `if_etag`, only while its entry still names that blob version (so a
     /// delete never drops a newer value another writer just committed).
     Remove {
@@ -102,6 +108,18 @@ pub fn apply_changes(index: &mut Index, changes: &[Change]) -> bool {
                 if !index.entries.contains_key(key) {
                     index.entries.insert(key.clone(), entry.clone());
                     changed = true;
+                }
+            }
+            Change::Update {
+                key,
+                if_etag,
+                entry,
+            } => {
+                if let Some(e) = index.entries.get_mut(key) {
+                    if &e.etag == if_etag && e != entry {
+                        *e = entry.clone();
+                        changed = true;
+                    }
                 }
             }
             Change::Remove { key, if_etag } => {

@@ -95,18 +95,25 @@ impl Mount {
 
     /// Mounts with extra `remotedict mount` arguments.
     pub fn start_with(backend: &Backend, extra: &[&str]) -> Mount {
+        Mount::start_logged(backend, extra, None)
+    }
+
+    /// Mounts with extra arguments, sending the daemon's log (RUST_LOG=debug) to `log`.
+    pub fn start_logged(backend: &Backend, extra: &[&str], log: Option<&Path>) -> Mount {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("mnt");
         std::fs::create_dir(&dir).unwrap();
-        let child = backend
-            .command(
-                &dir,
-                &tmp.path().join("cache"),
-                &[&["--foreground"], extra].concat(),
-            )
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("remotedict starts");
+        let mut cmd = backend.command(
+            &dir,
+            &tmp.path().join("cache"),
+            &[&["--foreground"], extra].concat(),
+        );
+        cmd.stdout(Stdio::null());
+        if let Some(log) = log {
+            cmd.env("RUST_LOG", "remotedict=debug")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let child = cmd.spawn().expect("remotedict starts");
         let deadline = Instant::now() + Duration::from_secs(30);
         while !is_mounted(&dir) {
             assert!(
