@@ -42,7 +42,7 @@ fn check_mountpoint(path: &Path) -> Result<PathBuf> {
                 .lines()
                 .find(|l| l.split(' ').nth(4) == Some(&target))
             {
-                if line.contains("fuse.remotedict") {
+                if line.contains(" remotedict:") {
                     bail!(
                         "{} is already a remotedict mount (unmount it with: remotedict unmount {})",
                         abs.display(),
