@@ -61,7 +61,8 @@ pub struct StoreArgs {
     /// Create the container if it does not exist.
     #[arg(long)]
     pub create_container: bool,
-    /// Time limit of one request to Azure, in seconds.
+    /// Time limit of one request to Azure, in seconds (once more per 4 MiB it carries); a request
+    /// that runs out is retried, then the operation fails with EIO.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub request_timeout: u64,
     /// Retries of a request that failed transiently.

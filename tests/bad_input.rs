@@ -285,7 +285,11 @@ fn names_the_store_cannot_hold() {
         err("touch 'back\\\\slash'").contains("Invalid argument"),
         "a backslash"
     );
-    assert_eq!(m.sh("ls -A | grep -v '^d*$' || true"), "", "no refused name was created");
+    assert_eq!(
+        m.sh("ls -A | grep -v '^d*$' || true"),
+        "",
+        "no refused name was created"
+    );
     m.unmount();
 }
 

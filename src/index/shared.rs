@@ -17,6 +17,9 @@ use tokio::sync::oneshot;
 use super::format::{self, Entry, Index, IndexFormatError};
 use crate::store::{BlobStore, Conditions, GetResult, PutOptions, StoreError};
 
+/// How long a failed revalidation's error is handed to further callers without asking again.
+const FAILURE_MEMORY: Duration = Duration::from_secs(2);
+
 /// Commits retried this many times on etag conflicts before giving up.
 const MAX_CONFLICT_RETRIES: u32 = 200;
 
@@ -87,6 +90,7 @@ pub struct SharedIndex {
     writes: AtomicU64,
     conflicts: AtomicU64,
     tickets: AtomicU64,
+    failure: Mutex<Option<(Instant, IndexError)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,6 +158,7 @@ impl SharedIndex {
             writes: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             tickets: AtomicU64::new(0),
+            failure: Mutex::new(None),
         })
     }
 
@@ -182,7 +187,16 @@ impl SharedIndex {
         if let Some(idx) = self.fresh() {
             return Ok(idx);
         }
-        self.revalidate().await
+        // While the store is failing, callers queued behind a failed revalidation get its error
+        // at once instead of each waiting out another timeout.
+        if let Some((at, e)) = lock(&self.failure).as_ref() {
+            if at.elapsed() < FAILURE_MEMORY {
+                return Err(e.clone());
+            }
+        }
+        let result = self.revalidate().await;
+        *lock(&self.failure) = result.as_ref().err().map(|e| (Instant::now(), e.clone()));
+        result
     }
 
     /// The cached copy, without asking the store (may be older than the TTL).

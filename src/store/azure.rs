@@ -45,8 +45,8 @@ use super::{
 
 /// Size of one ranged GET: long reads are split so each request stays within its time limit.
 const READ_CHUNK: u64 = 8 * 1024 * 1024;
-/// Slowest transfer rate a request is given time for, on top of `request_timeout`.
-const MIN_THROUGHPUT: f64 = 256.0 * 1024.0;
+/// A request carrying data gets `request_timeout` once more for each this many bytes.
+const TIMEOUT_UNIT: f64 = 4.0 * 1024.0 * 1024.0;
 /// How often a read restarts because the blob changed between two of its chunks.
 const READ_RESTARTS: u32 = 3;
 /// Page size of listings (Azure's maximum).
@@ -82,8 +82,8 @@ const KNOWN_KEYS: &[&str] = &[
 /// Tuning of the requests an [`AzureStore`] makes.
 #[derive(Clone, Debug)]
 pub struct AzureOptions {
-    /// Time limit of one request (one attempt). Requests carrying data get more, in proportion
-    /// to its size (256 KiB/s).
+    /// Time limit of one request (one attempt). Requests carrying data get it once more per
+    /// 4 MiB they carry.
     pub request_timeout: Duration,
     /// How often a request failing transiently is retried (0: tried once).
     pub max_retries: u32,
@@ -312,7 +312,9 @@ impl AzureStore {
 
     /// Time limit of one request moving `bytes` bytes.
     fn limit(&self, bytes: u64) -> Duration {
-        self.opts.request_timeout + Duration::from_secs_f64(bytes as f64 / MIN_THROUGHPUT)
+        self.opts
+            .request_timeout
+            .mul_f64(1.0 + bytes as f64 / TIMEOUT_UNIT)
     }
 
     /// Runs a request built by `f` with a time limit, retrying transient failures.
