@@ -614,7 +614,8 @@ impl Fs {
             return Ok((self.getattr(ino).await?, fh));
         }
         let perms = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
-        // O_EXCL holds across hosts: the name is claimed in the container right away.
+        // O_EXCL holds across hosts: the name is claimed in the container right away (an empty
+        // blob, listed in the index when the file is first saved).
         let claimed = if flags & libc::O_EXCL != 0 {
             Some(self.claim_new(&key, perms).await?)
         } else {
@@ -625,10 +626,10 @@ impl Fs {
         let mut st = f.state.lock().await;
         st.staged = Some(Staged {
             file: self.new_staged()?,
-            dirty: claimed.is_none(),
+            dirty: true,
             mtime: SystemTime::now(),
         });
-        st.perms = claimed.is_none().then_some(perms);
+        st.perms = Some(perms);
         st.base = claimed;
         st.written = flags & libc::O_TRUNC != 0;
         st.handles += 1;
@@ -696,7 +697,20 @@ impl Fs {
         let mut entry = self.new_entry(EntryKind::File, perms.0);
         (entry.uid, entry.gid) = (perms.1, perms.2);
         entry.stored_size = empty.len() as u64;
-        self.create_node(key, entry, empty).await
+        let opts = PutOptions {
+            conditions: Conditions::if_absent(),
+            metadata: blob_metadata(&entry),
+        };
+        entry.etag = match self
+            .store
+            .put(&self.layout.blob_name(key), empty, &opts)
+            .await
+        {
+            Ok(etag) => etag,
+            Err(StoreError::PreconditionFailed(_)) => return Err(FsError::Exists),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(entry)
     }
 
     /// A new entry of `kind` owned by the mount's user, timestamped now.
