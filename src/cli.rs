@@ -35,6 +35,72 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// List keys (from the index: instant), optionally under a prefix.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only keys starting with this.
+        prefix: Option<String>,
+        /// Kind, size, stored size and mtime of each key.
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key's value to FILE (or stdout, with `-` or nothing).
+    Get {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+        #[arg(value_name = "FILE|-")]
+        dest: Option<String>,
+    },
+    /// Store values: `put KEY [FILE|-]`, or `put K1=F1 K2=F2 …` — all keys change in one index
+    /// commit, or none does.
+    Put {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(required = true, value_name = "KEY [FILE|-] | KEY=FILE...")]
+        items: Vec<String>,
+    },
+    /// Remove keys (blobs and index entries).
+    Rm {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Show a key's sizes, etag, times, mode and lease state.
+    Stat {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+    },
+    /// Lock a key with a blob lease (like the original `lock_item`): prints the lease id.
+    Lock {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+        /// Seconds (15–60), or -1 for infinite; the lease is not renewed.
+        #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
+        duration: i64,
+        /// Wait until the lock is free instead of failing at once.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Unlock a key: release the lease with its id, or break any lease without one.
+    Unlock {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+        #[arg(long)]
+        lease_id: Option<String>,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
     /// Unmount a remotedict mount (same as `fusermount3 -u MOUNTPOINT`).
     Unmount {
         /// The mount point to unmount.
@@ -278,4 +344,115 @@ pub fn fsck(store_args: &StoreArgs, repair: bool) -> Result<bool> {
         println!("repaired: {n} index change(s)");
         Ok(true)
     })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs one of the dictionary commands.
+pub fn dict_command(command: Command) -> Result<()> {
+    use crate::dict::{Dict, Endpoint};
+    let rt = runtime()?;
+    rt.block_on(async {
+        let open = |store: StoreArgs| async move {
+            let s = open_store(&store).await?;
+            anyhow::Ok(Dict::new(s, crate::layout::Layout::new(&store.folder)?))
+        };
+        match command {
+            Command::Ls {
+                store,
+                prefix,
+                long,
+                json,
+            } => {
+                let d = open(store).await?;
+                let entries = d.ls(prefix.as_deref().unwrap_or("")).await?;
+                print!("{}", Dict::render_ls(&entries, long, json));
+            }
+            Command::Get { store, key, dest } => {
+                open(store)
+                    .await?
+                    .get(&key, Endpoint::parse(dest.as_deref()))
+                    .await?;
+            }
+            Command::Put { store, items } => {
+                let pairs: Vec<(String, Endpoint)> = if items.len() <= 2 && !items[0].contains('=')
+                {
+                    vec![(
+                        items[0].clone(),
+                        Endpoint::parse(items.get(1).map(String::as_str)),
+                    )]
+                } else {
+                    items
+                        .iter()
+                        .map(|i| match i.split_once('=') {
+                            Some((k, f)) => Ok((k.to_string(), Endpoint::parse(Some(f)))),
+                            None => Err(anyhow::anyhow!(
+                                "{i:?}: use KEY=FILE for each key when putting several"
+                            )),
+                        })
+                        .collect::<Result<_>>()?
+                };
+                let n = open(store).await?.put(pairs).await?;
+                log::info!("{n} key(s) stored in one index commit");
+            }
+            Command::Rm { store, keys } => open(store).await?.rm(&keys).await?,
+            Command::Stat { store, key } => print!("{}", open(store).await?.stat(&key).await?),
+            Command::Lock {
+                store,
+                key,
+                duration,
+                wait,
+            } => {
+                let d = crate::store::LeaseDuration::from_secs(duration)
+                    .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+                println!("{}", open(store).await?.lock(&key, d, wait).await?);
+            }
+            Command::Unlock {
+                store,
+                key,
+                lease_id,
+            } => {
+                open(store).await?.unlock(&key, lease_id.as_deref()).await?;
+            }
+            _ => bail!("not a dictionary command"),
+        }
+        Ok(())
+    })
+}
+
+/// `remotedict completions SHELL` and `remotedict man`.
+pub fn generate(command: Command) -> Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match command {
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "remotedict", &mut buf);
+            write_stdout(&buf)?;
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .context("rendering the man page")?;
+            write_stdout(&buf)?;
+        }
+        _ => bail!("not a generator command"),
+    }
+    Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(buf: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod codec;
+pub mod dict;
 pub mod fs;
 pub mod fsck;
 pub mod fuse;

@@ -13,11 +13,13 @@ fn main() {
     let result = match cli.command {
         Command::Mount(args) => remotedict::mount::run(*args),
         Command::Unmount { mountpoint } => remotedict::mount::unmount(&mountpoint),
+        c @ (Command::Completions { .. } | Command::Man) => remotedict::cli::generate(c),
         Command::Fsck { store, repair } => match remotedict::cli::fsck(&store, repair) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(1),
             Err(e) => Err(e),
         },
+        c => remotedict::cli::dict_command(c),
     };
     if let Err(e) = result {
         eprintln!("remotedict: {e:#}");
