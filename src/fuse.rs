@@ -52,9 +52,13 @@ fn errno(op: &str, e: &FsError) -> Errno {
         log::debug!("{op}: {e}");
     } else {
         log::warn!("{op}: {e}");
+        ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Errno::from_i32(e.errno())
 }
+
+/// Failures reported to users (not routine answers), for the status file.
+pub static ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {

@@ -103,12 +103,16 @@ fn daemonize(args: &MountArgs, mountpoint: &Path) -> Result<()> {
     let write_fd = writer.as_raw_fd();
     let exe = std::env::current_exe().context("finding the remotedict executable")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1))
-        .arg("--foreground")
-        .env(READY_FD_ENV, write_fd.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log));
+    cmd.args(
+        crate::cli::mount_helper_args(std::env::args_os().collect())
+            .into_iter()
+            .skip(1),
+    )
+    .arg("--foreground")
+    .env(READY_FD_ENV, write_fd.to_string())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::from(log));
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

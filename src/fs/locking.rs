@@ -57,12 +57,15 @@ impl LockTable {
         (lease.is_live() || lease.remaining().is_none()).then(|| lease.id().to_string())
     }
 
-    /// Number of keys this host holds a lease on.
-    pub fn held(&self) -> usize {
-        lock(&self.keys)
-            .values()
-            .filter(|k| k.lease.is_some())
-            .count()
+    /// Keys this host holds a lease on.
+    pub fn held_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = lock(&self.keys)
+            .iter()
+            .filter(|(_, k)| k.lease.is_some())
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 }
 

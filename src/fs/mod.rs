@@ -14,6 +14,7 @@ pub mod content;
 pub mod error;
 pub mod inode;
 pub mod locking;
+pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -153,6 +154,8 @@ pub struct Fs {
     /// Entries this host knows to be newer than its index copy (a blob read right after another
     /// host rewrote it, before that host's index commit), for a few seconds.
     fresher: Mutex<HashMap<String, (Entry, std::time::Instant)>>,
+    /// Open handles of the status file: the snapshot each one reads.
+    status_handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -250,6 +253,7 @@ impl Fs {
             content,
             locks: LockTable::default(),
             fresher: Mutex::new(HashMap::new()),
+            status_handles: Mutex::new(HashMap::new()),
         })
     }
 
@@ -372,6 +376,15 @@ impl Fs {
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if let Some(attr) = self
+            .virtual_lookup(parent, name)
+            .and_then(|i| self.virtual_attr(i))
+        {
+            return Ok(attr);
+        }
+        if parent == status::STATUS_DIR_INO {
+            return Err(FsError::NotFound);
+        }
         let key = self.child(parent, name)?;
         let ino = lock(&self.inodes).get(&key);
         if let Some(ino) = ino {
@@ -387,11 +400,19 @@ impl Fs {
     }
 
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        if let Some(attr) = self.virtual_attr(ino) {
+            return Ok(attr);
+        }
         let key = self.key_of(ino)?;
         self.attr_of(&key, ino).await
     }
 
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
+        if let Some(list) = self.virtual_dir(ino) {
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            lock(&self.dirs).insert(fh, Arc::new(list));
+            return Ok(fh);
+        }
         let key = self.key_of(ino)?;
         let attr = self.attr_of(&key, ino).await?;
         if attr.kind != NodeKind::Dir {
@@ -547,6 +568,15 @@ impl Fs {
 
     /// Opens a file; `flags` are the open(2) flags.
     pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        if ino == status::STATUS_INO {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                return Err(FsError::NotPermitted("the status file is read-only"));
+            }
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            let text = Arc::new(self.status_json().await?);
+            lock(&self.status_handles).insert(fh, text);
+            return Ok(fh);
+        }
         let key = self.key_of(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
@@ -645,6 +675,12 @@ impl Fs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let status = lock(&self.status_handles).get(&fh).cloned();
+        if let Some(text) = status {
+            let start = (offset as usize).min(text.len());
+            let end = start.saturating_add(size as usize).min(text.len());
+            return Ok(text[start..end].to_vec());
+        }
         let h = self.handle(fh)?;
         if let Some(f) = self.open_file(h.ino) {
             let st = f.state.lock().await;
@@ -946,6 +982,7 @@ impl Fs {
 
     /// Closes a handle; the last one saves (if `flush` did not already) and drops local state.
     pub async fn release(&self, fh: u64) -> FsResult<()> {
+        lock(&self.status_handles).remove(&fh);
         let Some(h) = lock(&self.handles).remove(&fh) else {
             return Ok(());
         };

@@ -204,6 +204,11 @@ impl SharedIndex {
         lock(&self.cache).index.clone()
     }
 
+    /// How long ago the cached copy was last known current.
+    pub fn age(&self) -> Option<Duration> {
+        lock(&self.cache).checked.map(|t| t.elapsed())
+    }
+
     /// Forgets the freshness of the cache, so the next read revalidates.
     pub fn invalidate(&self) {
         let ticket = self.ticket();
