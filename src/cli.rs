@@ -567,76 +567,6 @@ pub fn mount_helper_args(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(v: &[&str]) -> Vec<std::ffi::OsString> {
-        v.iter().map(Into::into).collect()
-    }
-
-    #[test]
-    fn mount_helper_invocations_become_mount_commands() {
-        let got = mount_helper_args(args(&[
-            "remotedict",
-            "box/data/set",
-            "/mnt/x",
-            "-o",
-            "rw,_netdev,local=/srv/rd,index_ttl=2,create_container,allow_other",
-        ]));
-        assert_eq!(
-            got,
-            args(&[
-                "remotedict",
-                "mount",
-                "/mnt/x",
-                "--container",
-                "box",
-                "--folder",
-                "data/set",
-                "--local",
-                "/srv/rd",
-                "--index-ttl",
-                "2",
-                "--create-container",
-                "-o",
-                "rw,_netdev,allow_other"
-            ])
-        );
-        let got = mount_helper_args(args(&["/sbin/mount.fuse.remotedict", "box", "/mnt/x"]));
-        assert_eq!(
-            got,
-            args(&[
-                "/sbin/mount.fuse.remotedict",
-                "mount",
-                "/mnt/x",
-                "--container",
-                "box",
-                "--folder",
-                ""
-            ])
-        );
-        let plain = args(&["remotedict", "ls", "--folder", "f"]);
-        assert_eq!(mount_helper_args(plain.clone()), plain);
-        let plain = args(&["remotedict", "mount", "/mnt", "-o", "ro"]);
-        assert_eq!(mount_helper_args(plain.clone()), plain);
-    }
-
-    #[test]
-    fn mount_options_are_checked() {
-        let o =
-            MountOptions::parse(&["ro,allow_other,uid=5,gid=6,_netdev,x-systemd.automount".into()])
-                .unwrap();
-        assert!(o.read_only && o.allow_other && o.uid == Some(5) && o.gid == Some(6));
-        assert!(MountOptions::parse(&["uid=abc".into()])
-            .unwrap_err()
-            .to_string()
-            .contains("needs a number"));
-        assert!(MountOptions::parse(&["frobnicate".into()]).is_err());
-        assert!(MountOptions::parse(&["allow_other,allow_root".into()]).is_err());
-    }
-}
-
 /// Default location of the configuration file.
 pub fn default_config_path() -> PathBuf {
     // SAFETY: a plain libc getter.
@@ -861,4 +791,74 @@ pub fn status(mountpoint: Option<&Path>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<std::ffi::OsString> {
+        v.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn mount_helper_invocations_become_mount_commands() {
+        let got = mount_helper_args(args(&[
+            "remotedict",
+            "box/data/set",
+            "/mnt/x",
+            "-o",
+            "rw,_netdev,local=/srv/rd,index_ttl=2,create_container,allow_other",
+        ]));
+        assert_eq!(
+            got,
+            args(&[
+                "remotedict",
+                "mount",
+                "/mnt/x",
+                "--container",
+                "box",
+                "--folder",
+                "data/set",
+                "--local",
+                "/srv/rd",
+                "--index-ttl",
+                "2",
+                "--create-container",
+                "-o",
+                "rw,_netdev,allow_other"
+            ])
+        );
+        let got = mount_helper_args(args(&["/sbin/mount.fuse.remotedict", "box", "/mnt/x"]));
+        assert_eq!(
+            got,
+            args(&[
+                "/sbin/mount.fuse.remotedict",
+                "mount",
+                "/mnt/x",
+                "--container",
+                "box",
+                "--folder",
+                ""
+            ])
+        );
+        let plain = args(&["remotedict", "ls", "--folder", "f"]);
+        assert_eq!(mount_helper_args(plain.clone()), plain);
+        let plain = args(&["remotedict", "mount", "/mnt", "-o", "ro"]);
+        assert_eq!(mount_helper_args(plain.clone()), plain);
+    }
+
+    #[test]
+    fn mount_options_are_checked() {
+        let o =
+            MountOptions::parse(&["ro,allow_other,uid=5,gid=6,_netdev,x-systemd.automount".into()])
+                .unwrap();
+        assert!(o.read_only && o.allow_other && o.uid == Some(5) && o.gid == Some(6));
+        assert!(MountOptions::parse(&["uid=abc".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("needs a number"));
+        assert!(MountOptions::parse(&["frobnicate".into()]).is_err());
+        assert!(MountOptions::parse(&["allow_other,allow_root".into()]).is_err());
+    }
 }

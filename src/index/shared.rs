@@ -357,6 +357,11 @@ impl SharedIndex {
             match self.store.put(&self.blob, Bytes::from(bytes), &opts).await {
                 Ok(new_etag) => {
                     self.writes.fetch_add(1, Ordering::Relaxed);
+                    log::debug!(
+                        "index {}: wrote {} change(s) in one commit",
+                        self.blob,
+                        changes.len()
+                    );
                     self.install(ticket, Some((Arc::new(next), Some(new_etag))), started);
                     return Ok(());
                 }
