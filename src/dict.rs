@@ -55,7 +55,8 @@ fn progress(len: u64, what: &str) -> Option<ProgressBar> {
     Some(bar)
 }
 
-fn fmt_time(ns: i64) -> String {
+/// A time (nanoseconds since the Unix epoch) as RFC 3339 text, to the second.
+pub fn fmt_time(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()

@@ -273,10 +273,17 @@ fn names_the_store_cannot_hold() {
         err(&format!("mkdir -p {deep}")).contains("File name too long"),
         "a blob name over 1024 characters"
     );
-    assert!(
-        err("touch .remotedict").contains("Invalid argument"),
-        "the reserved name"
-    );
+    for script in [
+        "touch .remotedict/index",
+        "echo x > .remotedict/status",
+        "mkdir .remotedict/d",
+        "touch .remotedict",
+    ] {
+        assert!(
+            err(script).contains("not permitted"),
+            "{script}: the reserved name"
+        );
+    }
     assert!(
         err("touch 'notes.'").contains("Invalid argument"),
         "a trailing dot"

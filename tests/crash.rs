@@ -9,23 +9,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::mount::{Backend, Mount, FOLDER};
+use common::mount::{pseudo_random, Backend, Mount, FOLDER};
 use remotedict::index::SharedIndex;
 use remotedict::layout::Layout;
 use remotedict::store::{list_all, BlobStore};
 use remotedict::transfer::{download_to, TransferConfig};
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Source files: relative name → content. One large value (several blocks) and small ones.
 fn sources(dir: &Path) -> BTreeMap<String, Vec<u8>> {

@@ -14,22 +14,8 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_remotedict")
 }
 
-/// `remotedict ARGS` against the backend's container and the test folder.
 fn cli(backend: &Backend, args: &[&str]) -> Output {
-    let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .args(["--folder", FOLDER])
-        .env_remove("AZURE_STORAGE_CONNECTION_STRING");
-    match backend {
-        Backend::Local(dir) => {
-            cmd.arg("--local").arg(dir).args(["--container", "c1"]);
-        }
-        Backend::Azure { conn, container } => {
-            cmd.env("AZURE_STORAGE_CONNECTION_STRING", conn)
-                .args(["--container", container]);
-        }
-    }
-    cmd.output().unwrap()
+    backend.cli(args).output().unwrap()
 }
 
 fn out(o: &Output) -> String {

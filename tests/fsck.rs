@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use bytes::Bytes;
 use common::mount::{Backend, Mount, FOLDER};
 use remotedict::index::{Change, Entry, SharedIndex};
@@ -12,17 +10,7 @@ use remotedict::layout::Layout;
 use remotedict::store::{Conditions, PutOptions};
 
 fn fsck(backend: &Backend, repair: bool) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_remotedict"));
-    cmd.arg("fsck").args(["--folder", FOLDER]);
-    match backend {
-        Backend::Local(dir) => {
-            cmd.arg("--local").arg(dir).args(["--container", "c1"]);
-        }
-        Backend::Azure { conn, container } => {
-            cmd.env("AZURE_STORAGE_CONNECTION_STRING", conn)
-                .args(["--container", container]);
-        }
-    }
+    let mut cmd = backend.cli(&["fsck"]);
     if repair {
         cmd.arg("--repair");
     }
@@ -158,30 +146,7 @@ async fn rebuild_index_mounts_a_container_filled_by_other_tools(backend: Backend
     m.unmount();
 }
 
-macro_rules! on_both {
-    ($($name:ident),*) => {
-        mod local_store { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let tmp = tempfile::tempdir().unwrap();
-                let backend = super::Backend::local(tmp.path());
-                backend.store().await.create_container().await.unwrap();
-                super::$name(backend).await;
-            }
-        )* }
-        mod azurite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(b) = super::Backend::azure() {
-                    b.store().await.create_container().await.unwrap();
-                    super::$name(b).await;
-                }
-            }
-        )* }
-    };
-}
-
-on_both!(
+on_both_mounts!(
     fsck_reports_and_repairs,
     repair_keeps_a_concurrent_writers_entry,
     rebuild_index_mounts_a_container_filled_by_other_tools

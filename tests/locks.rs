@@ -233,27 +233,7 @@ async fn xattr_lock_and_readonly_attributes(backend: Backend) {
     b.unmount();
 }
 
-macro_rules! on_both {
-    ($($name:ident),*) => {
-        mod local_store { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let tmp = tempfile::tempdir().unwrap();
-                super::$name(super::Backend::local(tmp.path())).await;
-            }
-        )* }
-        mod azurite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(b) = super::Backend::azure() {
-                    super::$name(b).await;
-                }
-            }
-        )* }
-    };
-}
-
-on_both!(
+on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
     a_killed_holder_loses_the_lock_within_the_lease,

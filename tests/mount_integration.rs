@@ -8,23 +8,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::mount::{is_mounted, Backend, Mount, FOLDER};
+use common::mount::{is_mounted, pseudo_random, Backend, Mount, FOLDER};
 
 use remotedict::index::SharedIndex;
 use remotedict::layout::Layout;
 use remotedict::store::{list_all, GetResult};
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A tree of 200 small files in nested directories, plus one 50 MiB file (half compressible).
 fn make_tree(root: &Path) {
@@ -295,27 +283,7 @@ async fn daemon_mode_reports_readiness(backend: Backend) {
     );
 }
 
-macro_rules! on_both {
-    ($($name:ident),*) => {
-        mod local_store { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let tmp = tempfile::tempdir().unwrap();
-                super::$name(super::Backend::local(tmp.path())).await;
-            }
-        )* }
-        mod azurite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(b) = super::Backend::azure() {
-                    super::$name(b).await;
-                }
-            }
-        )* }
-    };
-}
-
-on_both!(
+on_both_mounts!(
     posix_tools_work,
     tree_copy_diff_and_second_mount,
     daemon_mode_reports_readiness

@@ -228,27 +228,7 @@ async fn o_excl_create_from_two_mounts_lets_exactly_one_win(backend: Backend) {
     b.unmount();
 }
 
-macro_rules! on_both {
-    ($($name:ident),*) => {
-        mod local_store { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let tmp = tempfile::tempdir().unwrap();
-                super::$name(super::Backend::local(tmp.path())).await;
-            }
-        )* }
-        mod azurite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(b) = super::Backend::azure() {
-                    super::$name(b).await;
-                }
-            }
-        )* }
-    };
-}
-
-on_both!(
+on_both_mounts!(
     cp_a_keeps_modes_mtimes_links_and_empty_dirs,
     tar_x_then_tar_d_finds_no_difference,
     editor_saves_are_never_seen_missing_or_partial,

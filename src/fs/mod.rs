@@ -278,6 +278,11 @@ impl Fs {
     }
 
     fn child(&self, parent: u64, name: &str) -> FsResult<String> {
+        if self.virtual_attr(parent).is_some() || self.virtual_lookup(parent, name).is_some() {
+            return Err(FsError::NotPermitted(
+                "`.remotedict` is remotedict's own (read-only)",
+            ));
+        }
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
             return Err(FsError::Invalid(format!("bad name {name:?}")));
         }
@@ -1016,6 +1021,11 @@ impl Fs {
     }
 
     pub async fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> FsResult<Attr> {
+        if self.virtual_attr(ino).is_some() {
+            return Err(FsError::NotPermitted(
+                "`.remotedict` is remotedict's own (read-only)",
+            ));
+        }
         let key = self.key_of(ino)?;
         if key.is_empty() {
             return self.getattr(ino).await;

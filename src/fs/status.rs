@@ -94,7 +94,7 @@ impl Fs {
         let status = serde_json::json!({
             "store": self.store.describe(),
             "folder": self.layout.folder(),
-            "mounted_since": humantime(self.mounted_at),
+            "mounted_since": crate::dict::fmt_time(super::to_ns(self.mounted_at)),
             "read_only": self.cfg.read_only,
             "index": {
                 "blob": self.index.blob(),
@@ -117,17 +117,4 @@ impl Fs {
         text.push(b'\n');
         Ok(text)
     }
-}
-
-fn humantime(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
 }

@@ -203,3 +203,62 @@ impl Drop for Mount {
         }
     }
 }
+
+/// Runs each listed async test function `fn(Backend)` with mounts on the local store and on
+/// Azurite; the container exists before the test starts.
+#[macro_export]
+macro_rules! on_both_mounts {
+    ($($name:ident),* $(,)?) => {
+        mod local_store { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let tmp = tempfile::tempdir().unwrap();
+                let backend = $crate::common::mount::Backend::local(tmp.path());
+                backend.store().await.create_container().await.unwrap();
+                super::$name(backend).await;
+            }
+        )* }
+        mod azurite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(backend) = $crate::common::mount::Backend::azure() {
+                    backend.store().await.create_container().await.unwrap();
+                    super::$name(backend).await;
+                }
+            }
+        )* }
+    };
+}
+
+/// Deterministic incompressible bytes.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+impl Backend {
+    /// `remotedict ARGS` against this backend's container and the test folder.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_remotedict"));
+        cmd.args(args)
+            .args(["--folder", FOLDER])
+            .env_remove("AZURE_STORAGE_CONNECTION_STRING");
+        match self {
+            Backend::Local(dir) => {
+                cmd.arg("--local").arg(dir).args(["--container", "c1"]);
+            }
+            Backend::Azure { conn, container } => {
+                cmd.env("AZURE_STORAGE_CONNECTION_STRING", conn)
+                    .args(["--container", container]);
+            }
+        }
+        cmd
+    }
+}
