@@ -14,5 +14,6 @@ pub mod index;
 pub mod layout;
 pub mod lock;
 pub mod mount;
+pub mod seek;
 pub mod store;
 pub mod transfer;

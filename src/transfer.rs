@@ -65,6 +65,8 @@ struct ChunkSink {
     chunk: usize,
     tx: mpsc::Sender<Bytes>,
     sent: u64,
+    /// Notes where each block of the frame starts, for the seek table.
+    scanner: crate::seek::FrameScanner,
 }
 
 impl ChunkSink {
@@ -80,6 +82,7 @@ impl ChunkSink {
 impl Write for ChunkSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = data.len().min(self.chunk - self.buf.len());
+        self.scanner.feed(&data[..n]);
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == self.chunk {
             self.send()?;
@@ -111,10 +114,17 @@ pub async fn upload_file(
             chunk,
             tx,
             sent: 0,
+            scanner: Default::default(),
         };
         let mut enc = codec::encoder(&mut sink);
         let size = io::copy(&mut BufReader::with_capacity(1 << 20, src), &mut enc)?;
         enc.finish().map_err(io::Error::other)?;
+        // The seek table follows the frame, in a skippable frame (see `seek`).
+        let table = sink
+            .scanner
+            .table(size)
+            .ok_or_else(|| io::Error::other("the LZ4 frame did not end as expected"))?;
+        sink.buf.extend_from_slice(&table.to_frame());
         if !sink.buf.is_empty() {
             sink.send()?;
         }

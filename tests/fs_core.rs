@@ -147,4 +147,51 @@ async fn directories_and_rename(store: Arc<dyn BlobStore>) {
     );
 }
 
-on_both_backends!(write_read_append_truncate, directories_and_rename);
+async fn random_reads_fetch_only_the_blocks_they_need(store: Arc<dyn BlobStore>) {
+    let cache = tempfile::tempdir().unwrap();
+    let fs = fs_on(&store, cache.path());
+    let mut x = 7u64;
+    let big: Vec<u8> = (0..24 << 20)
+        .map(|i: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i.is_multiple_of(3) {
+                x as u8
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect();
+    write_file(&fs, ROOT, "big", &big).await;
+    let reader_cache = tempfile::tempdir().unwrap();
+    let reader = fs_on(&store, reader_cache.path());
+    let attr = reader.lookup(ROOT, "big").await.unwrap();
+    let fh = reader.open(attr.ino, libc::O_RDONLY).await.unwrap();
+    for offset in [20 << 20, 3 << 20, (5 << 20) + 12345, (24 << 20) - 4096] {
+        let got = reader.read(fh, offset as u64, 4096).await.unwrap();
+        assert!(got[..] == big[offset..offset + 4096], "read at {offset}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&reader.status_json().await.unwrap()).unwrap();
+    let held = status["cache"]["used_bytes"].as_u64().unwrap();
+    assert!(
+        held <= 5 << 20,
+        "4 random reads of 4 KiB fetched {held} bytes of a 24 MiB value"
+    );
+    // A sequential read of the rest gets every byte right.
+    let mut all = Vec::new();
+    while all.len() < big.len() {
+        let chunk = reader.read(fh, all.len() as u64, 128 << 10).await.unwrap();
+        assert!(!chunk.is_empty());
+        all.extend_from_slice(&chunk);
+    }
+    assert!(all == big);
+    reader.release(fh).await.unwrap();
+}
+
+on_both_backends!(
+    write_read_append_truncate,
+    directories_and_rename,
+    random_reads_fetch_only_the_blocks_they_need
+);

@@ -98,3 +98,43 @@ fn codec_decodes_what_python_writes() {
         assert_eq!(codec::decompress(&stored).unwrap(), data, "options {opts}");
     }
 }
+
+/// What the mount uploads — the frame plus its seek table in a skippable frame — is read by
+/// Python's `lz4.frame` and the `lz4` tool unchanged.
+#[tokio::test]
+async fn uploaded_values_with_their_seek_table_stay_standard() {
+    use remotedict::store::{local::LocalStore, BlobStore, GetResult, PutOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn BlobStore> =
+        std::sync::Arc::new(LocalStore::new(dir.path().join("s")));
+    store.create_container().await.unwrap();
+    let data = sample(5 << 20);
+    let src = dir.path().join("value");
+    std::fs::write(&src, &data).unwrap();
+    let cfg = remotedict::transfer::TransferConfig {
+        block_size: 1 << 20,
+        parallel: 2,
+        range_size: 1 << 20,
+    };
+    let file = std::fs::File::open(&src).unwrap();
+    remotedict::transfer::upload_file(&store, "v", file, PutOptions::default(), &cfg)
+        .await
+        .unwrap();
+    let GetResult::Found { data: stored, .. } = store.get("v", None, None).await.unwrap() else {
+        panic!()
+    };
+    let frame = dir.path().join("v.lz4");
+    std::fs::write(&frame, &stored).unwrap();
+    let out = python(
+        "import sys, lz4.frame\n\
+         got = lz4.frame.decompress(open(sys.argv[1], 'rb').read())\n\
+         print('same' if got == open(sys.argv[2], 'rb').read() else 'different')",
+        &[&frame, &src],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "same");
+    let cli = Command::new("lz4").arg("-dc").arg(&frame).output().unwrap();
+    assert!(
+        cli.status.success() && cli.stdout == data,
+        "lz4 -d must skip the seek table"
+    );
+}

@@ -1,22 +1,36 @@
 //! `ContentCache`: decompressed values on local disk, tied to the blob etag they came from.
 //!
-//! Opening a file for reading starts (or joins) a download into an unnamed temporary file; reads
-//! wait only until the bytes they ask for have been decoded, so a large file can be read while it
-//! is still arriving. Entries are keyed by (blob, etag): a value rewritten by another host has a
-//! new etag and is fetched again. The least recently used entries not in use are dropped when the
-//! total passes the configured size; the files vanish with them (and with the process).
+//! Two ways to fill an entry:
+//! - **whole**: a download task decodes the value front to back into an unnamed temporary file;
+//!   reads wait only until the bytes they ask for have arrived (small values, and blobs written
+//!   by other tools);
+//! - **by block**: for large values with a seek table (`seek`), the table is fetched with one
+//!   ranged GET of the blob's tail, and each read fetches and decodes only the 1 MiB blocks it
+//!   needs; while reads stay sequential, a read-ahead window of blocks (growing up to 32 MiB) is
+//!   fetched in the background. A random 4 KiB read costs one block, not the whole prefix.
+//!
+//! Entries are keyed by (blob, etag): a value rewritten by another host has a new etag and is
+//! fetched again. The least recently used entries not in use are dropped when the total passes
+//! the configured size; their files vanish with them (and with the process).
 
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use tokio::sync::watch;
 
 use super::error::{FsError, FsResult};
-use crate::store::BlobStore;
-use crate::transfer::{self, TransferConfig};
+use crate::seek::{decode_block, SeekTable};
+use crate::store::{BlobStore, GetResult};
+use crate::transfer::{self, TransferConfig, TransferError};
 
-/// How far a download got.
+/// Values at least this large are read by block when they carry a seek table.
+pub const BY_BLOCK_MIN: u64 = 8 << 20;
+/// Largest read-ahead window, in blocks.
+const MAX_WINDOW: u64 = 32;
+
+/// How far a whole download got.
 #[derive(Clone, Debug, Default)]
 struct Fill {
     written: u64,
@@ -24,28 +38,116 @@ struct Fill {
     done: Option<Result<u64, FsError>>,
 }
 
-/// One value being or having been downloaded.
+/// A value read block by block.
+struct Blocks {
+    store: Arc<dyn BlobStore>,
+    blob: String,
+    etag: String,
+    table: SeekTable,
+    present: Mutex<Vec<bool>>,
+    /// Where the next sequential read would start, and the read-ahead window (blocks).
+    next: AtomicU64,
+    window: AtomicU64,
+}
+
+enum Fetch {
+    Whole(watch::Receiver<Fill>),
+    ByBlock(Arc<Blocks>),
+}
+
+/// One value being or having been fetched.
 pub struct CachedValue {
-    file: std::fs::File,
-    fill: watch::Receiver<Fill>,
+    file: Arc<std::fs::File>,
+    fetch: Fetch,
+}
+
+impl Blocks {
+    fn missing_runs(&self, first: usize, last: usize) -> Vec<(usize, usize)> {
+        let present = self.present.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runs = Vec::new();
+        let mut i = first;
+        while i <= last {
+            if present[i] {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i <= last && !present[i] {
+                i += 1;
+            }
+            runs.push((start, i - 1));
+        }
+        runs
+    }
+
+    /// Makes sure blocks `first..=last` are on disk (one ranged GET per missing run).
+    async fn ensure(&self, file: &std::fs::File, first: usize, last: usize) -> FsResult<()> {
+        for (a, b) in self.missing_runs(first, last) {
+            let range = self.table.stored_range(a, b);
+            let data = match self
+                .store
+                .get(&self.blob, Some(range.clone()), None)
+                .await?
+            {
+                GetResult::Found { props, data } if props.etag == self.etag => data,
+                _ => return Err(TransferError::Changed(self.blob.clone()).into()),
+            };
+            for i in a..=b {
+                let r = self.table.stored_range(i, i);
+                let slice = data
+                    .get((r.start - range.start) as usize..(r.end - range.start) as usize)
+                    .ok_or_else(|| FsError::Io(format!("{}: short block read", self.blob)))?;
+                let block = decode_block(slice, self.table.block_size as usize).map_err(|e| {
+                    log::error!("reading {:?}: block {i}: {e}", self.blob);
+                    TransferError::Corrupt {
+                        blob: self.blob.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                file.write_all_at(&block, i as u64 * self.table.block_size)?;
+                self.present.lock().unwrap_or_else(|p| p.into_inner())[i] = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn held_bytes(&self) -> u64 {
+        let present = self.present.lock().unwrap_or_else(|p| p.into_inner());
+        present.iter().filter(|p| **p).count() as u64 * self.table.block_size
+    }
 }
 
 impl CachedValue {
-    /// Reads up to `len` bytes at `offset`, waiting for the download to get that far.
+    /// Reads up to `len` bytes at `offset`.
     pub async fn read(&self, offset: u64, len: u32) -> FsResult<Vec<u8>> {
         let want = offset.saturating_add(u64::from(len));
-        let mut rx = self.fill.clone();
-        let fill = rx
-            .wait_for(|f| f.written >= want || f.done.is_some())
-            .await
-            .map_err(|_| FsError::Io("download task ended".into()))?
-            .clone();
-        let available = match fill.done {
-            Some(Err(e)) if fill.written < want => return Err(e),
-            Some(Ok(size)) => size,
-            _ => fill.written,
+        let end = match &self.fetch {
+            Fetch::Whole(fill) => {
+                let mut rx = fill.clone();
+                let fill = rx
+                    .wait_for(|f| f.written >= want || f.done.is_some())
+                    .await
+                    .map_err(|_| FsError::Io("download task ended".into()))?
+                    .clone();
+                let available = match fill.done {
+                    Some(Err(e)) if fill.written < want => return Err(e),
+                    Some(Ok(size)) => size,
+                    _ => fill.written,
+                };
+                want.min(available)
+            }
+            Fetch::ByBlock(b) => {
+                let end = want.min(b.table.content_size);
+                if offset >= end {
+                    return Ok(Vec::new());
+                }
+                let bs = b.table.block_size;
+                let (first, last) = ((offset / bs) as usize, ((end - 1) / bs) as usize);
+                b.ensure(&self.file, first, last).await?;
+                self.read_ahead(b, offset, end, last);
+                end
+            }
         };
-        let end = want.min(available);
         if offset >= end {
             return Ok(Vec::new());
         }
@@ -54,30 +156,70 @@ impl CachedValue {
         Ok(buf)
     }
 
-    /// Waits for the whole value; returns its size.
-    pub async fn complete(&self) -> FsResult<u64> {
-        let mut rx = self.fill.clone();
-        let fill = rx
-            .wait_for(|f| f.done.is_some())
-            .await
-            .map_err(|_| FsError::Io("download task ended".into()))?;
-        fill.done
-            .clone()
-            .unwrap_or(Err(FsError::Io("download task ended".into())))
+    /// While reads are sequential, fetch a growing window of blocks ahead in the background.
+    fn read_ahead(&self, b: &Arc<Blocks>, offset: u64, end: u64, last: usize) {
+        let sequential = b.next.swap(end, Ordering::Relaxed) == offset;
+        let window = if sequential {
+            (b.window.load(Ordering::Relaxed) * 2).clamp(2, MAX_WINDOW)
+        } else {
+            1
+        };
+        b.window.store(window, Ordering::Relaxed);
+        let n = b.table.blocks.len();
+        if !sequential || last + 1 >= n {
+            return;
+        }
+        let (first, last) = (last + 1, (last + window as usize).min(n - 1));
+        if b.missing_runs(first, last).is_empty() {
+            return;
+        }
+        let (b, file) = (b.clone(), self.file.clone());
+        tokio::spawn(async move {
+            if let Err(e) = b.ensure(&file, first, last).await {
+                log::debug!("read-ahead of {:?}: {e}", b.blob);
+            }
+        });
     }
 
-    /// A handle on the local copy (for copying it whole).
+    /// Waits for (or fetches) the whole value; returns its size.
+    pub async fn complete(&self) -> FsResult<u64> {
+        match &self.fetch {
+            Fetch::Whole(fill) => {
+                let mut rx = fill.clone();
+                let fill = rx
+                    .wait_for(|f| f.done.is_some())
+                    .await
+                    .map_err(|_| FsError::Io("download task ended".into()))?;
+                fill.done
+                    .clone()
+                    .unwrap_or(Err(FsError::Io("download task ended".into())))
+            }
+            Fetch::ByBlock(b) => {
+                if !b.table.blocks.is_empty() {
+                    b.ensure(&self.file, 0, b.table.blocks.len() - 1).await?;
+                }
+                Ok(b.table.content_size)
+            }
+        }
+    }
+
+    /// A handle on the local copy (for copying it whole, after `complete`).
     pub fn file(&self) -> FsResult<std::fs::File> {
         Ok(self.file.try_clone()?)
     }
 
     fn bytes(&self) -> u64 {
-        let f = self.fill.borrow();
-        f.written
+        match &self.fetch {
+            Fetch::Whole(fill) => fill.borrow().written,
+            Fetch::ByBlock(b) => b.held_bytes(),
+        }
     }
 
     fn failed(&self) -> bool {
-        matches!(self.fill.borrow().done, Some(Err(_)))
+        match &self.fetch {
+            Fetch::Whole(fill) => matches!(fill.borrow().done, Some(Err(_))),
+            Fetch::ByBlock(_) => false,
+        }
     }
 }
 
@@ -105,30 +247,65 @@ impl ContentCache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached value of `blob` at `etag`, starting its download if it is not there.
-    pub fn get(
+    /// The cached value of `blob` at `etag`, fetching it if it is not there. `sizes` (value size,
+    /// stored size, from the index) let a large value be read by block.
+    pub async fn get(
         &self,
         store: &Arc<dyn BlobStore>,
         blob: &str,
         etag: &str,
+        sizes: Option<(u64, u64)>,
     ) -> FsResult<Arc<CachedValue>> {
         let key = (blob.to_string(), etag.to_string());
-        let mut entries = self.lock();
-        if let Some(v) = entries.get(&key) {
+        if let Some(v) = self.lock().get(&key) {
             if !v.failed() {
                 return Ok(v.clone());
             }
         }
+        let table = match sizes {
+            Some((size, stored)) if size >= BY_BLOCK_MIN => {
+                fetch_table(store, blob, etag, size, stored).await?
+            }
+            _ => None,
+        };
         let file = tempfile::tempfile_in(&self.dir)?;
-        let (tx, rx) = watch::channel(Fill::default());
-        let value = Arc::new(CachedValue {
-            file: file.try_clone()?,
-            fill: rx,
-        });
+        let value = match table {
+            Some(table) => {
+                file.set_len(table.content_size)?;
+                let n = table.blocks.len();
+                Arc::new(CachedValue {
+                    file: Arc::new(file),
+                    fetch: Fetch::ByBlock(Arc::new(Blocks {
+                        store: store.clone(),
+                        blob: blob.to_string(),
+                        etag: etag.to_string(),
+                        table,
+                        present: Mutex::new(vec![false; n]),
+                        next: AtomicU64::new(0),
+                        window: AtomicU64::new(1),
+                    })),
+                })
+            }
+            None => self.start_whole(store, blob, etag, file)?,
+        };
+        let mut entries = self.lock();
         entries.put(key, value.clone());
         self.evict(&mut entries);
-        drop(entries);
+        Ok(value)
+    }
 
+    fn start_whole(
+        &self,
+        store: &Arc<dyn BlobStore>,
+        blob: &str,
+        etag: &str,
+        file: std::fs::File,
+    ) -> FsResult<Arc<CachedValue>> {
+        let (tx, rx) = watch::channel(Fill::default());
+        let value = Arc::new(CachedValue {
+            file: Arc::new(file.try_clone()?),
+            fetch: Fetch::Whole(rx),
+        });
         let (progress_tx, mut progress_rx) = watch::channel(0u64);
         let (store, blob, etag, cfg) = (
             store.clone(),
@@ -199,5 +376,28 @@ impl ContentCache {
     /// Bytes of values held on disk.
     pub fn used_bytes(&self) -> u64 {
         self.lock().iter().map(|(_, v)| v.bytes()).sum()
+    }
+}
+
+/// Fetches the seek table from the blob's tail (one ranged GET; its place follows from the
+/// sizes). `None` when the blob has none (written by another tool, or an older remotedict).
+async fn fetch_table(
+    store: &Arc<dyn BlobStore>,
+    blob: &str,
+    etag: &str,
+    size: u64,
+    stored: u64,
+) -> FsResult<Option<SeekTable>> {
+    let len = SeekTable::frame_len(size);
+    if stored < len {
+        return Ok(None);
+    }
+    match store.get(blob, Some(stored - len..stored), None).await {
+        Ok(GetResult::Found { props, data }) if props.etag == etag => {
+            Ok(SeekTable::from_frame(&data)
+                .filter(|t| t.content_size == size && t.frame_end <= stored - len))
+        }
+        Ok(_) => Err(TransferError::Changed(blob.to_string()).into()),
+        Err(e) => Err(e.into()),
     }
 }

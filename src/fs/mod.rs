@@ -133,6 +133,8 @@ struct Handle {
     append: bool,
     /// For read-only handles: the etag of the version opened (close-to-open) ...
     etag: Option<String>,
+    /// ... its (value, stored) sizes ...
+    sizes: Option<(u64, u64)>,
     /// ... and, from the first read on, its decoded value.
     value: Option<Arc<content::CachedValue>>,
 }
@@ -535,9 +537,15 @@ impl Fs {
         if !truncate {
             if let Some(base) = &st.base {
                 if base.size > 0 {
-                    let value =
-                        self.content
-                            .get(&self.store, &self.layout.blob_name(key), &base.etag)?;
+                    let value = self
+                        .content
+                        .get(
+                            &self.store,
+                            &self.layout.blob_name(key),
+                            &base.etag,
+                            Some((base.size, base.stored_size)),
+                        )
+                        .await?;
                     value.complete().await?;
                     let mut src = value.file()?;
                     let mut dst = file.try_clone()?;
@@ -624,6 +632,7 @@ impl Fs {
             ino,
             write,
             append: flags & libc::O_APPEND != 0,
+            sizes: entry.as_ref().map(|e| (e.size, e.stored_size)),
             etag: entry.map(|e| e.etag),
             value: None,
         }))
@@ -674,6 +683,7 @@ impl Fs {
             write: true,
             append: flags & libc::O_APPEND != 0,
             etag: None,
+            sizes: None,
             value: None,
         });
         Ok((self.getattr(ino).await?, fh))
@@ -710,20 +720,25 @@ impl Fs {
             return Ok(Vec::new()); // a file with no saved value yet
         };
         let blob = self.layout.blob_name(&self.key_of(h.ino)?);
-        let value = match h.value {
-            Some(v) => v,
-            None => self.attach_value(fh, &blob, &etag)?,
+        let first = match h.value {
+            Some(v) => v.read(offset, size).await,
+            None => match self.attach_value(fh, &blob, &etag, h.sizes).await {
+                Ok(v) => v.read(offset, size).await,
+                Err(e) => Err(e),
+            },
         };
-        match value.read(offset, size).await {
+        match first {
             Err(FsError::Transfer(TransferError::Changed(_))) if offset == 0 => {
                 // Another host rewrote the value after this host's copy of the index was taken:
                 // serve the newest version, and refresh the index.
                 self.index.invalidate();
                 let props = self.store.head(&blob).await?;
+                let newer = entry_from_props(&props);
+                let sizes = Some((newer.size, newer.stored_size));
                 let key = self.key_of(h.ino)?;
-                lock(&self.fresher)
-                    .insert(key, (entry_from_props(&props), std::time::Instant::now()));
-                self.attach_value(fh, &blob, &props.etag)?
+                lock(&self.fresher).insert(key, (newer, std::time::Instant::now()));
+                self.attach_value(fh, &blob, &props.etag, sizes)
+                    .await?
                     .read(offset, size)
                     .await
             }
@@ -860,8 +875,14 @@ impl Fs {
     }
 
     /// Starts (or joins) the download of `blob` at `etag` for handle `fh`.
-    fn attach_value(&self, fh: u64, blob: &str, etag: &str) -> FsResult<Arc<content::CachedValue>> {
-        let value = self.content.get(&self.store, blob, etag)?;
+    async fn attach_value(
+        &self,
+        fh: u64,
+        blob: &str,
+        etag: &str,
+        sizes: Option<(u64, u64)>,
+    ) -> FsResult<Arc<content::CachedValue>> {
+        let value = self.content.get(&self.store, blob, etag, sizes).await?;
         if let Some(h) = lock(&self.handles).get_mut(&fh) {
             h.etag = Some(etag.to_string());
             h.value = Some(value.clone());
