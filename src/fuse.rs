@@ -10,16 +10,11 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, Fs, FsError, LockMode, NodeKind, SetAttr};
-
-/// How long the kernel may cache attributes: not at all. `stat` is answered from the cached
-/// index in-process, so this costs no network; it keeps the kernel's idea of a file's size from
-/// lagging behind the index (which a lock acquisition refreshes at once).
-const ATTR_TTL: Duration = Duration::ZERO;
 
 /// Serves an `Fs` to the kernel.
 pub struct FuseAdapter {
@@ -107,6 +102,8 @@ impl Filesystem for FuseAdapter {
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_FLOCK_LOCKS) {
             log::warn!("the kernel does not offer {missing:?}: flock will lock on this host only");
         }
+        // Listings come with attributes (`ls -l` needs no lookup per entry).
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         // O_TRUNC arrives with open, so a truncating open never fetches the old value.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         log::info!("mounted");
@@ -127,17 +124,18 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move { fs.lookup(parent.0, &name?).await },
             move |r| match r {
-                Ok(a) => reply.entry_with_ttls(&ATTR_TTL, &ttl, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
             },
         );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ttl = self.ttl;
         self.spawn(
             move |fs| async move { fs.getattr(ino.0).await },
             move |r| match r {
-                Ok(a) => reply.attr(&ATTR_TTL, &file_attr(&a)),
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("getattr", &e)),
             },
         );
@@ -161,6 +159,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let ttl = self.ttl;
         let set = SetAttr {
             size,
             mtime: mtime.map(time_of),
@@ -171,7 +170,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move { fs.setattr(ino.0, fh.map(|f| f.0), set).await },
             move |r| match r {
-                Ok(a) => reply.attr(&ATTR_TTL, &file_attr(&a)),
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(errno("setattr", &e)),
             },
         );
@@ -191,7 +190,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move { fs.mkdir(parent.0, &name?, mode).await },
             move |r| match r {
-                Ok(a) => reply.entry_with_ttls(&ATTR_TTL, &ttl, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
             },
         );
@@ -211,7 +210,7 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move { fs.symlink(parent.0, &name?, &target?).await },
             move |r| match r {
-                Ok(a) => reply.entry_with_ttls(&ATTR_TTL, &ttl, &file_attr(&a), Generation(0)),
+                Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("symlink", &e)),
             },
         );
@@ -310,12 +309,13 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
             move |fs| async move { fs.create(parent.0, &name?, mode, flags).await },
             move |r| match r {
                 Ok((a, fh)) => reply.created(
-                    &ATTR_TTL,
+                    &ttl,
                     &file_attr(&a),
                     Generation(0),
                     FileHandle(fh),
@@ -508,6 +508,44 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ttl = self.ttl;
+        // A reply holds at most a few hundred entries; ask for a generous slice.
+        self.spawn(
+            move |fs| async move {
+                fs.readdir_plus(fh.0, offset as usize, 64)
+                    .await
+                    .map(|v| (offset, v))
+            },
+            move |r| match r {
+                Ok((offset, entries)) => {
+                    for (i, (e, a)) in entries.iter().enumerate() {
+                        let next = offset + i as u64 + 1;
+                        if reply.add(
+                            INodeNo(e.ino),
+                            next,
+                            &e.name,
+                            &ttl,
+                            &file_attr(a),
+                            Generation(0),
+                        ) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(errno("readdirplus", &e)),
+            },
+        );
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -534,6 +572,11 @@ impl Filesystem for FuseAdapter {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_str(name);
+        // `ls -l` asks every file for ACLs and security labels: answer names we never store at
+        // once, without a task.
+        if name.as_deref().is_ok_and(|n| !Fs::may_have_xattr(n)) {
+            return reply.error(Errno::from_i32(libc::ENODATA));
+        }
         self.spawn(
             move |fs| async move { fs.getxattr(ino.0, &name?).await },
             move |r| match r {

@@ -299,6 +299,11 @@ impl Fs {
         }
     }
 
+    /// Whether an attribute name can exist here at all (only `user.remotedict.*` do).
+    pub fn may_have_xattr(name: &str) -> bool {
+        name.starts_with("user.remotedict.")
+    }
+
     /// Reads an extended attribute.
     pub async fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         let key = self.key_of(ino)?;

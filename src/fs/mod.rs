@@ -483,6 +483,27 @@ impl Fs {
         lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
     }
 
+    /// Entries of an open directory from `offset` on, at most `max`, with their attributes
+    /// (readdirplus: `ls -l` then needs no lookup per entry).
+    pub async fn readdir_plus(
+        &self,
+        fh: u64,
+        offset: usize,
+        max: usize,
+    ) -> FsResult<Vec<(DirEntry, Attr)>> {
+        let entries = self.readdir(fh)?;
+        let mut out = Vec::new();
+        for e in entries.iter().skip(offset).take(max) {
+            match self.getattr(e.ino).await {
+                Ok(a) => out.push((e.clone(), a)),
+                // Gone since opendir (removed by another host): leave it out.
+                Err(FsError::NotFound) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
+    }
+
     pub fn releasedir(&self, fh: u64) {
         lock(&self.dirs).remove(&fh);
     }
