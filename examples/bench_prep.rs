@@ -1,0 +1,92 @@
+//! Prepares a container for `scripts/bench`: many tiny keys for listings, large values in our
+//! format for the mount, and the same bytes raw for rclone and the direct client.
+//! Environment: AZURE_STORAGE_CONNECTION_STRING; arguments: CONTAINER FOLDER WORKDIR.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use remotedict::index::{meta::blob_metadata, Change, Entry, SharedIndex};
+use remotedict::layout::Layout;
+use remotedict::store::azure::{AzureOptions, AzureStore};
+use remotedict::store::{block_id, BlobStore, PutOptions};
+use remotedict::transfer::{upload_file, TransferConfig};
+
+fn data(len: usize, compressible: bool) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // About 3:1 for LZ4: short random runs between repeated text.
+            if !compressible || (i / 16) % 4 == 0 { x as u8 } else { b"remotedict bench "[i % 17] }
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (container, folder, work) = (&args[1], &args[2], std::path::PathBuf::from(&args[3]));
+    let conn = std::env::var("AZURE_STORAGE_CONNECTION_STRING")?;
+    let store: Arc<dyn BlobStore> = Arc::new(AzureStore::from_connection_string(&conn, container, AzureOptions::default())?);
+    store.create_container().await?;
+    let layout = Layout::new(folder)?;
+    let index = SharedIndex::new(store.clone(), layout.index_blob(), std::time::Duration::ZERO);
+
+    // Listings: 10 k and 100 k tiny keys, one index commit each.
+    for n in [10_000usize, 100_000] {
+        let t = Instant::now();
+        let value = Bytes::from(remotedict::codec::compress(b"x\n"));
+        let changes: Vec<Change> = stream::iter(0..n)
+            .map(|i| {
+                let (store, layout, value) = (store.clone(), layout.clone(), value.clone());
+                async move {
+                    let key = format!("ls{}k/key{i:06}", n / 1000);
+                    let mut e = Entry::file(2, value.len() as u64, 0, "");
+                    let opts = PutOptions { metadata: blob_metadata(&e), ..Default::default() };
+                    e.etag = store.put(&layout.blob_name(&key), value, &opts).await?;
+                    anyhow::Ok(Change::Put { key, entry: e })
+                }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        index.commit(changes).await?;
+        eprintln!("prep: {n} keys in {:.1} s", t.elapsed().as_secs_f64());
+    }
+
+    // Large values: ours (LZ4 + seek table, listed) and raw copies for rclone and direct GETs.
+    let cfg = TransferConfig::default();
+    for (name, compressible) in [("compressible.bin", true), ("random.bin", false)] {
+        let bytes = data(1 << 30, compressible);
+        let path = work.join(name);
+        std::fs::write(&path, &bytes)?;
+        let key = format!("seq/{name}");
+        let mut e = Entry::file(bytes.len() as u64, 0, 0, "");
+        let opts = PutOptions { metadata: blob_metadata(&e), ..Default::default() };
+        let up = upload_file(&store, &layout.blob_name(&key), std::fs::File::open(&path)?, opts, &cfg).await?;
+        (e.size, e.stored_size, e.etag) = (up.size, up.stored_size, up.etag);
+        index.commit(vec![Change::Put { key, entry: e }]).await?;
+        let raw = format!("raw/{name}");
+        let ids: Vec<String> = (0..bytes.len().div_ceil(8 << 20)).map(block_id).collect();
+        stream::iter(ids.iter().enumerate())
+            .map(|(i, id)| {
+                let chunk = Bytes::copy_from_slice(&bytes[i * (8 << 20)..((i + 1) * (8 << 20)).min(bytes.len())]);
+                let (store, blob) = (store.clone(), raw.clone());
+                async move { store.put_block(&blob, id, chunk, None).await }
+            })
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        store.commit_blocks(&raw, &ids, &PutOptions::default()).await?;
+        eprintln!("prep: {name}: {} bytes, stored {} in our format", bytes.len(), up.stored_size);
+    }
+    Ok(())
+}
