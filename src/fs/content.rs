@@ -38,13 +38,23 @@ struct Fill {
     done: Option<Result<u64, FsError>>,
 }
 
+/// State of one block of a value read by block.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Missing,
+    Fetching,
+    Present,
+}
+
 /// A value read block by block.
 struct Blocks {
     store: Arc<dyn BlobStore>,
     blob: String,
     etag: String,
     table: SeekTable,
-    present: Mutex<Vec<bool>>,
+    state: Mutex<Vec<Block>>,
+    /// Wakes readers waiting for blocks another task is fetching.
+    arrived: tokio::sync::Notify,
     /// Where the next sequential read would start, and the read-ahead window (blocks).
     next: AtomicU64,
     window: AtomicU64,
@@ -62,58 +72,111 @@ pub struct CachedValue {
 }
 
 impl Blocks {
-    fn missing_runs(&self, first: usize, last: usize) -> Vec<(usize, usize)> {
-        let present = self.present.lock().unwrap_or_else(|p| p.into_inner());
-        let mut runs = Vec::new();
-        let mut i = first;
-        while i <= last {
-            if present[i] {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i <= last && !present[i] {
-                i += 1;
-            }
-            runs.push((start, i - 1));
-        }
-        runs
+    fn states(&self) -> std::sync::MutexGuard<'_, Vec<Block>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes sure blocks `first..=last` are on disk (one ranged GET per missing run).
-    async fn ensure(&self, file: &std::fs::File, first: usize, last: usize) -> FsResult<()> {
-        for (a, b) in self.missing_runs(first, last) {
-            let range = self.table.stored_range(a, b);
-            let data = match self
-                .store
-                .get(&self.blob, Some(range.clone()), None)
-                .await?
-            {
-                GetResult::Found { props, data } if props.etag == self.etag => data,
-                _ => return Err(TransferError::Changed(self.blob.clone()).into()),
-            };
-            for i in a..=b {
-                let r = self.table.stored_range(i, i);
-                let slice = data
-                    .get((r.start - range.start) as usize..(r.end - range.start) as usize)
-                    .ok_or_else(|| FsError::Io(format!("{}: short block read", self.blob)))?;
-                let block = decode_block(slice, self.table.block_size as usize).map_err(|e| {
-                    log::error!("reading {:?}: block {i}: {e}", self.blob);
-                    TransferError::Corrupt {
-                        blob: self.blob.clone(),
-                        message: e.to_string(),
+    /// Claims the missing blocks of `first..=last` (as runs) and says whether other tasks are
+    /// fetching some of the rest.
+    fn claim(&self, first: usize, last: usize) -> (Vec<(usize, usize)>, bool) {
+        let mut st = self.states();
+        let mut runs = Vec::new();
+        let mut others = false;
+        let mut i = first;
+        while i <= last {
+            match st[i] {
+                Block::Present => i += 1,
+                Block::Fetching => {
+                    others = true;
+                    i += 1;
+                }
+                Block::Missing => {
+                    let start = i;
+                    while i <= last && st[i] == Block::Missing {
+                        st[i] = Block::Fetching;
+                        i += 1;
                     }
-                })?;
-                file.write_all_at(&block, i as u64 * self.table.block_size)?;
-                self.present.lock().unwrap_or_else(|p| p.into_inner())[i] = true;
+                    runs.push((start, i - 1));
+                }
             }
+        }
+        (runs, others)
+    }
+
+    fn any_missing(&self, first: usize, last: usize) -> bool {
+        self.states()[first..=last].contains(&Block::Missing)
+    }
+
+    /// Makes sure blocks `first..=last` are on disk: fetches the missing runs (one ranged GET
+    /// each) and waits for those other tasks are fetching.
+    async fn ensure(&self, file: &std::fs::File, first: usize, last: usize) -> FsResult<()> {
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let (runs, others) = self.claim(first, last);
+            for (a, b) in runs {
+                let fetched = self.fetch(file, a, b).await;
+                let mut st = self.states();
+                for s in &mut st[a..=b] {
+                    if *s == Block::Fetching {
+                        *s = if fetched.is_ok() {
+                            Block::Present
+                        } else {
+                            Block::Missing
+                        };
+                    }
+                }
+                drop(st);
+                self.arrived.notify_waiters();
+                fetched?;
+            }
+            if !others {
+                return Ok(());
+            }
+            if self.states()[first..=last]
+                .iter()
+                .all(|s| *s == Block::Present)
+            {
+                return Ok(());
+            }
+            arrived.await;
+        }
+    }
+
+    async fn fetch(&self, file: &std::fs::File, a: usize, b: usize) -> FsResult<()> {
+        let range = self.table.stored_range(a, b);
+        let data = match self
+            .store
+            .get(&self.blob, Some(range.clone()), None)
+            .await?
+        {
+            GetResult::Found { props, data } if props.etag == self.etag => data,
+            _ => return Err(TransferError::Changed(self.blob.clone()).into()),
+        };
+        for i in a..=b {
+            let r = self.table.stored_range(i, i);
+            let slice = data
+                .get((r.start - range.start) as usize..(r.end - range.start) as usize)
+                .ok_or_else(|| FsError::Io(format!("{}: short block read", self.blob)))?;
+            let block = decode_block(slice, self.table.block_size as usize).map_err(|e| {
+                log::error!("reading {:?}: block {i}: {e}", self.blob);
+                TransferError::Corrupt {
+                    blob: self.blob.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            file.write_all_at(&block, i as u64 * self.table.block_size)?;
         }
         Ok(())
     }
 
     fn held_bytes(&self) -> u64 {
-        let present = self.present.lock().unwrap_or_else(|p| p.into_inner());
-        present.iter().filter(|p| **p).count() as u64 * self.table.block_size
+        self.states()
+            .iter()
+            .filter(|s| **s == Block::Present)
+            .count() as u64
+            * self.table.block_size
     }
 }
 
@@ -170,7 +233,7 @@ impl CachedValue {
             return;
         }
         let (first, last) = (last + 1, (last + window as usize).min(n - 1));
-        if b.missing_runs(first, last).is_empty() {
+        if !b.any_missing(first, last) {
             return;
         }
         let (b, file) = (b.clone(), self.file.clone());
@@ -280,7 +343,8 @@ impl ContentCache {
                         blob: blob.to_string(),
                         etag: etag.to_string(),
                         table,
-                        present: Mutex::new(vec![false; n]),
+                        state: Mutex::new(vec![Block::Missing; n]),
+                        arrived: tokio::sync::Notify::new(),
                         next: AtomicU64::new(0),
                         window: AtomicU64::new(1),
                     })),
