@@ -29,6 +29,8 @@ use crate::transfer::{self, TransferConfig, TransferError};
 pub const BY_BLOCK_MIN: u64 = 8 << 20;
 /// Largest read-ahead window, in blocks.
 const MAX_WINDOW: u64 = 32;
+/// Blocks per read-ahead GET; a window is fetched by several GETs in parallel.
+const READ_AHEAD_CHUNK: usize = 4;
 
 /// How far a whole download got.
 #[derive(Clone, Debug, Default)]
@@ -236,12 +238,19 @@ impl CachedValue {
         if !b.any_missing(first, last) {
             return;
         }
-        let (b, file) = (b.clone(), self.file.clone());
-        tokio::spawn(async move {
-            if let Err(e) = b.ensure(&file, first, last).await {
-                log::debug!("read-ahead of {:?}: {e}", b.blob);
+        // Several ranged GETs in flight at once, a few blocks each.
+        for start in (first..=last).step_by(READ_AHEAD_CHUNK) {
+            let end = (start + READ_AHEAD_CHUNK - 1).min(last);
+            if !b.any_missing(start, end) {
+                continue;
             }
-        });
+            let (b, file) = (b.clone(), self.file.clone());
+            tokio::spawn(async move {
+                if let Err(e) = b.ensure(&file, start, end).await {
+                    log::debug!("read-ahead of {:?}: {e}", b.blob);
+                }
+            });
+        }
     }
 
     /// Waits for (or fetches) the whole value; returns its size.
