@@ -357,3 +357,92 @@ fn the_mount_is_private_unless_allow_other() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "f\n");
     m.unmount();
 }
+
+/// An account SAS for Azurite's well-known account with permissions `perms` (computed by Python's
+/// hmac, as any client would).
+fn azurite_sas(perms: &str) -> String {
+    let script = format!(
+        "import base64, hashlib, hmac, urllib.parse\n\
+         key = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='\n\
+         f = dict(sv='2019-12-12', ss='b', srt='sco', sp='{perms}', se='2030-01-01T00:00:00Z', spr='https,http')\n\
+         s = '\\n'.join(['devstoreaccount1', f['sp'], f['ss'], f['srt'], '', f['se'], '', f['spr'], f['sv'], ''])\n\
+         f['sig'] = base64.b64encode(hmac.new(base64.b64decode(key), s.encode(), hashlib.sha256).digest()).decode()\n\
+         print(urllib.parse.urlencode(f))"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn read_only_sas_mounts_and_refuses_writes_with_eacces() {
+    let Some(conn) = common::azure_connection_string() else {
+        return;
+    };
+    let endpoint = conn
+        .split(';')
+        .find_map(|p| p.strip_prefix("BlobEndpoint="))
+        .unwrap()
+        .to_string();
+    // Fill a container with the full key, then mount it with a read-and-list SAS.
+    let container = common::unique_container();
+    let full = Backend::Azure {
+        conn: conn.clone(),
+        container: container.clone(),
+    };
+    full.store().await.create_container().await.unwrap();
+    let m = Mount::start(&full);
+    m.sh("echo readable > kept");
+    m.unmount();
+    let sas_conn = format!(
+        "BlobEndpoint={endpoint};SharedAccessSignature={}",
+        azurite_sas("rl")
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("ro.log");
+    let ro = Mount::start_logged(
+        &Backend::Azure {
+            conn: sas_conn,
+            container,
+        },
+        &[],
+        Some(&log),
+    );
+    assert_eq!(
+        ro.sh("cat kept"),
+        "readable\n",
+        "reads work with a read-only SAS"
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cp /etc/hostname new")
+        .current_dir(&ro.dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+    let out = Command::new("python3")
+        .args(["-c", "f = open('kept', 'a'); f.write('more'); f.close()"])
+        .current_dir(&ro.dir)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{out:?}"
+    );
+    assert_eq!(ro.sh("cat kept"), "readable\n", "the value is unchanged");
+    ro.unmount();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("access denied")),
+        "no log line says why:\n{text}"
+    );
+    assert!(!text.contains("sig="), "the SAS signature reached the log");
+}
