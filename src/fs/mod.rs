@@ -259,14 +259,6 @@ impl Fs {
         })
     }
 
-    pub fn index(&self) -> &Arc<SharedIndex> {
-        &self.index
-    }
-
-    pub fn config(&self) -> &FsConfig {
-        &self.cfg
-    }
-
     /// Loads the index once, so a broken one is reported at mount time.
     pub async fn warm_up(&self) -> FsResult<usize> {
         Ok(self.index.current().await?.entries.len())
@@ -740,7 +732,8 @@ impl Fs {
         let Some(etag) = h.etag.clone() else {
             return Ok(Vec::new()); // a file with no saved value yet
         };
-        let blob = self.layout.blob_name(&self.key_of(h.ino)?);
+        let key = self.key_of(h.ino)?;
+        let blob = self.layout.blob_name(&key);
         let first = match h.value {
             Some(v) => v.read(offset, size).await,
             None => match self.attach_value(fh, &blob, &etag, h.sizes).await {
@@ -756,7 +749,6 @@ impl Fs {
                 let props = self.store.head(&blob).await?;
                 let newer = entry_from_props(&props);
                 let sizes = Some((newer.size, newer.stored_size));
-                let key = self.key_of(h.ino)?;
                 lock(&self.fresher).insert(key, (newer, std::time::Instant::now()));
                 self.attach_value(fh, &blob, &props.etag, sizes)
                     .await?
@@ -767,20 +759,26 @@ impl Fs {
         }
     }
 
-    /// Creates `key` as an empty value only if no blob of that name exists anywhere, and lists
-    /// it; EEXIST if another host got there first.
+    /// Claims `key` for an `O_EXCL` create: an empty value, written only if no blob of that name
+    /// exists anywhere (EEXIST if another host got there first). It is listed at the first save.
     async fn claim_new(&self, key: &str, perms: (u32, u32, u32)) -> FsResult<Entry> {
         let empty = Bytes::from(codec::compress(b""));
         let mut entry = self.new_entry(EntryKind::File, perms.0);
         (entry.uid, entry.gid) = (perms.1, perms.2);
         entry.stored_size = empty.len() as u64;
+        self.put_if_absent(key, entry, empty).await
+    }
+
+    /// Writes `key`'s blob, carrying `entry`'s attributes, only if no blob of that name exists
+    /// anywhere; returns the entry with the new etag.
+    async fn put_if_absent(&self, key: &str, mut entry: Entry, content: Bytes) -> FsResult<Entry> {
         let opts = PutOptions {
             conditions: Conditions::if_absent(),
             metadata: blob_metadata(&entry),
         };
         entry.etag = match self
             .store
-            .put(&self.layout.blob_name(key), empty, &opts)
+            .put(&self.layout.blob_name(key), content, &opts)
             .await
         {
             Ok(etag) => etag,
@@ -798,22 +796,9 @@ impl Fs {
         e
     }
 
-    /// Writes a new node's blob only if no blob of that name exists anywhere (EEXIST if another
-    /// host got there first), then lists it in the index.
-    async fn create_node(&self, key: &str, mut entry: Entry, content: Bytes) -> FsResult<Entry> {
-        let opts = PutOptions {
-            conditions: Conditions::if_absent(),
-            metadata: blob_metadata(&entry),
-        };
-        entry.etag = match self
-            .store
-            .put(&self.layout.blob_name(key), content, &opts)
-            .await
-        {
-            Ok(etag) => etag,
-            Err(StoreError::PreconditionFailed(_)) => return Err(FsError::Exists),
-            Err(e) => return Err(e.into()),
-        };
+    /// Writes a new node's blob if the name is free anywhere (EEXIST otherwise), then lists it.
+    async fn create_node(&self, key: &str, entry: Entry, content: Bytes) -> FsResult<Entry> {
+        let entry = self.put_if_absent(key, entry, content).await?;
         self.index
             .commit(vec![Change::Put {
                 key: key.to_string(),

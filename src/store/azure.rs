@@ -287,23 +287,9 @@ impl AzureStore {
         })
     }
 
-    /// The storage account's name.
-    pub fn account(&self) -> &str {
-        &self.account
-    }
-
-    /// The container's name.
-    pub fn container_name(&self) -> &str {
-        &self.container_name
-    }
-
     /// The blob service endpoint (no credentials in it).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
-    }
-
-    pub fn options(&self) -> &AzureOptions {
-        &self.opts
     }
 
     fn blob(&self, name: &str) -> BlobClient {

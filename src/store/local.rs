@@ -118,10 +118,6 @@ impl LocalStore {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.inner.root
-    }
-
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Paths) -> Result<T> + Send + 'static,
