@@ -6,8 +6,8 @@
 //!   by other tools);
 //! - **by block**: for large values with a seek table (`seek`), the table is fetched with one
 //!   ranged GET of the blob's tail, and each read fetches and decodes only the 1 MiB blocks it
-//!   needs; while reads stay sequential, a read-ahead window of blocks (growing up to 32 MiB) is
-//!   fetched in the background. A random 4 KiB read costs one block, not the whole prefix.
+//!   needs; while reads stay sequential, a read-ahead window of blocks (growing up to 64 MiB,
+//!   32 MiB stored) is fetched in the background by a few large ranged GETs in parallel. A random 4 KiB read costs one block, not the whole prefix.
 //!
 //! Entries are keyed by (blob, etag): a value rewritten by another host has a new etag and is
 //! fetched again. The least recently used entries not in use are dropped when the total passes
@@ -27,10 +27,15 @@ use crate::transfer::{self, TransferConfig, TransferError};
 
 /// Values at least this large are read by block when they carry a seek table.
 pub const BY_BLOCK_MIN: u64 = 8 << 20;
-/// Largest read-ahead window, in blocks.
-const MAX_WINDOW: u64 = 32;
-/// Blocks per read-ahead GET; a window is fetched by several GETs in parallel.
-const READ_AHEAD_CHUNK: usize = 4;
+/// Largest read-ahead window, in blocks (of 1 MiB, before compression).
+const MAX_WINDOW: u64 = 64;
+/// Most stored (compressed) bytes the read-ahead window spans: several GETs in flight.
+const MAX_AHEAD_STORED: u64 = 32 << 20;
+/// Stored bytes a read-ahead GET aims for. Blob services serve a large range far more cheaply per
+/// byte than several small ones (Azurite: 8 MiB ranges run five times faster than 1 MiB ones),
+/// so the read-ahead waits until this much is missing instead of fetching each block as the
+/// window slides past it.
+const READ_AHEAD_GET: u64 = 8 << 20;
 
 /// How far a whole download got.
 #[derive(Clone, Debug, Default)]
@@ -105,10 +110,6 @@ impl Blocks {
         (runs, others)
     }
 
-    fn any_missing(&self, first: usize, last: usize) -> bool {
-        self.states()[first..=last].contains(&Block::Missing)
-    }
-
     /// Makes sure blocks `first..=last` are on disk: fetches the missing runs (one ranged GET
     /// each) and waits for those other tasks are fetching.
     async fn ensure(&self, file: &std::fs::File, first: usize, last: usize) -> FsResult<()> {
@@ -118,20 +119,7 @@ impl Blocks {
             arrived.as_mut().enable();
             let (runs, others) = self.claim(first, last);
             for (a, b) in runs {
-                let fetched = self.fetch(file, a, b).await;
-                let mut st = self.states();
-                for s in &mut st[a..=b] {
-                    if *s == Block::Fetching {
-                        *s = if fetched.is_ok() {
-                            Block::Present
-                        } else {
-                            Block::Missing
-                        };
-                    }
-                }
-                drop(st);
-                self.arrived.notify_waiters();
-                fetched?;
+                self.fetch_claimed(file, a, b).await?;
             }
             if !others {
                 return Ok(());
@@ -144,6 +132,24 @@ impl Blocks {
             }
             arrived.await;
         }
+    }
+
+    /// Fetches blocks `a..=b`, which the caller has marked `Fetching`, and wakes the waiters.
+    async fn fetch_claimed(&self, file: &std::fs::File, a: usize, b: usize) -> FsResult<()> {
+        let fetched = self.fetch(file, a, b).await;
+        let mut st = self.states();
+        for s in &mut st[a..=b] {
+            if *s == Block::Fetching {
+                *s = if fetched.is_ok() {
+                    Block::Present
+                } else {
+                    Block::Missing
+                };
+            }
+        }
+        drop(st);
+        self.arrived.notify_waiters();
+        fetched
     }
 
     async fn fetch(&self, file: &std::fs::File, a: usize, b: usize) -> FsResult<()> {
@@ -230,23 +236,27 @@ impl CachedValue {
             1
         };
         b.window.store(window, Ordering::Relaxed);
-        let n = b.table.blocks.len();
-        if !sequential || last + 1 >= n {
+        if !sequential {
             return;
         }
-        let (first, last) = (last + 1, (last + window as usize).min(n - 1));
-        if !b.any_missing(first, last) {
-            return;
-        }
-        // Several ranged GETs in flight at once, a few blocks each.
-        for start in (first..=last).step_by(READ_AHEAD_CHUNK) {
-            let end = (start + READ_AHEAD_CHUNK - 1).min(last);
-            if !b.any_missing(start, end) {
-                continue;
+        // Plan and claim under one lock, so that neither the next read's plan nor a foreground
+        // fetch splits a planned GET into single blocks.
+        let plan = {
+            let mut st = b.states();
+            let to = (last + window as usize).min(st.len().saturating_sub(1));
+            let missing: Vec<usize> = (last + 1..=to)
+                .filter(|&i| st[i] == Block::Missing)
+                .collect();
+            let plan = plan_read_ahead(&b.table, last, window as usize, &missing);
+            for &(start, end) in &plan {
+                st[start..=end].fill(Block::Fetching);
             }
+            plan
+        };
+        for (start, end) in plan {
             let (b, file) = (b.clone(), self.file.clone());
             tokio::spawn(async move {
-                if let Err(e) = b.ensure(&file, start, end).await {
+                if let Err(e) = b.fetch_claimed(&file, start, end).await {
                     log::debug!("read-ahead of {:?}: {e}", b.blob);
                 }
             });
@@ -293,6 +303,58 @@ impl CachedValue {
             Fetch::ByBlock(_) => false,
         }
     }
+}
+
+/// The ranged GETs (block runs) a read-ahead issues, given the reader's last block, the window
+/// (blocks) and the blocks of the window not yet fetched or being fetched (ascending).
+///
+/// The window is cut where it would span more than [`MAX_AHEAD_STORED`] stored bytes. Missing
+/// blocks are grouped into runs of about [`READ_AHEAD_GET`] stored bytes; a short group at the end
+/// waits for the window to slide further, unless it is the value's tail or the reader is already
+/// within half a window of it.
+fn plan_read_ahead(
+    table: &SeekTable,
+    last: usize,
+    window: usize,
+    missing: &[usize],
+) -> Vec<(usize, usize)> {
+    let n = table.blocks.len();
+    let stored = |a: usize, b: usize| {
+        let r = table.stored_range(a, b);
+        r.end - r.start
+    };
+    // How many blocks past `last` the window reaches within the stored budget.
+    let mut reach = window.min(n.saturating_sub(last + 1));
+    while reach > 1 && stored(last + 1, last + reach) > MAX_AHEAD_STORED {
+        reach -= 1;
+    }
+    let mut plan = Vec::new();
+    let mut group: Option<(usize, usize)> = None;
+    for &i in missing {
+        if i <= last || i > last + reach {
+            break;
+        }
+        group = match group {
+            Some((a, b)) if b + 1 == i => Some((a, i)),
+            Some(g) => {
+                plan.push(g);
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+        if let Some((a, b)) = group {
+            if stored(a, b) >= READ_AHEAD_GET {
+                plan.push((a, b));
+                group = None;
+            }
+        }
+    }
+    if let Some((a, b)) = group {
+        if b + 1 == n || a <= last + reach / 2 {
+            plan.push((a, b));
+        }
+    }
+    plan
 }
 
 type Key = (String, String);
@@ -472,5 +534,60 @@ async fn fetch_table(
         }
         Ok(_) => Err(TransferError::Changed(blob.to_string()).into()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table of `n` blocks of 1 MiB, each stored in `stored` bytes.
+    fn table(n: usize, stored: u64) -> SeekTable {
+        SeekTable {
+            block_size: 1 << 20,
+            content_size: n as u64 * (1 << 20),
+            blocks: (0..n as u64).map(|i| 7 + i * stored).collect(),
+            frame_end: 7 + n as u64 * stored,
+        }
+    }
+
+    #[test]
+    fn read_ahead_gets_are_large_and_wait_for_a_full_group() {
+        let t = table(100, 1 << 20);
+        // Window 32 ahead of block 0, nothing fetched: four GETs of 8 blocks (8 MiB each).
+        let missing: Vec<usize> = (1..=32).collect();
+        assert_eq!(
+            plan_read_ahead(&t, 0, 32, &missing),
+            vec![(1, 8), (9, 16), (17, 24), (25, 32)]
+        );
+        // The window slid by one block: the one new block waits for a group's worth.
+        assert_eq!(plan_read_ahead(&t, 1, 32, &[33]), vec![]);
+        // Once the reader is within half a window of the missing blocks they are fetched.
+        let missing: Vec<usize> = (17..=40).collect();
+        assert_eq!(
+            plan_read_ahead(&t, 8, 32, &missing),
+            vec![(17, 24), (25, 32), (33, 40)]
+        );
+        let missing: Vec<usize> = (30..=36).collect();
+        assert_eq!(plan_read_ahead(&t, 4, 32, &missing), vec![]);
+        assert_eq!(plan_read_ahead(&t, 14, 32, &missing), vec![(30, 36)]);
+    }
+
+    #[test]
+    fn read_ahead_fetches_the_tail_and_respects_the_stored_budget() {
+        let t = table(10, 1 << 20);
+        assert_eq!(plan_read_ahead(&t, 6, 32, &[8, 9]), vec![(8, 9)]);
+        // Compressible blocks (256 KiB stored): groups of 32 blocks; the window stops at 32 MiB
+        // stored, and here spans 64 blocks.
+        let t = table(1000, 256 << 10);
+        let missing: Vec<usize> = (1..=64).collect();
+        assert_eq!(plan_read_ahead(&t, 0, 64, &missing), vec![(1, 32), (33, 64)]);
+        // Incompressible blocks larger than 1 MiB: the stored budget cuts the window.
+        let t = table(1000, 2 << 20);
+        let missing: Vec<usize> = (1..=64).collect();
+        assert_eq!(
+            plan_read_ahead(&t, 0, 64, &missing),
+            vec![(1, 4), (5, 8), (9, 12), (13, 16)]
+        );
     }
 }

@@ -6,6 +6,8 @@
 //! * every request runs under a time limit and transient failures (time-outs, connection errors,
 //!   HTTP 408/429/5xx) are retried with exponential backoff ([`super::retry`]); azure_core's own
 //!   retry policy is switched off so that ours is the only one in charge;
+//! * requests share one pooled HTTP client ([`http_client`]): azure_core's default opens a new
+//!   connection per request, which costs a handshake on every small request and caps throughput;
 //! * Azure errors are mapped onto [`StoreError`] (missing blob or container, failed precondition,
 //!   lease held by someone else, lease lost, authorization, transient);
 //! * reads are done in chunks pinned to the etag of the first one, so a blob overwritten during a
@@ -30,7 +32,9 @@ use azure_core::error::ErrorKind;
 use azure_core::headers::{CONTENT_RANGE, RANGE_GET_CONTENT_CRC64};
 use azure_core::prelude::{IfMatchCondition, LeaseId, NextMarker, ProposedLeaseId};
 use azure_core::request_options::LeaseDuration as AzLeaseDuration;
-use azure_core::{ClientOptions, Context, Policy, PolicyResult, Request, RetryOptions};
+use azure_core::{
+    ClientOptions, Context, HttpClient, Policy, PolicyResult, Request, RetryOptions, TransportOptions,
+};
 use azure_storage::{CloudLocation, ConnectionString, EndpointProtocol, StorageCredentials};
 use azure_storage_blobs::blob::{Blob, BlobBlockType, BlockList};
 use azure_storage_blobs::prelude::{BlobClient, BlockId, ClientBuilder, ContainerClient};
@@ -153,6 +157,23 @@ enum ReadOutcome {
     Changed,
 }
 
+/// The HTTP client every request goes through: one connection pool, kept warm.
+///
+/// azure_core's default client sets `pool_max_idle_per_host(0)` (a workaround for an old hyper
+/// hang), so every request pays a TCP (and TLS) handshake; our own time limits and retries already
+/// guard against a stuck connection, so the pool is safe to keep. Nagle is off: requests are
+/// small and latency-bound.
+fn http_client() -> Result<Arc<dyn HttpClient>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(50))
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(30))
+        .build()
+        .map_err(|e| StoreError::Other(format!("cannot set up the HTTP client: {e}")))?;
+    Ok(Arc::new(client))
+}
+
 impl AzureStore {
     /// Opens `container` with a storage connection string: the account-key form
     /// (`DefaultEndpointsProtocol=https;AccountName=…;AccountKey=…[;EndpointSuffix=…|;BlobEndpoint=…]`),
@@ -272,6 +293,7 @@ impl AzureStore {
         let capture: Arc<dyn Policy> = Arc::new(CaptureContentRange);
         let client_options = ClientOptions::default()
             .retry(RetryOptions::none())
+            .transport(TransportOptions::new(http_client()?))
             .per_call_policies(vec![capture]);
         let client = ClientBuilder::with_location(location, creds)
             .client_options(client_options)
