@@ -391,7 +391,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(
-            move |fs| async move { fs.flush(fh.0).await },
+            move |fs| async move { fs.fsync(fh.0).await },
             move |r| empty(reply, "fsync", r),
         );
     }
@@ -566,16 +566,17 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes are committed to the index before the operation returns.
-        reply.ok();
+        self.spawn(
+            move |fs| async move { fs.sync_index().await },
+            move |r| empty(reply, "fsyncdir", r),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_str(name);
-        // `ls -l` asks every file for ACLs and security labels: answer names we never store at
-        // once, without a task.
-        if name.as_deref().is_ok_and(|n| !Fs::may_have_xattr(n)) {
-            return reply.error(Errno::from_i32(libc::ENODATA));
+        // `ls -l` asks every file for ACLs and security labels: answer at once, without a task.
+        if let Some(e) = name.as_deref().ok().and_then(Fs::xattr_answer_for_any_file) {
+            return reply.error(Errno::from_i32(e.errno()));
         }
         self.spawn(
             move |fs| async move { fs.getxattr(ino.0, &name?).await },

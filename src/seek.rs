@@ -189,8 +189,9 @@ impl FrameScanner {
     }
 }
 
-/// Decodes one stored block (size word + data) into at most `max` bytes.
-pub fn decode_block(stored: &[u8], max: usize) -> io::Result<Vec<u8>> {
+/// Decodes one stored block (size word + data) into at most `max` bytes; a block stored raw is
+/// returned in place, without a copy.
+pub fn decode_block(stored: &[u8], max: usize) -> io::Result<std::borrow::Cow<'_, [u8]>> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
     let word = stored
         .get(..4)
@@ -204,13 +205,13 @@ pub fn decode_block(stored: &[u8], max: usize) -> io::Result<Vec<u8>> {
         if len > max {
             return Err(bad("raw block larger than the block size"));
         }
-        return Ok(data.to_vec());
+        return Ok(std::borrow::Cow::Borrowed(data));
     }
     let mut out = vec![0u8; max];
     let n = lz4_flex::block::decompress_into(data, &mut out)
         .map_err(|e| bad(&format!("LZ4 block: {e}")))?;
     out.truncate(n);
-    Ok(out)
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 #[cfg(test)]
@@ -254,7 +255,7 @@ mod tests {
             )
             .unwrap();
             let want = &data[i * (1 << 20)..((i + 1) << 20).min(data.len())];
-            assert!(block == want, "block {i}");
+            assert!(*block == *want, "block {i}");
         }
         // The table is found from the sizes alone, and standard decoding skips it.
         let tail = &bytes[bytes.len() - SeekTable::frame_len(data.len() as u64) as usize..];
@@ -277,7 +278,7 @@ mod tests {
         let r = table.stored_range(1, 2);
         let two = &bytes[r.start as usize..r.end as usize];
         let first = decode_block(two, BLOCK_SIZE as usize).unwrap();
-        assert!(first == data[1 << 20..2 << 20]);
+        assert!(*first == data[1 << 20..2 << 20]);
     }
 
     #[test]

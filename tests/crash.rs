@@ -149,3 +149,40 @@ async fn kill_9_during_copy_azurite() {
         kill_during_copy(b, trials()).await;
     }
 }
+
+/// A file whose close succeeded is listed even when the daemon is killed before the index commit
+/// that lists it: the next mount with the same cache directory replays its journal.
+async fn killed_before_the_index_commit(backend: Backend) {
+    let store = backend.store().await;
+    let layout = Layout::new(FOLDER).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut m = Mount::start_with_cache(&backend, cache.path());
+    m.sh("mkdir j && for i in $(seq 1 20); do echo value $i > j/f$i; done");
+    m.kill9();
+    let index = SharedIndex::new(store.clone(), layout.index_blob(), Duration::ZERO);
+    let listed = |idx: &remotedict::index::Index| {
+        (1..=20)
+            .filter(|i| idx.entries.contains_key(&format!("j/f{i}")))
+            .count()
+    };
+    let before = listed(&index.current().await.unwrap());
+    eprintln!("{before} of 20 closed files were listed when the daemon died");
+    let m = Mount::start_with_cache(&backend, cache.path());
+    assert_eq!(
+        listed(&index.current().await.unwrap()),
+        20,
+        "the next mount lists every closed file"
+    );
+    let text = m.sh("cat j/f1 j/f20");
+    assert_eq!(text, "value 1\nvalue 20\n");
+    m.unmount();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_files_survive_a_kill_before_the_index_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    killed_before_the_index_commit(Backend::local(tmp.path())).await;
+    if let Some(b) = Backend::azure() {
+        killed_before_the_index_commit(b).await;
+    }
+}

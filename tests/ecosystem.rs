@@ -95,8 +95,15 @@ fn fstab_style_mount_and_umount() {
 
 async fn cli_round_trips_with_a_mount(backend: Backend) {
     let m = Mount::start(&backend);
-    m.sh("mkdir -p docs && echo from-mount > docs/a.txt");
+    // `sync FILE` (fsync) returns once the index lists the file for everyone; a plain close
+    // lists it within a moment (the next group commit).
+    m.sh("mkdir -p docs && echo from-mount > docs/a.txt && sync docs/a.txt");
     assert_eq!(out(&cli(&backend, &["ls"])), "docs\ndocs/a.txt\n");
+    m.sh("echo later > docs/c.txt");
+    wait_for("the listing of a closed file", || {
+        out(&cli(&backend, &["ls"])).contains("docs/c.txt")
+    });
+    m.sh("rm docs/c.txt");
     assert_eq!(out(&cli(&backend, &["get", "docs/a.txt"])), "from-mount\n");
     let long = out(&cli(&backend, &["ls", "-l", "docs/"]));
     assert!(long.contains("11") && long.contains("docs/a.txt"), "{long}");
@@ -157,6 +164,13 @@ async fn cli_round_trips_with_a_mount(backend: Backend) {
     let json: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
     assert_eq!(json["leases_held"][0], "docs/b.txt", "{text}");
     assert!(json["index"]["keys"].as_u64().unwrap() >= 2, "{text}");
+    // Plain programs read the status file too: `cat` must see no error, including at close.
+    let cat = Command::new("cat")
+        .arg(m.dir.join(".remotedict/status"))
+        .output()
+        .unwrap();
+    assert!(cat.status.success(), "cat of the status file: {cat:?}");
+    assert!(String::from_utf8_lossy(&cat.stdout).contains("leases_held"));
     holder.wait().unwrap();
     m.unmount();
 }

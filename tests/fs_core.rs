@@ -41,7 +41,8 @@ async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
         .await
         .unwrap();
     fs.write(fh, 0, data).await.unwrap();
-    fs.flush(fh).await.unwrap();
+    // fsync: uploaded and listed in the index blob, so another `Fs` (host) finds it at once.
+    fs.fsync(fh).await.unwrap();
     fs.release(fh).await.unwrap();
     attr.ino
 }

@@ -581,7 +581,10 @@ mod tests {
         // stored, and here spans 64 blocks.
         let t = table(1000, 256 << 10);
         let missing: Vec<usize> = (1..=64).collect();
-        assert_eq!(plan_read_ahead(&t, 0, 64, &missing), vec![(1, 32), (33, 64)]);
+        assert_eq!(
+            plan_read_ahead(&t, 0, 64, &missing),
+            vec![(1, 32), (33, 64)]
+        );
         // Incompressible blocks larger than 1 MiB: the stored budget cuts the window.
         let t = table(1000, 2 << 20);
         let missing: Vec<usize> = (1..=64).collect();

@@ -299,9 +299,20 @@ impl Fs {
         }
     }
 
-    /// Whether an attribute name can exist here at all (only `user.remotedict.*` do).
-    pub fn may_have_xattr(name: &str) -> bool {
-        name.starts_with("user.remotedict.")
+    /// The answer to reading attribute `name`, when it does not depend on the file: only
+    /// `user.remotedict.*` attributes exist. Other `user.*` names are absent (ENODATA); other
+    /// namespaces (`security.*` labels, `system.posix_acl_*`) are not supported (EOPNOTSUPP),
+    /// which tells `ls -l` to stop asking for them on this mount after the first file.
+    pub fn xattr_answer_for_any_file(name: &str) -> Option<FsError> {
+        if name.starts_with("user.remotedict.") {
+            None
+        } else if name.starts_with("user.") {
+            Some(FsError::NoAttribute)
+        } else {
+            Some(FsError::Unsupported(
+                "only user.remotedict.* extended attributes exist here",
+            ))
+        }
     }
 
     /// Reads an extended attribute.

@@ -6,7 +6,9 @@
 //! - Reads go through the `ContentCache` (values decoded to local disk, tied to their etag).
 //! - Writes go to a `StagedFile` (a local temporary file) and are uploaded compressed, as one
 //!   atomic commit, on flush/fsync/close; the index is updated after the blob, never before.
-//!   An upload that fails fails the close/fsync, and the previous value stays intact.
+//!   An upload that fails fails the close/fsync, and the previous value stays intact. The index
+//!   entry of a saved file is *submitted* (listed here at once, written in the next group
+//!   commit); fsync, fsyncdir and unmount wait for that commit.
 //! - Directories are key prefixes; an explicit (possibly empty) directory is an index entry of
 //!   kind `Dir` plus a zero-length marker blob with metadata `hdi_isfolder=true`.
 
@@ -27,6 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::codec;
+use crate::index::journal::Journal;
 use crate::index::{Change, Entry, EntryKind, Index, SharedIndex};
 use crate::layout::Layout;
 use crate::store::{BlobStore, Conditions, PutOptions, StoreError};
@@ -190,7 +193,7 @@ fn children(index: &Index, dir: &str) -> Vec<(String, NodeKind)> {
     let mut cursor = Bound::Included(prefix.clone());
     while let Some((key, entry)) = index
         .entries
-        .range::<String, _>((cursor.clone(), Bound::Unbounded))
+        .range::<_, String>((cursor.clone(), Bound::Unbounded))
         .next()
     {
         let Some(rest) = key.strip_prefix(&prefix) else {
@@ -220,12 +223,19 @@ fn kind_of(e: &Entry) -> NodeKind {
     }
 }
 
+/// Names this folder's index journals: the same store and folder give the same stem.
+fn journal_stem(store: &dyn BlobStore, layout: &Layout) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}\n{}", store.describe(), layout.index_blob()));
+    format!("index-{}", &hex::encode(digest)[..16])
+}
+
 /// Whether any key lies under `dir/`.
 fn has_children(index: &Index, dir: &str) -> bool {
     let prefix = format!("{dir}/");
     index
         .entries
-        .range::<String, _>(prefix.clone()..)
+        .range::<_, String>(prefix.clone()..)
         .next()
         .is_some_and(|(k, _)| k.starts_with(&prefix))
 }
@@ -239,6 +249,16 @@ impl Fs {
     ) -> FsResult<Self> {
         std::fs::create_dir_all(&cfg.cache_dir)?;
         let index = SharedIndex::new(store.clone(), layout.index_blob(), index_ttl);
+        if !cfg.read_only {
+            match Journal::create(&cfg.cache_dir, &journal_stem(store.as_ref(), &layout)) {
+                Ok(j) => index.attach_journal(j),
+                Err(e) => log::warn!(
+                    "no index journal in {} ({e}): a crash right after a close may leave that \
+                     file unlisted until `remotedict fsck --repair`",
+                    cfg.cache_dir.display()
+                ),
+            }
+        }
         let content =
             ContentCache::new(cfg.cache_dir.clone(), cfg.cache_bytes, cfg.transfer.clone());
         Ok(Fs {
@@ -261,7 +281,54 @@ impl Fs {
 
     /// Loads the index once, so a broken one is reported at mount time.
     pub async fn warm_up(&self) -> FsResult<usize> {
-        Ok(self.index.current().await?.entries.len())
+        let keys = self.index.current().await?.entries.len();
+        if !self.cfg.read_only {
+            self.recover_journals().await;
+        }
+        Ok(keys)
+    }
+
+    /// Lists again the files an earlier mount of this folder saved but had not listed when it
+    /// died (its journal, see `index::journal`), where the blob is still the version it wrote.
+    async fn recover_journals(&self) {
+        let stem = journal_stem(self.store.as_ref(), &self.layout);
+        let orphans = match Journal::orphans(&self.cfg.cache_dir, &stem) {
+            Ok(o) => o,
+            Err(e) => {
+                log::warn!("cannot read old index journals: {e}");
+                return;
+            }
+        };
+        for orphan in orphans {
+            let mut changes = Vec::new();
+            let mut complete = true;
+            for (key, entry) in &orphan.entries {
+                match self.store.head(&self.layout.blob_name(key)).await {
+                    Ok(p) if p.etag == entry.etag => changes.push(Change::Put {
+                        key: key.clone(),
+                        entry: entry.clone(),
+                    }),
+                    Ok(_) | Err(StoreError::NotFound(_)) => {} // replaced or removed since
+                    Err(e) => {
+                        log::warn!("index journal {}: {key:?}: {e}", orphan.path.display());
+                        complete = false;
+                    }
+                }
+            }
+            let n = changes.len();
+            if let Err(e) = self.index.commit(changes).await {
+                log::warn!("index journal {}: {e}", orphan.path.display());
+                continue;
+            }
+            if n > 0 {
+                log::info!(
+                    "listed {n} file(s) an earlier mount saved but had not listed when it stopped"
+                );
+            }
+            if complete {
+                orphan.settle();
+            }
+        }
     }
 
     fn key_of(&self, ino: u64) -> FsResult<String> {
@@ -931,8 +998,26 @@ impl Fs {
         Ok(data.len() as u32)
     }
 
-    /// Uploads unsaved changes of a handle's file (flush, fsync).
+    /// Makes a handle's file durable and listed everywhere: uploads unsaved changes and waits
+    /// for the index commit that lists them.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh).await?;
+        self.sync_index().await
+    }
+
+    /// Waits until every listing change this process made so far is in the index blob.
+    pub async fn sync_index(&self) -> FsResult<()> {
+        self.index.flush().await.map_err(|e| {
+            log::error!("index: changes this host made are not listed yet: {e}");
+            e.into()
+        })
+    }
+
+    /// Uploads unsaved changes of a handle's file (flush on close).
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        if lock(&self.status_handles).contains_key(&fh) {
+            return Ok(());
+        }
         let h = self.handle(fh)?;
         if !h.write {
             return Ok(());
@@ -991,17 +1076,12 @@ impl Fs {
             };
         (entry.size, entry.stored_size, entry.etag) =
             (uploaded.size, uploaded.stored_size, uploaded.etag);
-        self.index
-            .commit(vec![Change::Put {
-                key: key.clone(),
-                entry: entry.clone(),
-            }])
-            .await
-            .inspect_err(|e| {
-                log::error!(
-                    "saving {key:?}: the value was uploaded but the index update failed: {e}"
-                )
-            })?;
+        // The listing follows in the next group commit (fsync waits for it): a copy of many
+        // small files costs one index write per batch, not one per file.
+        self.index.submit(vec![Change::Put {
+            key: key.clone(),
+            entry: entry.clone(),
+        }]);
         self.content.forget(&blob);
         st.base = Some(entry);
         st.perms = None;
@@ -1354,7 +1434,7 @@ impl Fs {
             .chain(
                 index
                     .entries
-                    .range::<String, _>(prefix.clone()..)
+                    .range::<_, String>(prefix.clone()..)
                     .take_while(|(k, _)| k.starts_with(&prefix)),
             )
             .map(|(k, e)| (k.clone(), e.clone()))
@@ -1462,7 +1542,7 @@ impl Fs {
         (1 << 40, 1 << 40, files)
     }
 
-    /// Saves every file with unsaved changes (at unmount).
+    /// Saves every file with unsaved changes and waits for the index to list them (at unmount).
     pub async fn save_all(&self) -> FsResult<()> {
         let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
         let mut first_err = None;
@@ -1470,6 +1550,9 @@ impl Fs {
             if let Err(e) = self.save(ino).await {
                 first_err.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.sync_index().await {
+            first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
     }

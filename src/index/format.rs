@@ -4,8 +4,6 @@
 //! previous key elided — is stored inside a standard LZ4 frame with content checksum. Decoding
 //! validates every length and never panics, whatever bytes it is given.
 
-use std::collections::BTreeMap;
-
 use crate::codec;
 
 /// Magic at the start of the (decompressed) index body.
@@ -80,7 +78,7 @@ impl Entry {
 /// The decoded index: keys in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Index {
-    pub entries: BTreeMap<String, Entry>,
+    pub entries: imbl::OrdMap<String, Entry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -213,7 +211,7 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
     let mut r = Reader { buf, pos: 5 };
     let _flags = r.varint()?;
     let count = r.varint()?;
-    let mut entries = BTreeMap::new();
+    let mut entries = imbl::OrdMap::new();
     let mut prev: Vec<u8> = Vec::new();
     for _ in 0..count {
         let shared =

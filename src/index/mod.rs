@@ -2,9 +2,11 @@
 //! `ls` never lists the container.
 //!
 //! `format` encodes and decodes it (documented in docs/FORMAT.md); `shared` keeps an
-//! etag-validated cached copy and applies changes without ever losing another writer's entry.
+//! etag-validated cached copy and applies changes without ever losing another writer's entry;
+//! `journal` keeps submitted entries on local disk until they land.
 
 pub mod format;
+pub mod journal;
 pub mod meta;
 pub mod shared;
 

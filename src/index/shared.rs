@@ -6,6 +6,12 @@
 //! is a read–modify–write guarded by `If-Match` on the index etag, retried from a fresh copy when
 //! another writer got there first — so no writer's entry is ever lost. See docs/FORMAT.md for why
 //! this is preferred to a lease.
+//!
+//! Changes can also be *submitted* without waiting ([`SharedIndex::submit`]): they show in this
+//! process's view at once (the cached copy with the unsettled changes applied on top) and ride
+//! the next group commit; a failed commit keeps them queued and is retried with backoff until it
+//! lands. [`SharedIndex::flush`] waits until everything submitted before it is durable. This is
+//! what lets a copy of many small files cost one index write per batch instead of one per file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::format::{self, Entry, Index, IndexFormatError};
+use super::journal::Journal;
 use crate::store::{BlobStore, Conditions, GetResult, PutOptions, StoreError};
 
 /// How long a failed revalidation's error is handed to further callers without asking again.
@@ -68,10 +75,55 @@ struct Cached {
     /// Order of the request the copy came from: an answer to an older request never replaces
     /// the answer to a newer one.
     ticket: u64,
+    /// Submitted changes not yet durable, in submission order, by sequence number.
+    unsettled: Vec<(u64, Change)>,
+    /// `index` with `unsettled` applied: what this process reads while there are any.
+    view: Option<Arc<Index>>,
+    /// Where submitted entries wait on local disk until they land.
+    journal: Option<Journal>,
 }
 
-/// Changes waiting for the next commit, with who to tell the outcome.
-type Waiting = (Vec<Change>, oneshot::Sender<Result<(), IndexError>>);
+impl Cached {
+    /// What readers in this process see.
+    fn visible(&self) -> Arc<Index> {
+        self.view.clone().unwrap_or_else(|| self.index.clone())
+    }
+
+    /// Rebuilds the view after the base copy or the unsettled changes changed.
+    fn rebuild_view(&mut self) {
+        self.view = if self.unsettled.is_empty() {
+            None
+        } else {
+            let mut v = (*self.index).clone();
+            for (_, c) in &self.unsettled {
+                apply_changes(&mut v, std::slice::from_ref(c));
+            }
+            Some(Arc::new(v))
+        };
+    }
+}
+
+/// Changes waiting for the next commit: who to tell the outcome, or (submitted changes) their
+/// sequence number, so they are kept until they land.
+enum Waiting {
+    Commit(Vec<Change>, oneshot::Sender<Result<(), IndexError>>),
+    Submitted(u64, Vec<Change>),
+}
+
+impl Waiting {
+    fn changes(&self) -> &[Change] {
+        match self {
+            Waiting::Commit(c, _) | Waiting::Submitted(_, c) => c,
+        }
+    }
+}
+
+/// Longest pause between retries of a commit of submitted changes that keeps failing.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// How long a commit of submitted changes only waits for more to join it: a burst of small
+/// files (one submission each) costs one index write per this interval, not one per file.
+const LINGER: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Queue {
@@ -91,6 +143,9 @@ pub struct SharedIndex {
     conflicts: AtomicU64,
     tickets: AtomicU64,
     failure: Mutex<Option<(Instant, IndexError)>>,
+    submits: AtomicU64,
+    /// Wakes a lingering leader when a caller waits for a commit.
+    urgent: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -152,6 +207,9 @@ impl SharedIndex {
                 etag: None,
                 checked: None,
                 ticket: 0,
+                unsettled: Vec::new(),
+                view: None,
+                journal: None,
             }),
             refresh: tokio::sync::Mutex::new(()),
             queue: Mutex::new(Queue::default()),
@@ -159,6 +217,8 @@ impl SharedIndex {
             conflicts: AtomicU64::new(0),
             tickets: AtomicU64::new(0),
             failure: Mutex::new(None),
+            submits: AtomicU64::new(0),
+            urgent: tokio::sync::Notify::new(),
         })
     }
 
@@ -201,7 +261,7 @@ impl SharedIndex {
 
     /// The cached copy, without asking the store (may be older than the TTL).
     pub fn cached(&self) -> Arc<Index> {
-        lock(&self.cache).index.clone()
+        lock(&self.cache).visible()
     }
 
     /// How long ago the cached copy was last known current.
@@ -222,7 +282,17 @@ impl SharedIndex {
         let c = lock(&self.cache);
         c.checked
             .filter(|t| t.elapsed() < self.ttl)
-            .map(|_| c.index.clone())
+            .map(|_| c.visible())
+    }
+
+    /// Keeps every entry submitted from now on in `journal` until it lands.
+    pub fn attach_journal(&self, journal: Journal) {
+        lock(&self.cache).journal = Some(journal);
+    }
+
+    /// Number of submitted changes not yet durable.
+    pub fn unsettled(&self) -> usize {
+        lock(&self.cache).unsettled.len()
     }
 
     fn ticket(&self) -> u64 {
@@ -230,23 +300,37 @@ impl SharedIndex {
     }
 
     /// Installs a copy read (or written) by request `ticket`, unless a newer request's copy is
-    /// already there; returns the copy in the cache.
+    /// already there, and drops the submitted changes `settled` (now durable); returns what
+    /// readers see.
     fn install(
         &self,
         ticket: u64,
         fresh: Option<(Arc<Index>, Option<String>)>,
         at: Instant,
+        settled: &[u64],
     ) -> Arc<Index> {
         let mut c = lock(&self.cache);
+        let before = c.unsettled.len();
+        c.unsettled.retain(|(seq, _)| !settled.contains(seq));
+        let mut rebuild = c.unsettled.len() != before;
+        if rebuild && c.unsettled.is_empty() {
+            if let Some(Err(e)) = c.journal.as_mut().map(Journal::clear) {
+                log::warn!("index journal: cannot clear it: {e}");
+            }
+        }
         if ticket >= c.ticket {
             if let Some((index, etag)) = fresh {
                 c.index = index;
                 c.etag = etag;
+                rebuild = true;
             }
             c.ticket = ticket;
             c.checked = Some(at);
         }
-        c.index.clone()
+        if rebuild {
+            c.rebuild_view();
+        }
+        c.visible()
     }
 
     /// Asks the store whether the cached copy is current, downloading the index if not.
@@ -255,7 +339,7 @@ impl SharedIndex {
         let etag = lock(&self.cache).etag.clone();
         let started = Instant::now();
         match self.store.get(&self.blob, None, etag.as_deref()).await {
-            Ok(GetResult::NotModified) => Ok(self.install(ticket, None, started)),
+            Ok(GetResult::NotModified) => Ok(self.install(ticket, None, started, &[])),
             Ok(GetResult::Found { props, data }) => {
                 let index = Arc::new(self.decode(data).await?);
                 log::debug!(
@@ -264,11 +348,14 @@ impl SharedIndex {
                     index.entries.len(),
                     props.etag
                 );
-                Ok(self.install(ticket, Some((index, Some(props.etag))), started))
+                Ok(self.install(ticket, Some((index, Some(props.etag))), started, &[]))
             }
-            Err(StoreError::NotFound(_)) => {
-                Ok(self.install(ticket, Some((Arc::new(Index::default()), None)), started))
-            }
+            Err(StoreError::NotFound(_)) => Ok(self.install(
+                ticket,
+                Some((Arc::new(Index::default()), None)),
+                started,
+                &[],
+            )),
             Err(e) => Err(e.into()),
         }
     }
@@ -285,9 +372,49 @@ impl SharedIndex {
     /// this process; returns once they are durable in the store.
     pub async fn commit(self: &Arc<Self>, changes: Vec<Change>) -> Result<(), IndexError> {
         let (tx, rx) = oneshot::channel();
+        self.enqueue(Waiting::Commit(changes, tx));
+        self.urgent.notify_one();
+        rx.await
+            .unwrap_or_else(|_| Err(IndexError::Abandoned("the commit task ended".into())))
+    }
+
+    /// Queues `changes` for the next commit without waiting for it; this process sees them at
+    /// once. They are retried until they land ([`Self::flush`] waits for that).
+    pub fn submit(self: &Arc<Self>, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let seq = self.submits.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut c = lock(&self.cache);
+            let mut view = c.view.take().unwrap_or_else(|| c.index.clone());
+            apply_changes(Arc::make_mut(&mut view), &changes);
+            c.view = Some(view);
+            c.unsettled
+                .extend(changes.iter().map(|ch| (seq, ch.clone())));
+            if let Some(j) = c.journal.as_mut() {
+                for ch in &changes {
+                    if let Change::Put { key, entry } | Change::Insert { key, entry } = ch {
+                        if let Err(e) = j.append(key, entry) {
+                            log::warn!("index journal: cannot record {key:?}: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        self.enqueue(Waiting::Submitted(seq, changes));
+    }
+
+    /// Waits until every change submitted before this call is durable; the error of the last
+    /// attempt if they could not be written (they stay queued and are retried).
+    pub async fn flush(self: &Arc<Self>) -> Result<(), IndexError> {
+        self.commit(Vec::new()).await
+    }
+
+    fn enqueue(self: &Arc<Self>, waiting: Waiting) {
         let start_leader = {
             let mut q = lock(&self.queue);
-            q.pending.push((changes, tx));
+            q.pending.push(waiting);
             !std::mem::replace(&mut q.leader_running, true)
         };
         if start_leader {
@@ -295,12 +422,21 @@ impl SharedIndex {
             let me = self.clone();
             tokio::spawn(async move { me.lead().await });
         }
-        rx.await
-            .unwrap_or_else(|_| Err(IndexError::Abandoned("the commit task ended".into())))
     }
 
     async fn lead(self: Arc<Self>) {
+        let mut pause = Duration::from_millis(100);
         loop {
+            let only_submitted = lock(&self.queue)
+                .pending
+                .iter()
+                .all(|w| matches!(w, Waiting::Submitted(..)));
+            if only_submitted {
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER) => {}
+                    _ = self.urgent.notified() => {}
+                }
+            }
             let batch = {
                 let mut q = lock(&self.queue);
                 if q.pending.is_empty() {
@@ -309,19 +445,49 @@ impl SharedIndex {
                 }
                 std::mem::take(&mut q.pending)
             };
-            let all: Vec<Change> = batch.iter().flat_map(|(c, _)| c.iter().cloned()).collect();
-            let result = self.apply_batch(&all).await;
+            let all: Vec<Change> = batch
+                .iter()
+                .flat_map(|w| w.changes().iter().cloned())
+                .collect();
+            let settled: Vec<u64> = batch
+                .iter()
+                .filter_map(|w| match w {
+                    Waiting::Submitted(seq, _) => Some(*seq),
+                    Waiting::Commit(..) => None,
+                })
+                .collect();
+            let result = self.apply_batch(&all, &settled).await;
+            let mut kept = Vec::new();
+            for w in batch {
+                match w {
+                    Waiting::Commit(_, tx) => {
+                        let _ = tx.send(result.clone());
+                    }
+                    Waiting::Submitted(..) if result.is_err() => kept.push(w),
+                    Waiting::Submitted(..) => {}
+                }
+            }
             if let Err(e) = &result {
                 log::error!("index commit of {} change(s) failed: {e}", all.len());
+                if !kept.is_empty() {
+                    // Submitted changes were promised to land: put them back in front and try
+                    // again after a pause that grows while the store keeps failing.
+                    log::warn!(
+                        "index: {} submitted change(s) kept; retrying in {pause:?}",
+                        kept.len()
+                    );
+                    lock(&self.queue).pending.splice(0..0, kept);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                    continue;
+                }
             }
-            for (_, tx) in batch {
-                let _ = tx.send(result.clone());
-            }
+            pause = Duration::from_millis(100);
         }
     }
 
     /// One read–modify–write, redone from the newest index while another writer wins the race.
-    async fn apply_batch(&self, changes: &[Change]) -> Result<(), IndexError> {
+    async fn apply_batch(&self, changes: &[Change], settled: &[u64]) -> Result<(), IndexError> {
         if lock(&self.cache).checked.is_none() {
             self.revalidate().await?;
         }
@@ -332,6 +498,7 @@ impl SharedIndex {
             };
             let mut next = (*base).clone();
             if !apply_changes(&mut next, changes) {
+                self.install(0, None, Instant::now(), settled);
                 return Ok(());
             }
             let started = Instant::now();
@@ -362,7 +529,12 @@ impl SharedIndex {
                         self.blob,
                         changes.len()
                     );
-                    self.install(ticket, Some((Arc::new(next), Some(new_etag))), started);
+                    self.install(
+                        ticket,
+                        Some((Arc::new(next), Some(new_etag))),
+                        started,
+                        settled,
+                    );
                     return Ok(());
                 }
                 Err(StoreError::PreconditionFailed(_)) => {

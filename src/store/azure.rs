@@ -33,7 +33,8 @@ use azure_core::headers::{CONTENT_RANGE, RANGE_GET_CONTENT_CRC64};
 use azure_core::prelude::{IfMatchCondition, LeaseId, NextMarker, ProposedLeaseId};
 use azure_core::request_options::LeaseDuration as AzLeaseDuration;
 use azure_core::{
-    ClientOptions, Context, HttpClient, Policy, PolicyResult, Request, RetryOptions, TransportOptions,
+    ClientOptions, Context, HttpClient, Policy, PolicyResult, Request, RetryOptions,
+    TransportOptions,
 };
 use azure_storage::{CloudLocation, ConnectionString, EndpointProtocol, StorageCredentials};
 use azure_storage_blobs::blob::{Blob, BlobBlockType, BlockList};
@@ -521,11 +522,15 @@ impl AzureStore {
                     }
                 };
                 let blob_info = response.blob;
-                let data = response
-                    .data
-                    .collect()
-                    .await
-                    .map_err(|e| self.map_error(&e, name, "get", Op::Blob))?;
+                // Into a buffer sized up front: collecting grows it by doubling, copying the
+                // body over and over.
+                let mut body = BytesMut::with_capacity(len.min(64 << 20) as usize);
+                let mut stream = response.data;
+                while let Some(piece) = stream.next().await {
+                    let piece = piece.map_err(|e| self.map_error(&e, name, "get", Op::Blob))?;
+                    body.extend_from_slice(&piece);
+                }
+                let data = body.freeze();
                 let (expected, total) = match slot.get() {
                     Some(cr) => (cr.end + 1 - cr.start, cr.total),
                     None => (

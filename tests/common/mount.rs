@@ -100,14 +100,25 @@ impl Mount {
 
     /// Mounts with extra arguments, sending the daemon's log (RUST_LOG=debug) to `log`.
     pub fn start_logged(backend: &Backend, extra: &[&str], log: Option<&Path>) -> Mount {
+        Mount::start_full(backend, extra, log, None)
+    }
+
+    /// Mounts with the cache directory `cache` (kept across mounts).
+    pub fn start_with_cache(backend: &Backend, cache: &Path) -> Mount {
+        Mount::start_full(backend, &[], None, Some(cache))
+    }
+
+    fn start_full(
+        backend: &Backend,
+        extra: &[&str],
+        log: Option<&Path>,
+        cache: Option<&Path>,
+    ) -> Mount {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("mnt");
         std::fs::create_dir(&dir).unwrap();
-        let mut cmd = backend.command(
-            &dir,
-            &tmp.path().join("cache"),
-            &[&["--foreground"], extra].concat(),
-        );
+        let cache = cache.map_or_else(|| tmp.path().join("cache"), Path::to_path_buf);
+        let mut cmd = backend.command(&dir, &cache, &[&["--foreground"], extra].concat());
         cmd.stdout(Stdio::null());
         if let Some(log) = log {
             cmd.env("RUST_LOG", "remotedict=debug")
