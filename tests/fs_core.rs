@@ -13,12 +13,18 @@ use remotedict::transfer::TransferConfig;
 const ROOT: u64 = 1;
 
 fn fs_on(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
+    fs_on_sized(store, cache, 64 << 20)
+}
+
+/// An `Fs` whose disk cache holds `cache_bytes`: values over an eighth of it are streamed (kept
+/// in memory by block, not on disk).
+fn fs_on_sized(store: &Arc<dyn BlobStore>, cache: &std::path::Path, cache_bytes: u64) -> Fs {
     let cfg = FsConfig {
         uid: 1000,
         gid: 1000,
         read_only: false,
         cache_dir: cache.to_path_buf(),
-        cache_bytes: 64 << 20,
+        cache_bytes,
         transfer: TransferConfig {
             block_size: 256 << 10,
             parallel: 3,
@@ -149,8 +155,15 @@ async fn directories_and_rename(store: Arc<dyn BlobStore>) {
 }
 
 async fn random_reads_fetch_only_the_blocks_they_need(store: Arc<dyn BlobStore>) {
+    // A 24 MiB value, streamed (64 MiB cache) and kept on disk (1 GiB cache).
+    for cache_bytes in [64 << 20, 1 << 30] {
+        random_reads_with_cache(&store, cache_bytes).await;
+    }
+}
+
+async fn random_reads_with_cache(store: &Arc<dyn BlobStore>, cache_bytes: u64) {
     let cache = tempfile::tempdir().unwrap();
-    let fs = fs_on(&store, cache.path());
+    let fs = fs_on(store, cache.path());
     let mut x = 7u64;
     let big: Vec<u8> = (0..24 << 20)
         .map(|i: u32| {
@@ -164,10 +177,11 @@ async fn random_reads_fetch_only_the_blocks_they_need(store: Arc<dyn BlobStore>)
             }
         })
         .collect();
-    write_file(&fs, ROOT, "big", &big).await;
+    let name = format!("big-{cache_bytes}");
+    write_file(&fs, ROOT, &name, &big).await;
     let reader_cache = tempfile::tempdir().unwrap();
-    let reader = fs_on(&store, reader_cache.path());
-    let attr = reader.lookup(ROOT, "big").await.unwrap();
+    let reader = fs_on_sized(store, reader_cache.path(), cache_bytes);
+    let attr = reader.lookup(ROOT, &name).await.unwrap();
     let fh = reader.open(attr.ino, libc::O_RDONLY).await.unwrap();
     for offset in [20 << 20, 3 << 20, (5 << 20) + 12345, (24 << 20) - 4096] {
         let got = reader.read(fh, offset as u64, 4096).await.unwrap();
@@ -178,7 +192,7 @@ async fn random_reads_fetch_only_the_blocks_they_need(store: Arc<dyn BlobStore>)
     let held = status["cache"]["used_bytes"].as_u64().unwrap();
     assert!(
         held <= 5 << 20,
-        "4 random reads of 4 KiB fetched {held} bytes of a 24 MiB value"
+        "4 random reads of 4 KiB fetched {held} bytes of a 24 MiB value (cache {cache_bytes})"
     );
     // A sequential read of the rest gets every byte right.
     let mut all = Vec::new();
@@ -189,9 +203,59 @@ async fn random_reads_fetch_only_the_blocks_they_need(store: Arc<dyn BlobStore>)
     }
     assert!(all == big);
     reader.release(fh).await.unwrap();
+    // Appending to it starts from the whole old value (streamed or not).
+    append(&reader, attr.ino, b"tail").await;
+    let mut want = big.clone();
+    want.extend_from_slice(b"tail");
+    assert!(
+        reader.read_all(attr.ino).await.unwrap() == want,
+        "append to a large value"
+    );
+}
+
+/// A save whose index commit is still pending never puts its older value back over the newer
+/// one another host saved (and listed) meanwhile.
+async fn a_late_commit_never_lists_an_older_value(store: Arc<dyn BlobStore>) {
+    let (ca, cb, cc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = fs_on(&store, ca.path());
+    let b = fs_on(&store, cb.path());
+    write_file(&a, ROOT, "k", b"v0").await;
+    let ino_b = b.lookup(ROOT, "k").await.unwrap().ino;
+    // A saves v1; its index entry waits for the next group commit.
+    let fh = a
+        .open(
+            a.lookup(ROOT, "k").await.unwrap().ino,
+            libc::O_WRONLY | libc::O_TRUNC,
+        )
+        .await
+        .unwrap();
+    a.write(fh, 0, b"v1-from-a").await.unwrap();
+    a.release(fh).await.unwrap();
+    // B, which still lists v0, saves v2 after it and waits for its listing.
+    let fh = b.open(ino_b, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    b.write(fh, 0, b"v2-from-b").await.unwrap();
+    b.fsync(fh).await.unwrap();
+    b.release(fh).await.unwrap();
+    a.sync_index().await.unwrap();
+    // The blob holds B's value, and the index names it.
+    let c = fs_on(&store, cc.path());
+    let ino = c.lookup(ROOT, "k").await.unwrap().ino;
+    assert_eq!(c.read_all(ino).await.unwrap(), b"v2-from-b");
+    let blob = store.head("folder/k").await.unwrap();
+    assert_eq!(c.getattr(ino).await.unwrap().size, 9);
+    let etag = String::from_utf8(c.getxattr(ino, "user.remotedict.etag").await.unwrap()).unwrap();
+    assert_eq!(
+        etag, blob.etag,
+        "the index names the blob's current version"
+    );
 }
 
 on_both_backends!(
+    a_late_commit_never_lists_an_older_value,
     write_read_append_truncate,
     directories_and_rename,
     random_reads_fetch_only_the_blocks_they_need

@@ -27,6 +27,12 @@ use crate::transfer::{self, TransferConfig, TransferError};
 
 /// Values at least this large are read by block when they carry a seek table.
 pub const BY_BLOCK_MIN: u64 = 8 << 20;
+/// A value read by block that is larger than this fraction of the cache size is streamed: its
+/// decoded blocks are kept in memory only (the most recent [`STREAM_BLOCKS`]), not written to
+/// disk — copying a gigabyte into the disk cache costs more CPU than decoding it.
+const STREAM_FRACTION: u64 = 8;
+/// Decoded blocks a streamed value keeps in memory: the read-ahead window and more.
+const STREAM_BLOCKS: usize = MAX_WINDOW as usize + 8;
 /// Largest read-ahead window, in blocks (of 1 MiB, before compression).
 const MAX_WINDOW: u64 = 64;
 /// Most stored (compressed) bytes the read-ahead window spans: several GETs in flight.
@@ -65,6 +71,9 @@ struct Blocks {
     /// Where the next sequential read would start, and the read-ahead window (blocks).
     next: AtomicU64,
     window: AtomicU64,
+    /// For a streamed value, its decoded blocks in memory (a block evicted from here is missing
+    /// again); `None`: blocks are written to the disk file.
+    mem: Option<Mutex<LruCache<usize, bytes::Bytes>>>,
 }
 
 enum Fetch {
@@ -81,6 +90,31 @@ pub struct CachedValue {
 impl Blocks {
     fn states(&self) -> std::sync::MutexGuard<'_, Vec<Block>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps decoded block `i` in memory; the block it pushes out is missing again.
+    fn remember(&self, mem: &Mutex<LruCache<usize, bytes::Bytes>>, i: usize, block: bytes::Bytes) {
+        let evicted = mem.lock().unwrap_or_else(|p| p.into_inner()).push(i, block);
+        if let Some((j, _)) = evicted.filter(|(j, _)| *j != i) {
+            self.states()[j] = Block::Missing;
+        }
+    }
+
+    /// Bytes `offset..end` of a streamed value from the blocks in memory; `None` if one of them
+    /// was pushed out meanwhile.
+    fn read_memory(&self, offset: u64, end: u64) -> Option<Vec<u8>> {
+        let mem = self.mem.as_ref()?;
+        let bs = self.table.block_size;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut mem = mem.lock().unwrap_or_else(|p| p.into_inner());
+        for i in (offset / bs) as usize..=((end - 1) / bs) as usize {
+            let block = mem.get(&i)?;
+            let start = i as u64 * bs;
+            let a = (offset.max(start) - start) as usize;
+            let z = ((end - start) as usize).min(block.len());
+            out.extend_from_slice(block.get(a..z)?);
+        }
+        Some(out)
     }
 
     /// Claims the missing blocks of `first..=last` (as runs) and says whether other tasks are
@@ -174,7 +208,17 @@ impl Blocks {
                     message: e.to_string(),
                 }
             })?;
-            file.write_all_at(&block, i as u64 * self.table.block_size)?;
+            match &self.mem {
+                None => file.write_all_at(&block, i as u64 * self.table.block_size)?,
+                Some(mem) => {
+                    let block = match block {
+                        // A block stored raw is a slice of the response: no copy.
+                        std::borrow::Cow::Borrowed(raw) => data.slice_ref(raw),
+                        std::borrow::Cow::Owned(v) => bytes::Bytes::from(v),
+                    };
+                    self.remember(mem, i, block);
+                }
+            }
         }
         Ok(())
     }
@@ -216,6 +260,15 @@ impl CachedValue {
                 let (first, last) = ((offset / bs) as usize, ((end - 1) / bs) as usize);
                 b.ensure(&self.file, first, last).await?;
                 self.read_ahead(b, offset, end, last);
+                if b.mem.is_some() {
+                    // A block can be pushed out between `ensure` and the copy: fetch it again.
+                    loop {
+                        if let Some(out) = b.read_memory(offset, end) {
+                            return Ok(out);
+                        }
+                        b.ensure(&self.file, first, last).await?;
+                    }
+                }
                 end
             }
         };
@@ -263,7 +316,8 @@ impl CachedValue {
         }
     }
 
-    /// Waits for (or fetches) the whole value; returns its size.
+    /// Waits for (or fetches) the whole value into the local file; returns its size. Not for
+    /// streamed values ([`Self::on_disk`]).
     pub async fn complete(&self) -> FsResult<u64> {
         match &self.fetch {
             Fetch::Whole(fill) => {
@@ -276,6 +330,10 @@ impl CachedValue {
                     .clone()
                     .unwrap_or(Err(FsError::Io("download task ended".into())))
             }
+            Fetch::ByBlock(b) if b.mem.is_some() => Err(FsError::Io(format!(
+                "{}: a streamed value is not kept whole on disk",
+                b.blob
+            ))),
             Fetch::ByBlock(b) => {
                 if !b.table.blocks.is_empty() {
                     b.ensure(&self.file, 0, b.table.blocks.len() - 1).await?;
@@ -283,6 +341,12 @@ impl CachedValue {
                 Ok(b.table.content_size)
             }
         }
+    }
+
+    /// Whether the whole value can be read from the local file (after `complete`); streamed
+    /// values are not kept on disk.
+    pub fn on_disk(&self) -> bool {
+        !matches!(&self.fetch, Fetch::ByBlock(b) if b.mem.is_some())
     }
 
     /// A handle on the local copy (for copying it whole, after `complete`).
@@ -405,7 +469,10 @@ impl ContentCache {
         let file = tempfile::tempfile_in(&self.dir)?;
         let value = match table {
             Some(table) => {
-                file.set_len(table.content_size)?;
+                let stream = table.content_size > self.max_bytes / STREAM_FRACTION;
+                if !stream {
+                    file.set_len(table.content_size)?;
+                }
                 let n = table.blocks.len();
                 Arc::new(CachedValue {
                     file: Arc::new(file),
@@ -418,6 +485,12 @@ impl ContentCache {
                         arrived: tokio::sync::Notify::new(),
                         next: AtomicU64::new(0),
                         window: AtomicU64::new(1),
+                        mem: stream.then(|| {
+                            Mutex::new(LruCache::new(
+                                std::num::NonZeroUsize::new(STREAM_BLOCKS)
+                                    .unwrap_or(std::num::NonZeroUsize::MIN),
+                            ))
+                        }),
                     })),
                 })
             }

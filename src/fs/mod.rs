@@ -614,29 +614,39 @@ impl Fs {
             return Ok(());
         }
         let file = self.new_staged()?;
-        if !truncate {
-            if let Some(base) = &st.base {
-                if base.size > 0 {
-                    let value = self
-                        .content
-                        .get(
-                            &self.store,
-                            &self.layout.blob_name(key),
-                            &base.etag,
-                            Some((base.size, base.stored_size)),
-                        )
-                        .await?;
-                    value.complete().await?;
-                    let mut src = value.file()?;
-                    let mut dst = file.try_clone()?;
-                    tokio::task::spawn_blocking(move || {
-                        use std::io::{Seek, SeekFrom};
-                        src.seek(SeekFrom::Start(0))?;
-                        std::io::copy(&mut src, &mut dst)
-                    })
-                    .await
-                    .map_err(|e| FsError::Io(e.to_string()))??;
-                }
+        if let Some(base) = st.base.as_ref().filter(|b| !truncate && b.size > 0) {
+            let blob = self.layout.blob_name(key);
+            let value = self
+                .content
+                .get(
+                    &self.store,
+                    &blob,
+                    &base.etag,
+                    Some((base.size, base.stored_size)),
+                )
+                .await?;
+            if value.on_disk() {
+                value.complete().await?;
+                let mut src = value.file()?;
+                let mut dst = file.try_clone()?;
+                tokio::task::spawn_blocking(move || {
+                    use std::io::{Seek, SeekFrom};
+                    src.seek(SeekFrom::Start(0))?;
+                    std::io::copy(&mut src, &mut dst)
+                })
+                .await
+                .map_err(|e| FsError::Io(e.to_string()))??;
+            } else {
+                // A value too large for the disk cache is decoded straight into the staged copy.
+                transfer::download_to(
+                    &self.store,
+                    &blob,
+                    Some(&base.etag),
+                    file.try_clone()?,
+                    &self.cfg.transfer,
+                    None,
+                )
+                .await?;
             }
         }
         let mtime = st
@@ -1077,10 +1087,20 @@ impl Fs {
         (entry.size, entry.stored_size, entry.etag) =
             (uploaded.size, uploaded.stored_size, uploaded.etag);
         // The listing follows in the next group commit (fsync waits for it): a copy of many
-        // small files costs one index write per batch, not one per file.
-        self.index.submit(vec![Change::Put {
+        // small files costs one index write per batch, not one per file. It replaces the entry
+        // this write was based on, if that one is listed (a claim of `O_EXCL` is not).
+        let replaces = st.base.as_ref().map(|b| b.etag.clone()).filter(|etag| {
+            self.index
+                .cached()
+                .entries
+                .get(&key)
+                .is_some_and(|e| &e.etag == etag)
+        });
+        self.index.submit(vec![Change::Saved {
             key: key.clone(),
+            blob: blob.clone(),
             entry: entry.clone(),
+            replaces,
         }]);
         self.content.forget(&blob);
         st.base = Some(entry);

@@ -49,6 +49,17 @@ pub enum Change {
         key: String,
         if_etag: Option<String>,
     },
+    /// Lists the value this process just wrote to `blob`, replacing the entry `replaces` (the
+    /// etag listed when the write began; `None`: the key was not listed). Submitted changes land
+    /// later, so when the listed entry has changed meanwhile the commit asks the store whether
+    /// `blob` is still this version and lists it only then: a late commit never puts back an
+    /// older value over another writer's newer one.
+    Saved {
+        key: String,
+        blob: String,
+        entry: Entry,
+        replaces: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,7 +168,7 @@ pub fn apply_changes(index: &mut Index, changes: &[Change]) -> bool {
     let mut changed = false;
     for c in changes {
         match c {
-            Change::Put { key, entry } => {
+            Change::Put { key, entry } | Change::Saved { key, entry, .. } => {
                 if index.entries.get(key) != Some(entry) {
                     index.entries.insert(key.clone(), entry.clone());
                     changed = true;
@@ -394,7 +405,10 @@ impl SharedIndex {
                 .extend(changes.iter().map(|ch| (seq, ch.clone())));
             if let Some(j) = c.journal.as_mut() {
                 for ch in &changes {
-                    if let Change::Put { key, entry } | Change::Insert { key, entry } = ch {
+                    if let Change::Put { key, entry }
+                    | Change::Insert { key, entry }
+                    | Change::Saved { key, entry, .. } = ch
+                    {
                         if let Err(e) = j.append(key, entry) {
                             log::warn!("index journal: cannot record {key:?}: {e}");
                         }
@@ -486,6 +500,56 @@ impl SharedIndex {
         }
     }
 
+    /// `changes` with each [`Change::Saved`] turned into a put, or dropped when the entry changed
+    /// since the write began and the blob is no longer the version written (another writer's is
+    /// newer). Decided in order against `base` as the earlier changes leave it.
+    async fn resolve_saved(
+        &self,
+        base: &Index,
+        changes: &[Change],
+    ) -> Result<Vec<Change>, IndexError> {
+        let mut view = base.clone();
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let resolved = match c {
+                Change::Saved {
+                    key,
+                    blob,
+                    entry,
+                    replaces,
+                } => {
+                    let listed = view.entries.get(key).map(|e| e.etag.as_str());
+                    let current = listed == replaces.as_deref() || listed == Some(&entry.etag);
+                    let put = Change::Put {
+                        key: key.clone(),
+                        entry: entry.clone(),
+                    };
+                    if current {
+                        Some(put)
+                    } else {
+                        match self.store.head(blob).await {
+                            Ok(p) if p.etag == entry.etag => Some(put),
+                            Ok(_) | Err(StoreError::NotFound(_)) => {
+                                log::info!(
+                                    "index: {key:?} was rewritten elsewhere after this host's \
+                                     save; listing the newer value"
+                                );
+                                None
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                other => Some(other.clone()),
+            };
+            if let Some(r) = resolved {
+                apply_changes(&mut view, std::slice::from_ref(&r));
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     /// One read–modify–write, redone from the newest index while another writer wins the race.
     async fn apply_batch(&self, changes: &[Change], settled: &[u64]) -> Result<(), IndexError> {
         if lock(&self.cache).checked.is_none() {
@@ -497,7 +561,8 @@ impl SharedIndex {
                 (c.index.clone(), c.etag.clone())
             };
             let mut next = (*base).clone();
-            if !apply_changes(&mut next, changes) {
+            let changes = self.resolve_saved(&next, changes).await?;
+            if !apply_changes(&mut next, &changes) {
                 self.install(0, None, Instant::now(), settled);
                 return Ok(());
             }
