@@ -566,6 +566,15 @@ impl ContentCache {
     }
 
     fn evict(&self, entries: &mut LruCache<Key, Arc<CachedValue>>) {
+        // A streamed value nobody reads any more gives its blocks in memory back at once.
+        let idle_streams: Vec<Key> = entries
+            .iter()
+            .filter(|(_, v)| !v.on_disk() && Arc::strong_count(v) == 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in idle_streams {
+            entries.pop(&k);
+        }
         let mut total: u64 = entries.iter().map(|(_, v)| v.bytes()).sum();
         while total > self.max_bytes {
             // Oldest first, skipping values some reader still holds.
