@@ -456,7 +456,8 @@ impl ContentCache {
     ) -> FsResult<Arc<CachedValue>> {
         let key = (blob.to_string(), etag.to_string());
         if let Some(v) = self.lock().get(&key) {
-            if !v.failed() {
+            // A streamed value is shared by the readers it has, not kept for later ones.
+            if !v.failed() && (v.on_disk() || Arc::strong_count(v) > 1) {
                 return Ok(v.clone());
             }
         }
