@@ -164,6 +164,7 @@ async fn cli_round_trips_with_a_mount(backend: Backend) {
     let json: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
     assert_eq!(json["leases_held"][0], "docs/b.txt", "{text}");
     assert!(json["index"]["keys"].as_u64().unwrap() >= 2, "{text}");
+    assert!(json["index"]["changes_not_yet_written"].is_u64(), "{text}");
     // Plain programs read the status file too: `cat` must see no error, including at close.
     let cat = Command::new("cat")
         .arg(m.dir.join(".remotedict/status"))

@@ -47,7 +47,11 @@ pub enum FsError {
 
 impl From<std::io::Error> for FsError {
     fn from(e: std::io::Error) -> Self {
-        FsError::Io(e.to_string())
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            FsError::Store(StoreError::NoSpace(format!("local cache: {e}")))
+        } else {
+            FsError::Io(e.to_string())
+        }
     }
 }
 
@@ -59,6 +63,7 @@ fn store_errno(e: &StoreError) -> i32 {
         StoreError::LeaseConflict(_) => libc::EBUSY,
         StoreError::LeaseLost(_) => libc::EIO,
         StoreError::Auth(_) => libc::EACCES,
+        StoreError::NoSpace(_) => libc::ENOSPC,
         StoreError::InvalidName { .. } => libc::EINVAL,
         StoreError::Transient { .. } | StoreError::Other(_) => libc::EIO,
     }

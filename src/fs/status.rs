@@ -102,6 +102,7 @@ impl Fs {
                 "age_seconds": self.index.age().map(|d| d.as_secs_f64()),
                 "writes": self.index.writes(),
                 "conflicts_redone": self.index.conflicts(),
+                "changes_not_yet_written": self.index.unsettled(),
             },
             "cache": {
                 "dir": self.cfg.cache_dir.display().to_string(),

@@ -90,7 +90,12 @@ fn new_etag() -> String {
 }
 
 fn io_err(what: &str, e: io::Error) -> StoreError {
-    StoreError::Other(format!("local store: {what}: {e}"))
+    let message = format!("local store: {what}: {e}");
+    if e.kind() == io::ErrorKind::StorageFull {
+        StoreError::NoSpace(message)
+    } else {
+        StoreError::Other(message)
+    }
 }
 
 /// Azure's rules for blob names, applied locally too so both backends refuse the same names.

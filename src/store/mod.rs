@@ -40,6 +40,8 @@ pub enum StoreError {
     Auth(String),
     #[error("invalid blob name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
+    #[error("no space left on the device: {0}")]
+    NoSpace(String),
     #[error("{0}")]
     Other(String),
 }
