@@ -42,6 +42,10 @@ impl FuseAdapter {
 }
 
 /// The one place failures are logged and turned into an errno.
+/// Largest read or write request, and the I/O size files advertise (`st_blksize`), so tools
+/// like `cat` and `cp` move 1 MiB (one LZ4 block) per call.
+const IO_SIZE: u32 = 1 << 20;
+
 fn errno(op: &str, e: &FsError) -> Errno {
     if e.is_routine() {
         log::debug!("{op}: {e}");
@@ -70,7 +74,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
-        blksize: 4096,
+        blksize: IO_SIZE,
         flags: 0,
     }
 }
@@ -106,6 +110,11 @@ impl Filesystem for FuseAdapter {
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         // O_TRUNC arrives with open, so a truncating open never fetches the old value.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Requests of up to 1 MiB (one LZ4 block) instead of 128 KiB: a quarter as many round
+        // trips for large reads and writes.
+        if let Err(max) = config.set_max_write(IO_SIZE) {
+            let _ = config.set_max_write(max);
+        }
         log::info!("mounted");
         Ok(())
     }
