@@ -7,7 +7,9 @@
 //! - **by block**: for large values with a seek table (`seek`), the table is fetched with one
 //!   ranged GET of the blob's tail, and each read fetches and decodes only the 1 MiB blocks it
 //!   needs; while reads stay sequential, a read-ahead window of blocks (growing up to 64 MiB,
-//!   32 MiB stored) is fetched in the background by a few large ranged GETs in parallel. A random 4 KiB read costs one block, not the whole prefix.
+//!   32 MiB stored) is fetched in the background by a few large ranged GETs in parallel. A random
+//!   4 KiB read costs one block, not the whole prefix. Values larger than an eighth of the cache
+//!   are streamed: their recent blocks are kept in memory, not on disk.
 //!
 //! Entries are keyed by (blob, etag): a value rewritten by another host has a new etag and is
 //! fetched again. The least recently used entries not in use are dropped when the total passes
@@ -17,6 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use lru::LruCache;
 use tokio::sync::watch;
 
@@ -73,7 +76,7 @@ struct Blocks {
     window: AtomicU64,
     /// For a streamed value, its decoded blocks in memory (a block evicted from here is missing
     /// again); `None`: blocks are written to the disk file.
-    mem: Option<Mutex<LruCache<usize, bytes::Bytes>>>,
+    mem: Option<Mutex<LruCache<usize, Bytes>>>,
 }
 
 enum Fetch {
@@ -92,8 +95,10 @@ impl Blocks {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps decoded block `i` in memory; the block it pushes out is missing again.
-    fn remember(&self, mem: &Mutex<LruCache<usize, bytes::Bytes>>, i: usize, block: bytes::Bytes) {
+    /// Keeps decoded block `i` of a streamed value in memory; the block it pushes out is missing
+    /// again.
+    fn remember(&self, i: usize, block: Bytes) {
+        let Some(mem) = &self.mem else { return };
         let evicted = mem.lock().unwrap_or_else(|p| p.into_inner()).push(i, block);
         if let Some((j, _)) = evicted.filter(|(j, _)| *j != i) {
             self.states()[j] = Block::Missing;
@@ -208,16 +213,17 @@ impl Blocks {
                     message: e.to_string(),
                 }
             })?;
-            match &self.mem {
-                None => file.write_all_at(&block, i as u64 * self.table.block_size)?,
-                Some(mem) => {
-                    let block = match block {
+            if self.mem.is_none() {
+                file.write_all_at(&block, i as u64 * self.table.block_size)?;
+            } else {
+                self.remember(
+                    i,
+                    match block {
                         // A block stored raw is a slice of the response: no copy.
                         std::borrow::Cow::Borrowed(raw) => data.slice_ref(raw),
-                        std::borrow::Cow::Owned(v) => bytes::Bytes::from(v),
-                    };
-                    self.remember(mem, i, block);
-                }
+                        std::borrow::Cow::Owned(v) => Bytes::from(v),
+                    },
+                );
             }
         }
         Ok(())

@@ -100,6 +100,20 @@ impl Cached {
         self.view.clone().unwrap_or_else(|| self.index.clone())
     }
 
+    /// Forgets the submitted changes `settled` (emptying the journal once none are left);
+    /// returns whether any were forgotten.
+    fn drop_settled(&mut self, settled: &[u64]) -> bool {
+        let before = self.unsettled.len();
+        self.unsettled.retain(|(seq, _)| !settled.contains(seq));
+        let dropped = self.unsettled.len() != before;
+        if dropped && self.unsettled.is_empty() {
+            if let Some(Err(e)) = self.journal.as_mut().map(Journal::clear) {
+                log::warn!("index journal: cannot clear it: {e}");
+            }
+        }
+        dropped
+    }
+
     /// Rebuilds the view after the base copy or the unsettled changes changed.
     fn rebuild_view(&mut self) {
         self.view = if self.unsettled.is_empty() {
@@ -321,14 +335,7 @@ impl SharedIndex {
         settled: &[u64],
     ) -> Arc<Index> {
         let mut c = lock(&self.cache);
-        let before = c.unsettled.len();
-        c.unsettled.retain(|(seq, _)| !settled.contains(seq));
-        let mut rebuild = c.unsettled.len() != before;
-        if rebuild && c.unsettled.is_empty() {
-            if let Some(Err(e)) = c.journal.as_mut().map(Journal::clear) {
-                log::warn!("index journal: cannot clear it: {e}");
-            }
-        }
+        let mut rebuild = c.drop_settled(settled);
         if ticket >= c.ticket {
             if let Some((index, etag)) = fresh {
                 c.index = index;
@@ -342,6 +349,14 @@ impl SharedIndex {
             c.rebuild_view();
         }
         c.visible()
+    }
+
+    /// Drops the submitted changes `settled` (they landed, or were already in the index).
+    fn settle(&self, settled: &[u64]) {
+        let mut c = lock(&self.cache);
+        if c.drop_settled(settled) {
+            c.rebuild_view();
+        }
     }
 
     /// Asks the store whether the cached copy is current, downloading the index if not.
@@ -500,54 +515,42 @@ impl SharedIndex {
         }
     }
 
-    /// `changes` with each [`Change::Saved`] turned into a put, or dropped when the entry changed
-    /// since the write began and the blob is no longer the version written (another writer's is
-    /// newer). Decided in order against `base` as the earlier changes leave it.
-    async fn resolve_saved(
+    /// Applies `changes` to `next`, in order; returns whether anything changed. A
+    /// [`Change::Saved`] is a put, unless the entry changed since the write began and the blob
+    /// is no longer the version written (another writer's is newer): then it is dropped.
+    async fn apply_resolved(
         &self,
-        base: &Index,
+        next: &mut Index,
         changes: &[Change],
-    ) -> Result<Vec<Change>, IndexError> {
-        let mut view = base.clone();
-        let mut out = Vec::with_capacity(changes.len());
+    ) -> Result<bool, IndexError> {
+        let mut changed = false;
         for c in changes {
-            let resolved = match c {
-                Change::Saved {
-                    key,
-                    blob,
-                    entry,
-                    replaces,
-                } => {
-                    let listed = view.entries.get(key).map(|e| e.etag.as_str());
-                    let current = listed == replaces.as_deref() || listed == Some(&entry.etag);
-                    let put = Change::Put {
-                        key: key.clone(),
-                        entry: entry.clone(),
-                    };
-                    if current {
-                        Some(put)
-                    } else {
-                        match self.store.head(blob).await {
-                            Ok(p) if p.etag == entry.etag => Some(put),
-                            Ok(_) | Err(StoreError::NotFound(_)) => {
-                                log::info!(
-                                    "index: {key:?} was rewritten elsewhere after this host's \
-                                     save; listing the newer value"
-                                );
-                                None
-                            }
-                            Err(e) => return Err(e.into()),
+            if let Change::Saved {
+                key,
+                blob,
+                entry,
+                replaces,
+            } = c
+            {
+                let listed = next.entries.get(key).map(|e| e.etag.as_str());
+                let current = listed == replaces.as_deref() || listed == Some(&entry.etag);
+                if !current {
+                    match self.store.head(blob).await {
+                        Ok(p) if p.etag == entry.etag => {}
+                        Ok(_) | Err(StoreError::NotFound(_)) => {
+                            log::info!(
+                                "index: {key:?} was rewritten elsewhere after this host's \
+                                 save; listing the newer value"
+                            );
+                            continue;
                         }
+                        Err(e) => return Err(e.into()),
                     }
                 }
-                other => Some(other.clone()),
-            };
-            if let Some(r) = resolved {
-                apply_changes(&mut view, std::slice::from_ref(&r));
-                out.push(r);
             }
+            changed |= apply_changes(next, std::slice::from_ref(c));
         }
-        Ok(out)
+        Ok(changed)
     }
 
     /// One read–modify–write, redone from the newest index while another writer wins the race.
@@ -561,9 +564,8 @@ impl SharedIndex {
                 (c.index.clone(), c.etag.clone())
             };
             let mut next = (*base).clone();
-            let changes = self.resolve_saved(&next, changes).await?;
-            if !apply_changes(&mut next, &changes) {
-                self.install(0, None, Instant::now(), settled);
+            if !self.apply_resolved(&mut next, changes).await? {
+                self.settle(settled);
                 return Ok(());
             }
             let started = Instant::now();
