@@ -158,7 +158,9 @@ pub struct Fs {
     locks: LockTable,
     /// Entries this host knows to be newer than its index copy (a blob read right after another
     /// host rewrote it, before that host's index commit), for a few seconds.
-    fresher: Mutex<HashMap<String, (Entry, std::time::Instant)>>,
+    /// Each with the etag the index listed then: once the index names another version, the
+    /// index has moved past it.
+    fresher: Mutex<HashMap<String, (Entry, std::time::Instant, String)>>,
     /// Open handles of the status file: the snapshot each one reads.
     status_handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
 }
@@ -826,7 +828,7 @@ impl Fs {
                 let props = self.store.head(&blob).await?;
                 let newer = entry_from_props(&props);
                 let sizes = Some((newer.size, newer.stored_size));
-                lock(&self.fresher).insert(key, (newer, std::time::Instant::now()));
+                lock(&self.fresher).insert(key, (newer, std::time::Instant::now(), etag));
                 self.attach_value(fh, &blob, &props.etag, sizes)
                     .await?
                     .read(offset, size)
@@ -948,8 +950,9 @@ impl Fs {
     async fn entry_of(&self, key: &str) -> FsResult<Option<Entry>> {
         let listed = self.index.current().await?.entries.get(key).cloned();
         let mut fresher = lock(&self.fresher);
-        if let Some((e, seen)) = fresher.get(key) {
-            if seen.elapsed() < FRESHER_FOR && listed.as_ref().map(|l| &l.etag) != Some(&e.etag) {
+        if let Some((e, seen, over)) = fresher.get(key) {
+            // Newer only while the index still lists the version it replaced.
+            if seen.elapsed() < FRESHER_FOR && listed.as_ref().map(|l| &l.etag) == Some(over) {
                 return Ok(Some(e.clone()));
             }
             fresher.remove(key);
