@@ -1,6 +1,7 @@
 //! Prepares a container for `scripts/bench`: many tiny keys for listings, large values in our
 //! format for the mount, and the same bytes raw for rclone and the direct client.
-//! Environment: AZURE_STORAGE_CONNECTION_STRING; arguments: CONTAINER FOLDER WORKDIR.
+//! Environment: AZURE_STORAGE_CONNECTION_STRING; arguments: CONTAINER FOLDER WORKDIR, or
+//! `listing N CONTAINER FOLDER` for only N tiny keys under `ls<N/1000>k/`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,10 +31,55 @@ fn data(len: usize, compressible: bool) -> Vec<u8> {
         .collect()
 }
 
+/// Puts `n` tiny values as blobs under `ls<n/1000>k/` (both mounts list them) and lists them
+/// in one index commit.
+async fn tiny_keys(
+    store: &Arc<dyn BlobStore>,
+    layout: &Layout,
+    index: &Arc<SharedIndex>,
+    n: usize,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let value = Bytes::from(remotedict::codec::compress(b"x\n"));
+    let changes: Vec<Change> = stream::iter(0..n)
+        .map(|i| {
+            let (store, layout, value) = (store.clone(), layout.clone(), value.clone());
+            async move {
+                let key = format!("ls{}k/key{i:06}", n / 1000);
+                let mut e = Entry::file(2, value.len() as u64, 0, "");
+                let opts = PutOptions {
+                    metadata: blob_metadata(&e),
+                    ..Default::default()
+                };
+                e.etag = store.put(&layout.blob_name(&key), value, &opts).await?;
+                anyhow::Ok(Change::Put { key, entry: e })
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    index.commit(changes).await?;
+    eprintln!("prep: {n} keys in {:.1} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let (container, folder, work) = (&args[1], &args[2], std::path::PathBuf::from(&args[3]));
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let only_keys = match args.first().map(String::as_str) {
+        Some("listing") => {
+            let n = args.get(1).and_then(|n| n.parse::<usize>().ok());
+            args.drain(..2.min(args.len()));
+            Some(n.ok_or_else(|| anyhow::anyhow!("usage: bench_prep listing N CONTAINER FOLDER"))?)
+        }
+        _ => None,
+    };
+    let (container, folder) = match (args.first(), args.get(1)) {
+        (Some(c), Some(f)) => (c, f),
+        _ => anyhow::bail!("usage: bench_prep CONTAINER FOLDER WORKDIR | listing N CONTAINER FOLDER"),
+    };
     let conn = std::env::var("AZURE_STORAGE_CONNECTION_STRING")?;
     let store: Arc<dyn BlobStore> = Arc::new(AzureStore::from_connection_string(
         &conn,
@@ -47,48 +93,16 @@ async fn main() -> anyhow::Result<()> {
         layout.index_blob(),
         std::time::Duration::ZERO,
     );
-
-    // Listings: 10 k tiny keys as blobs (both mounts list them), one index commit; and 100 k keys
-    // listed in the index only (Azurite slows to a crawl long before 100 k puts, so rclone's side
-    // of that row is not measured; remotedict's listing never touches the blobs anyway).
-    let index_only = 100_000usize;
-    let changes: Vec<Change> = (0..index_only)
-        .map(|i| Change::Put {
-            key: format!("ls100k/key{i:06}"),
-            entry: Entry::file(
-                2,
-                25,
-                1_764_000_000_000_000_000,
-                format!("\"0x8DE{i:013X}\""),
-            ),
-        })
-        .collect();
-    index.commit(changes).await?;
-    for n in [10_000usize] {
-        let t = Instant::now();
-        let value = Bytes::from(remotedict::codec::compress(b"x\n"));
-        let changes: Vec<Change> = stream::iter(0..n)
-            .map(|i| {
-                let (store, layout, value) = (store.clone(), layout.clone(), value.clone());
-                async move {
-                    let key = format!("ls{}k/key{i:06}", n / 1000);
-                    let mut e = Entry::file(2, value.len() as u64, 0, "");
-                    let opts = PutOptions {
-                        metadata: blob_metadata(&e),
-                        ..Default::default()
-                    };
-                    e.etag = store.put(&layout.blob_name(&key), value, &opts).await?;
-                    anyhow::Ok(Change::Put { key, entry: e })
-                }
-            })
-            .buffer_unordered(64)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<anyhow::Result<_>>()?;
-        index.commit(changes).await?;
-        eprintln!("prep: {n} keys in {:.1} s", t.elapsed().as_secs_f64());
+    if let Some(n) = only_keys {
+        return tiny_keys(&store, &layout, &index, n).await;
     }
+    let work = std::path::PathBuf::from(
+        args.get(2)
+            .ok_or_else(|| anyhow::anyhow!("usage: bench_prep CONTAINER FOLDER WORKDIR"))?,
+    );
+    // Listings: 10 k tiny keys (scripts/bench creates the 100 k keys on an Azurite whose
+    // metadata lives in MariaDB: the in-memory one slows to a crawl long before 100 k puts).
+    tiny_keys(&store, &layout, &index, 10_000).await?;
 
     // Large values: ours (LZ4 + seek table, listed) and raw copies for rclone and direct GETs.
     let cfg = TransferConfig::default();
