@@ -78,7 +78,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let (container, folder) = match (args.first(), args.get(1)) {
         (Some(c), Some(f)) => (c, f),
-        _ => anyhow::bail!("usage: bench_prep CONTAINER FOLDER WORKDIR | listing N CONTAINER FOLDER"),
+        _ => {
+            anyhow::bail!("usage: bench_prep CONTAINER FOLDER WORKDIR | listing N CONTAINER FOLDER")
+        }
     };
     let conn = std::env::var("AZURE_STORAGE_CONNECTION_STRING")?;
     let store: Arc<dyn BlobStore> = Arc::new(AzureStore::from_connection_string(

@@ -107,19 +107,26 @@ impl Blocks {
 
     /// Bytes `offset..end` of a streamed value from the blocks in memory; `None` if one of them
     /// was pushed out meanwhile.
-    fn read_memory(&self, offset: u64, end: u64) -> Option<Vec<u8>> {
+    fn read_memory(&self, offset: u64, end: u64) -> Option<Bytes> {
         let mem = self.mem.as_ref()?;
         let bs = self.table.block_size;
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        let (first, last) = ((offset / bs) as usize, ((end - 1) / bs) as usize);
         let mut mem = mem.lock().unwrap_or_else(|p| p.into_inner());
-        for i in (offset / bs) as usize..=((end - 1) / bs) as usize {
-            let block = mem.get(&i)?;
+        let part = |block: &Bytes, i: usize| {
             let start = i as u64 * bs;
             let a = (offset.max(start) - start) as usize;
             let z = ((end - start) as usize).min(block.len());
-            out.extend_from_slice(block.get(a..z)?);
+            (a <= z).then(|| block.slice(a..z))
+        };
+        if first == last {
+            // The usual case (FUSE reads of one block): no copy.
+            return part(mem.get(&first)?, first);
         }
-        Some(out)
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for i in first..=last {
+            out.extend_from_slice(&part(mem.get(&i)?, i)?);
+        }
+        Some(out.into())
     }
 
     /// Claims the missing blocks of `first..=last` (as runs) and says whether other tasks are
@@ -240,7 +247,7 @@ impl Blocks {
 
 impl CachedValue {
     /// Reads up to `len` bytes at `offset`.
-    pub async fn read(&self, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+    pub async fn read(&self, offset: u64, len: u32) -> FsResult<Bytes> {
         let want = offset.saturating_add(u64::from(len));
         let end = match &self.fetch {
             Fetch::Whole(fill) => {
@@ -260,7 +267,7 @@ impl CachedValue {
             Fetch::ByBlock(b) => {
                 let end = want.min(b.table.content_size);
                 if offset >= end {
-                    return Ok(Vec::new());
+                    return Ok(Bytes::new());
                 }
                 let bs = b.table.block_size;
                 let (first, last) = ((offset / bs) as usize, ((end - 1) / bs) as usize);
@@ -279,11 +286,11 @@ impl CachedValue {
             }
         };
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let mut buf = vec![0u8; (end - offset) as usize];
         self.file.read_exact_at(&mut buf, offset)?;
-        Ok(buf)
+        Ok(buf.into())
     }
 
     /// While reads are sequential, fetch a growing window of blocks ahead in the background.

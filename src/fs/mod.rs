@@ -781,12 +781,12 @@ impl Fs {
         Ok((self.getattr(ino).await?, fh))
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let status = lock(&self.status_handles).get(&fh).cloned();
         if let Some(text) = status {
             let start = (offset as usize).min(text.len());
             let end = start.saturating_add(size as usize).min(text.len());
-            return Ok(text[start..end].to_vec());
+            return Ok(Bytes::copy_from_slice(&text[start..end]));
         }
         let h = self.handle(fh)?;
         if let Some(f) = self.open_file(h.ino) {
@@ -794,22 +794,22 @@ impl Fs {
             if let Some(staged) = &st.staged {
                 let file = staged.file.try_clone()?;
                 drop(st);
-                return tokio::task::spawn_blocking(move || -> FsResult<Vec<u8>> {
+                return tokio::task::spawn_blocking(move || -> FsResult<Bytes> {
                     let len = file.metadata()?.len();
                     let end = len.min(offset.saturating_add(u64::from(size)));
                     if offset >= end {
-                        return Ok(Vec::new());
+                        return Ok(Bytes::new());
                     }
                     let mut buf = vec![0u8; (end - offset) as usize];
                     file.read_exact_at(&mut buf, offset)?;
-                    Ok(buf)
+                    Ok(buf.into())
                 })
                 .await
                 .map_err(|e| FsError::Io(e.to_string()))?;
             }
         }
         let Some(etag) = h.etag.clone() else {
-            return Ok(Vec::new()); // a file with no saved value yet
+            return Ok(Bytes::new()); // a file with no saved value yet
         };
         let key = self.key_of(h.ino)?;
         let blob = self.layout.blob_name(&key);

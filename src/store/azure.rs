@@ -733,6 +733,7 @@ impl BlobStore for AzureStore {
         if_none_match: Option<&str>,
     ) -> Result<GetResult> {
         check_name(name)?;
+        log::debug!("azure get {name:?} {range:?}");
         let (start, req_end) = match &range {
             Some(r) => (r.start, Some(r.end)),
             None => (0, None),
