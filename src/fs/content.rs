@@ -15,6 +15,7 @@
 //! fetched again. The least recently used entries not in use are dropped when the total passes
 //! the configured size; their files vanish with them (and with the process).
 
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,8 @@ struct Blocks {
     /// For a streamed value, its decoded blocks in memory (a block evicted from here is missing
     /// again); `None`: blocks are written to the disk file.
     mem: Option<Mutex<LruCache<usize, Bytes>>>,
+    /// Raw blocks a random read has fetched a part of: the next read in one fetches it whole.
+    peeked: Mutex<HashSet<usize>>,
 }
 
 enum Fetch {
@@ -236,6 +239,45 @@ impl Blocks {
         Ok(())
     }
 
+    /// Where block `i`'s bytes lie in the blob if it is stored raw: its stored length is its
+    /// size word plus its uncompressed length (a writer stores a block compressed only when that
+    /// makes it smaller; docs/FORMAT.md).
+    fn raw_bytes(&self, i: usize) -> Option<std::ops::Range<u64>> {
+        let bs = self.table.block_size;
+        let len = bs.min(self.table.content_size.checked_sub(i as u64 * bs)?);
+        let r = self.table.stored_range(i, i);
+        (r.end.checked_sub(r.start)? == 4 + len).then(|| r.start + 4..r.end)
+    }
+
+    /// A random read of `offset..end` inside block `i`: if the block is stored raw and neither
+    /// held nor being fetched, GETs just those bytes the first time (a 1 MiB block would cost a
+    /// whole block's transfer for a few KiB); `None` when the whole block should be fetched.
+    async fn read_part(&self, i: usize, offset: u64, end: u64) -> FsResult<Option<Bytes>> {
+        let Some(raw) = self.raw_bytes(i) else {
+            return Ok(None);
+        };
+        if self.states()[i] != Block::Missing
+            || !self
+                .peeked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(i)
+        {
+            return Ok(None);
+        }
+        let start = raw.start + (offset - i as u64 * self.table.block_size);
+        let range = start..start + (end - offset);
+        match self.store.get(&self.blob, Some(range), None).await? {
+            GetResult::Found { props, data } if props.etag == self.etag => {
+                if data.len() as u64 != end - offset {
+                    return Err(FsError::Io(format!("{}: short read", self.blob)));
+                }
+                Ok(Some(data))
+            }
+            _ => Err(TransferError::Changed(self.blob.clone()).into()),
+        }
+    }
+
     fn held_bytes(&self) -> u64 {
         self.states()
             .iter()
@@ -271,6 +313,12 @@ impl CachedValue {
                 }
                 let bs = b.table.block_size;
                 let (first, last) = ((offset / bs) as usize, ((end - 1) / bs) as usize);
+                if first == last && b.next.load(Ordering::Relaxed) != offset {
+                    if let Some(part) = b.read_part(first, offset, end).await? {
+                        self.read_ahead(b, offset, end, last);
+                        return Ok(part);
+                    }
+                }
                 b.ensure(&self.file, first, last).await?;
                 self.read_ahead(b, offset, end, last);
                 if b.mem.is_some() {
@@ -505,6 +553,7 @@ impl ContentCache {
                                     .unwrap_or(std::num::NonZeroUsize::MIN),
                             ))
                         }),
+                        peeked: Mutex::new(HashSet::new()),
                     })),
                 })
             }
