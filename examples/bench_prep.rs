@@ -1,7 +1,9 @@
 //! Prepares a container for `scripts/bench`: many tiny keys for listings, large values in our
 //! format for the mount, and the same bytes raw for rclone and the direct client.
 //! Environment: AZURE_STORAGE_CONNECTION_STRING; arguments: CONTAINER FOLDER WORKDIR, or
-//! `listing N CONTAINER FOLDER` for only N tiny keys under `ls<N/1000>k/`.
+//! `listing N CONTAINER FOLDER` for only N tiny keys under `ls<N/1000>k/`, or
+//! `index-only N CONTAINER FOLDER` for N keys under `idx<N/1000>k/` listed in the index without
+//! blobs (for listing and memory measurements at a million keys).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,18 +70,24 @@ async fn tiny_keys(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let only_keys = match args.first().map(String::as_str) {
-        Some("listing") => {
+    let mode = args.first().cloned().unwrap_or_default();
+    let only_keys = match mode.as_str() {
+        mode @ ("listing" | "index-only") => {
+            let blobs = mode == "listing";
             let n = args.get(1).and_then(|n| n.parse::<usize>().ok());
             args.drain(..2.min(args.len()));
-            Some(n.ok_or_else(|| anyhow::anyhow!("usage: bench_prep listing N CONTAINER FOLDER"))?)
+            let n =
+                n.ok_or_else(|| anyhow::anyhow!("usage: bench_prep {mode} N CONTAINER FOLDER"))?;
+            Some((n, blobs))
         }
         _ => None,
     };
     let (container, folder) = match (args.first(), args.get(1)) {
         (Some(c), Some(f)) => (c, f),
         _ => {
-            anyhow::bail!("usage: bench_prep CONTAINER FOLDER WORKDIR | listing N CONTAINER FOLDER")
+            anyhow::bail!(
+                "usage: bench_prep CONTAINER FOLDER WORKDIR | listing|index-only N CONTAINER FOLDER"
+            )
         }
     };
     let conn = std::env::var("AZURE_STORAGE_CONNECTION_STRING")?;
@@ -95,8 +103,25 @@ async fn main() -> anyhow::Result<()> {
         layout.index_blob(),
         std::time::Duration::ZERO,
     );
-    if let Some(n) = only_keys {
-        return tiny_keys(&store, &layout, &index, n).await;
+    match only_keys {
+        Some((n, true)) => return tiny_keys(&store, &layout, &index, n).await,
+        Some((n, false)) => {
+            let changes = (0..n)
+                .map(|i| Change::Put {
+                    key: format!("idx{}k/key{i:07}", n / 1000),
+                    entry: Entry::file(
+                        2,
+                        25,
+                        1_764_000_000_000_000_000,
+                        format!("\"0x8DE{i:013X}\""),
+                    ),
+                })
+                .collect();
+            index.commit(changes).await?;
+            eprintln!("prep: {n} keys in the index only");
+            return Ok(());
+        }
+        None => {}
     }
     let work = std::path::PathBuf::from(
         args.get(2)

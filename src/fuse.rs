@@ -526,20 +526,14 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let ttl = self.ttl;
-        // A reply holds at most a few hundred entries; ask for a generous slice.
         self.spawn(
-            move |fs| async move {
-                fs.readdir_plus(fh.0, offset as usize, 64)
-                    .await
-                    .map(|v| (offset, v))
-            },
+            move |fs| async move { fs.readdir_plus(fh.0, offset as usize).await },
             move |r| match r {
-                Ok((offset, entries)) => {
-                    for (i, (e, a)) in entries.iter().enumerate() {
-                        let next = offset + i as u64 + 1;
+                Ok(entries) => {
+                    for (next, e, a) in &entries {
                         if reply.add(
                             INodeNo(e.ino),
-                            next,
+                            *next,
                             &e.name,
                             &ttl,
                             &file_attr(a),

@@ -161,6 +161,52 @@ async fn random_reads_fetch_only_the_blocks_they_need(store: Arc<dyn BlobStore>)
     }
 }
 
+/// readdirplus resumes where the last reply stopped, whatever it took, even when entries were
+/// removed after opendir (by another host) — including a whole slice of them.
+async fn readdir_plus_resumes_where_the_reply_stopped(store: Arc<dyn BlobStore>) {
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (fs_on(&store, ca.path()), fs_on(&store, cb.path()));
+    let names: Vec<String> = (0..150).map(|i| format!("k{i:03}")).collect();
+    for n in &names {
+        let (_, fh) = a.create(ROOT, n, 0o644, libc::O_WRONLY).await.unwrap();
+        a.release(fh).await.unwrap();
+    }
+    a.sync_index().await.unwrap();
+    let dir = b.opendir(ROOT).await.unwrap();
+    // Another host removes k020..k089 (more than a slice) and every tenth of the rest.
+    let gone = |i: usize| (20..90).contains(&i) || i % 10 == 5;
+    for (_, n) in names.iter().enumerate().filter(|(i, _)| gone(*i)) {
+        a.unlink(ROOT, n).await.unwrap();
+    }
+    a.sync_index().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // past B's index TTL
+                                                          // A kernel whose buffer takes 3 entries per reply.
+    let (mut listed, mut offset) = (Vec::new(), 0u64);
+    loop {
+        let reply = b.readdir_plus(dir, offset as usize).await.unwrap();
+        if reply.is_empty() {
+            break;
+        }
+        for (next, e, _) in reply.iter().take(3) {
+            listed.push(e.name.clone());
+            offset = *next;
+        }
+    }
+    b.releasedir(dir);
+    let want: Vec<String> = [".", ".."]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(
+            names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !gone(*i))
+                .map(|(_, n)| n.clone()),
+        )
+        .collect();
+    assert_eq!(listed, want);
+}
+
 /// Reads an open file from the start to its end, `chunk` bytes per read.
 async fn read_through(fs: &Fs, fh: u64, chunk: u32) -> Vec<u8> {
     let mut all = Vec::new();
@@ -309,5 +355,6 @@ on_both_backends!(
     write_read_append_truncate,
     directories_and_rename,
     random_reads_fetch_only_the_blocks_they_need,
-    random_reads_of_raw_blocks_fetch_only_their_bytes
+    random_reads_of_raw_blocks_fetch_only_their_bytes,
+    readdir_plus_resumes_where_the_reply_stopped
 );

@@ -18,8 +18,7 @@ pub mod inode;
 pub mod locking;
 pub mod status;
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +44,9 @@ use crate::index::meta::{blob_metadata, entry_from_props};
 
 /// How long an entry newer than the index copy is trusted over it.
 const FRESHER_FOR: Duration = Duration::from_secs(5);
+/// Entries a readdirplus reply is first asked for, and at most (see [`Fs::readdir_plus`]).
+const MIN_DIR_SLICE: usize = 32;
+const MAX_DIR_SLICE: usize = 4096;
 
 /// Settings of the filesystem core.
 #[derive(Clone, Debug)]
@@ -153,6 +155,8 @@ pub struct Fs {
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     handles: Mutex<HashMap<u64, Handle>>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// Per open directory: where the last readdirplus slice started and how long it was.
+    dir_slices: Mutex<HashMap<u64, (usize, usize)>>,
     next_fh: AtomicU64,
     content: ContentCache,
     locks: LockTable,
@@ -192,27 +196,28 @@ fn children(index: &Index, dir: &str) -> Vec<(String, NodeKind)> {
         format!("{dir}/")
     };
     let mut out = Vec::new();
-    let mut cursor = Bound::Included(prefix.clone());
-    while let Some((key, entry)) = index
-        .entries
-        .range::<_, String>((cursor.clone(), Bound::Unbounded))
-        .next()
-    {
-        let Some(rest) = key.strip_prefix(&prefix) else {
-            break;
-        };
-        match rest.split_once('/') {
-            Some((name, _)) => {
-                out.push((name.to_string(), NodeKind::Dir));
-                // Skip the whole subtree: '0' is the character after '/'.
-                cursor = Bound::Included(format!("{prefix}{name}0"));
-            }
-            None => {
-                out.push((rest.to_string(), kind_of(entry)));
-                cursor = Bound::Excluded(key.clone());
+    let mut from = prefix.clone();
+    // One pass over the folder's keys; a subfolder's keys are skipped with one new seek.
+    'seek: loop {
+        for (key, entry) in index.entries.range::<_, String>(from.clone()..) {
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                break 'seek;
+            };
+            match rest.split_once('/') {
+                Some((name, _)) => {
+                    out.push((name.to_string(), NodeKind::Dir));
+                    // Past the whole subtree: '0' is the character after '/'.
+                    from = format!("{prefix}{name}0");
+                    continue 'seek;
+                }
+                None => out.push((rest.to_string(), kind_of(entry))),
             }
         }
+        break;
     }
+    // A folder's name comes back once more after names that sort between it and its '/'
+    // ("a", "a-b", "a/x"): sort (nearly sorted already) and keep one of each.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     out.dedup_by(|a, b| a.0 == b.0);
     out
 }
@@ -273,6 +278,7 @@ impl Fs {
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            dir_slices: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             content,
             locks: LockTable::default(),
@@ -503,7 +509,7 @@ impl Fs {
                 kind: NodeKind::Dir,
             },
         ];
-        let mut names: BTreeMap<String, NodeKind> = children(&index, &key).into_iter().collect();
+        let mut names = children(&index, &key);
         // Files created here and not yet saved.
         let pending: Vec<(u64, String)> = {
             let files = lock(&self.files);
@@ -516,13 +522,24 @@ impl Fs {
         for (_, k) in pending {
             if parent_key(&k) == key && !k.is_empty() {
                 let name = k.rsplit('/').next().unwrap_or(&k).to_string();
-                names.entry(name).or_insert(NodeKind::File);
+                if let Err(at) = names.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+                    names.insert(at, (name, NodeKind::File));
+                }
             }
         }
         {
             let mut inodes = lock(&self.inodes);
+            let prefix = if key.is_empty() {
+                String::new()
+            } else {
+                format!("{key}/")
+            };
+            let mut child = prefix.clone();
+            list.reserve(names.len());
             for (name, kind) in names {
-                let child_ino = inodes.ino(&child_key(&key, &name));
+                child.truncate(prefix.len());
+                child.push_str(&name);
+                let child_ino = inodes.ino(&child);
                 list.push(DirEntry {
                     ino: child_ino,
                     name,
@@ -544,19 +561,81 @@ impl Fs {
         lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
     }
 
-    /// Entries of an open directory from `offset` on, at most `max`, with their attributes
-    /// (readdirplus: `ls -l` then needs no lookup per entry).
+    /// Entries of an open directory from `offset` on, with their attributes (readdirplus: `ls -l`
+    /// then needs no lookup per entry), each with the offset that follows it. Entries removed
+    /// since opendir are left out.
+    ///
+    /// The kernel's reply buffer size is not known here, so the slice adapts: the next call's
+    /// offset says how many entries the last reply took. All of them: the slice doubles (up to
+    /// [`MAX_DIR_SLICE`]); fewer: it shrinks to about that many.
     pub async fn readdir_plus(
         &self,
         fh: u64,
         offset: usize,
-        max: usize,
-    ) -> FsResult<Vec<(DirEntry, Attr)>> {
+    ) -> FsResult<Vec<(u64, DirEntry, Attr)>> {
         let entries = self.readdir(fh)?;
-        let mut out = Vec::new();
-        for e in entries.iter().skip(offset).take(max) {
-            match self.getattr(e.ino).await {
-                Ok(a) => out.push((e.clone(), a)),
+        let max = {
+            let mut slices = lock(&self.dir_slices);
+            let (last_offset, last_len) = slices.get(&fh).copied().unwrap_or((0, 0));
+            let took = offset.saturating_sub(last_offset);
+            let max = match last_len {
+                0 => MIN_DIR_SLICE,
+                n if took >= n => (n * 2).min(MAX_DIR_SLICE),
+                _ => (took + took / 8 + 1).clamp(MIN_DIR_SLICE, MAX_DIR_SLICE),
+            };
+            slices.insert(fh, (offset, max));
+            max
+        };
+        // A slice whose entries all vanished must not end the listing early: go on to the next.
+        let mut start = offset;
+        loop {
+            let out = self.attrs_of_slice(&entries, start, max).await?;
+            if !out.is_empty() || start + max >= entries.len() {
+                return Ok(out);
+            }
+            start += max;
+        }
+    }
+
+    /// Entries `start..start + max` of a directory listing with their attributes, leaving out
+    /// those removed since opendir.
+    async fn attrs_of_slice(
+        &self,
+        entries: &[DirEntry],
+        start: usize,
+        max: usize,
+    ) -> FsResult<Vec<(u64, DirEntry, Attr)>> {
+        let slice: Vec<(usize, &DirEntry)> =
+            entries.iter().enumerate().skip(start).take(max).collect();
+        // One index copy and one pass over the inode table for the slice; entries with an open
+        // file, a fresher entry or a virtual node take the general path.
+        let index = self.index.current().await?;
+        let quick = lock(&self.fresher).is_empty();
+        let keys: Vec<Option<String>> = {
+            let inodes = lock(&self.inodes);
+            slice
+                .iter()
+                .map(|(_, e)| inodes.key(e.ino).map(str::to_string))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(slice.len());
+        for ((pos, e), key) in slice.into_iter().zip(keys) {
+            let general = !quick
+                || key.as_deref().is_none_or(str::is_empty)
+                || self.virtual_attr(e.ino).is_some()
+                || self.open_file(e.ino).is_some();
+            let attr = if general {
+                self.getattr(e.ino).await
+            } else {
+                let key = key.unwrap_or_default();
+                match index.entries.get(&key) {
+                    Some(entry) => Ok(self.attr_from_entry(e.ino, entry)),
+                    None if has_children(&index, &key) => Ok(self.implicit_dir(e.ino)),
+                    None => Err(FsError::NotFound),
+                }
+            };
+            match attr {
+                Ok(a) => out.push((pos as u64 + 1, e.clone(), a)),
                 // Gone since opendir (removed by another host): leave it out.
                 Err(FsError::NotFound) => continue,
                 Err(err) => return Err(err),
@@ -567,6 +646,7 @@ impl Fs {
 
     pub fn releasedir(&self, fh: u64) {
         lock(&self.dirs).remove(&fh);
+        lock(&self.dir_slices).remove(&fh);
     }
 
     fn new_handle(&self, h: Handle) -> u64 {
