@@ -251,7 +251,7 @@ fn serve(
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         tokio::select! {
-            _ = done_rx => { log::info!("unmounted from outside; exiting"); return anyhow::Ok(()); }
+            _ = done_rx => { log::info!("unmounted (fusermount3 -u or remotedict unmount); exiting"); return anyhow::Ok(()); }
             _ = term.recv() => log::info!("SIGTERM: saving pending changes and unmounting"),
             _ = int.recv() => log::info!("SIGINT: saving pending changes and unmounting"),
             _ = hup.recv() => log::info!("SIGHUP: saving pending changes and unmounting"),

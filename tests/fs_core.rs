@@ -207,6 +207,78 @@ async fn readdir_plus_resumes_where_the_reply_stopped(store: Arc<dyn BlobStore>)
     assert_eq!(listed, want);
 }
 
+/// A block that decodes shorter than the seek table says (a damaged blob) fails the read with
+/// EIO, streamed or not; it never hangs a reader or shifts the bytes after it.
+async fn a_short_block_is_an_error_not_a_hang(store: Arc<dyn BlobStore>) {
+    use rand::{RngCore, SeedableRng};
+    use remotedict::index::{meta::blob_metadata, Change, Entry, SharedIndex};
+    use remotedict::seek::SeekTable;
+    use remotedict::store::{GetResult, PutOptions};
+    let mut big = vec![0u8; 12 << 20];
+    rand::rngs::StdRng::seed_from_u64(5).fill_bytes(&mut big);
+    let cache = tempfile::tempdir().unwrap();
+    let writer = fs_on(&store, cache.path());
+    write_file(&writer, ROOT, "damaged", &big).await;
+    // Shorten raw block 5 by one byte in its size word; relist the damaged blob.
+    let GetResult::Found { data, .. } = store.get("folder/damaged", None, None).await.unwrap()
+    else {
+        panic!("blob missing")
+    };
+    let mut blob = data.to_vec();
+    let table = SeekTable::from_frame(
+        &blob[blob.len() - SeekTable::frame_len(big.len() as u64) as usize..],
+    )
+    .unwrap();
+    let at = table.blocks[5] as usize;
+    let word = u32::from_le_bytes(blob[at..at + 4].try_into().unwrap()) - 1;
+    blob[at..at + 4].copy_from_slice(&word.to_le_bytes());
+    let mut entry = Entry::file(big.len() as u64, blob.len() as u64, 0, "");
+    let opts = PutOptions {
+        metadata: blob_metadata(&entry),
+        ..Default::default()
+    };
+    entry.etag = store
+        .put("folder/damaged", blob.into(), &opts)
+        .await
+        .unwrap();
+    let index = SharedIndex::new(
+        store.clone(),
+        "folder/.remotedict/index".into(),
+        Duration::ZERO,
+    );
+    index
+        .commit(vec![Change::Put {
+            key: "damaged".into(),
+            entry,
+        }])
+        .await
+        .unwrap();
+    for cache_bytes in [64 << 20, 1 << 30] {
+        let reader_cache = tempfile::tempdir().unwrap();
+        let reader = fs_on_sized(&store, reader_cache.path(), cache_bytes);
+        let ino = reader.lookup(ROOT, "damaged").await.unwrap().ino;
+        let fh = reader.open(ino, libc::O_RDONLY).await.unwrap();
+        let read = async {
+            let mut offset = 0u64;
+            loop {
+                let got = reader.read(fh, offset, 1 << 20).await?;
+                if got.is_empty() {
+                    return Ok(offset);
+                }
+                offset += got.len() as u64;
+            }
+        };
+        let result: Result<u64, FsError> = tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("the read hung");
+        assert!(
+            result.is_err(),
+            "a damaged block read as {result:?} (cache {cache_bytes})"
+        );
+        reader.release(fh).await.unwrap();
+    }
+}
+
 /// Reads an open file from the start to its end, `chunk` bytes per read.
 async fn read_through(fs: &Fs, fh: u64, chunk: u32) -> Vec<u8> {
     let mut all = Vec::new();
@@ -356,5 +428,6 @@ on_both_backends!(
     directories_and_rename,
     random_reads_fetch_only_the_blocks_they_need,
     random_reads_of_raw_blocks_fetch_only_their_bytes,
-    readdir_plus_resumes_where_the_reply_stopped
+    readdir_plus_resumes_where_the_reply_stopped,
+    a_short_block_is_an_error_not_a_hang
 );

@@ -216,13 +216,27 @@ impl Blocks {
             let slice = data
                 .get((r.start - range.start) as usize..(r.end - range.start) as usize)
                 .ok_or_else(|| FsError::Io(format!("{}: short block read", self.blob)))?;
-            let block = decode_block(slice, self.table.block_size as usize).map_err(|e| {
-                log::error!("reading {:?}: block {i}: {e}", self.blob);
-                TransferError::Corrupt {
+            let corrupt = |message: String| {
+                log::error!("reading {:?}: block {i}: {message}", self.blob);
+                FsError::from(TransferError::Corrupt {
                     blob: self.blob.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+                    message,
+                })
+            };
+            let block = decode_block(slice, self.table.block_size as usize)
+                .map_err(|e| corrupt(e.to_string()))?;
+            // Every block but the last is whole; a shorter one would shift or lose bytes.
+            let want = self.table.block_size.min(
+                self.table
+                    .content_size
+                    .saturating_sub(i as u64 * self.table.block_size),
+            );
+            if block.len() as u64 != want {
+                return Err(corrupt(format!(
+                    "decodes to {} bytes, the seek table says {want}",
+                    block.len()
+                )));
+            }
             if self.mem.is_none() {
                 file.write_all_at(&block, i as u64 * self.table.block_size)?;
             } else {

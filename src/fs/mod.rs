@@ -610,7 +610,11 @@ impl Fs {
         // One index copy and one pass over the inode table for the slice; entries with an open
         // file, a fresher entry or a virtual node take the general path.
         let index = self.index.current().await?;
-        let quick = lock(&self.fresher).is_empty();
+        let quick = {
+            let mut fresher = lock(&self.fresher);
+            fresher.retain(|_, (_, seen, _)| seen.elapsed() < FRESHER_FOR);
+            fresher.is_empty()
+        };
         let keys: Vec<Option<String>> = {
             let inodes = lock(&self.inodes);
             slice
