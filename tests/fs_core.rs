@@ -19,6 +19,16 @@ fn fs_on(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
 /// An `Fs` whose disk cache holds `cache_bytes`: values over an eighth of it are streamed (kept
 /// in memory by block, not on disk).
 fn fs_on_sized(store: &Arc<dyn BlobStore>, cache: &std::path::Path, cache_bytes: u64) -> Fs {
+    fs_with(store, cache, cache_bytes, Duration::from_millis(200))
+}
+
+/// An `Fs` with a cache of `cache_bytes` and an index TTL of `ttl`.
+fn fs_with(
+    store: &Arc<dyn BlobStore>,
+    cache: &std::path::Path,
+    cache_bytes: u64,
+    ttl: Duration,
+) -> Fs {
     let cfg = FsConfig {
         uid: 1000,
         gid: 1000,
@@ -32,13 +42,7 @@ fn fs_on_sized(store: &Arc<dyn BlobStore>, cache: &std::path::Path, cache_bytes:
         },
         lease_duration: remotedict::store::LeaseDuration::Seconds(15),
     };
-    Fs::new(
-        store.clone(),
-        Layout::new("folder").unwrap(),
-        Duration::from_millis(200),
-        cfg,
-    )
-    .unwrap()
+    Fs::new(store.clone(), Layout::new("folder").unwrap(), ttl, cfg).unwrap()
 }
 
 async fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
@@ -279,6 +283,26 @@ async fn a_short_block_is_an_error_not_a_hang(store: Arc<dyn BlobStore>) {
     }
 }
 
+/// A handle opened from an index copy older than another host's rewrite serves the new version
+/// on its first read, wherever that read starts (not EIO).
+async fn a_first_read_anywhere_serves_a_newer_version(store: Arc<dyn BlobStore>) {
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = fs_on(&store, ca.path());
+    // B trusts its index copy for a minute.
+    let b = fs_with(&store, cb.path(), 64 << 20, Duration::from_secs(60));
+    write_file(&a, ROOT, "k", b"old value, version one").await;
+    let ino_b = b.lookup(ROOT, "k").await.unwrap().ino;
+    let ino_a = a.lookup(ROOT, "k").await.unwrap().ino;
+    let fh = a.open(ino_a, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    a.write(fh, 0, b"NEW VALUE, VERSION TWO").await.unwrap();
+    a.fsync(fh).await.unwrap();
+    a.release(fh).await.unwrap();
+    let fh = b.open(ino_b, libc::O_RDONLY).await.unwrap();
+    let got = b.read(fh, 4, 5).await.unwrap();
+    assert_eq!(&got[..], b"VALUE");
+    b.release(fh).await.unwrap();
+}
+
 /// Reads an open file from the start to its end, `chunk` bytes per read.
 async fn read_through(fs: &Fs, fh: u64, chunk: u32) -> Vec<u8> {
     let mut all = Vec::new();
@@ -429,5 +453,6 @@ on_both_backends!(
     random_reads_fetch_only_the_blocks_they_need,
     random_reads_of_raw_blocks_fetch_only_their_bytes,
     readdir_plus_resumes_where_the_reply_stopped,
-    a_short_block_is_an_error_not_a_hang
+    a_short_block_is_an_error_not_a_hang,
+    a_first_read_anywhere_serves_a_newer_version
 );

@@ -897,6 +897,8 @@ impl Fs {
         };
         let key = self.key_of(h.ino)?;
         let blob = self.layout.blob_name(&key);
+        // No byte of this handle's version served yet: a newer version may take its place.
+        let unread = h.value.is_none();
         let first = match h.value {
             Some(v) => v.read(offset, size).await,
             None => match self.attach_value(fh, &blob, &etag, h.sizes).await {
@@ -905,7 +907,7 @@ impl Fs {
             },
         };
         match first {
-            Err(FsError::Transfer(TransferError::Changed(_))) if offset == 0 => {
+            Err(FsError::Transfer(TransferError::Changed(_))) if offset == 0 || unread => {
                 // Another host rewrote the value after this host's copy of the index was taken:
                 // serve the newest version, and refresh the index.
                 self.index.invalidate();
