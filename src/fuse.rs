@@ -41,11 +41,11 @@ impl FuseAdapter {
     }
 }
 
-/// The one place failures are logged and turned into an errno.
 /// Largest read or write request, and the I/O size files advertise (`st_blksize`), so tools
 /// like `cat` and `cp` move 1 MiB (one LZ4 block) per call.
 const IO_SIZE: u32 = 1 << 20;
 
+/// The one place failures are logged and turned into an errno.
 fn errno(op: &str, e: &FsError) -> Errno {
     if e.is_routine() {
         log::debug!("{op}: {e}");

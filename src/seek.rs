@@ -37,6 +37,12 @@ impl SeekTable {
         self.blocks[first]..end
     }
 
+    /// Uncompressed length of block `i` (the last one may be short; 0 past the end).
+    pub fn block_len(&self, i: usize) -> u64 {
+        self.block_size
+            .min(self.content_size.saturating_sub(i as u64 * self.block_size))
+    }
+
     /// Encodes the table as a skippable frame.
     pub fn to_frame(&self) -> Vec<u8> {
         let payload_len = 4 + 1 + 4 + 8 + 4 + 8 * self.blocks.len() + 8;

@@ -203,14 +203,7 @@ impl Blocks {
 
     async fn fetch(&self, file: &std::fs::File, a: usize, b: usize) -> FsResult<()> {
         let range = self.table.stored_range(a, b);
-        let data = match self
-            .store
-            .get(&self.blob, Some(range.clone()), None)
-            .await?
-        {
-            GetResult::Found { props, data } if props.etag == self.etag => data,
-            _ => return Err(TransferError::Changed(self.blob.clone()).into()),
-        };
+        let data = self.get_range(range.clone()).await?;
         for i in a..=b {
             let r = self.table.stored_range(i, i);
             let slice = data
@@ -226,11 +219,7 @@ impl Blocks {
             let block = decode_block(slice, self.table.block_size as usize)
                 .map_err(|e| corrupt(e.to_string()))?;
             // Every block but the last is whole; a shorter one would shift or lose bytes.
-            let want = self.table.block_size.min(
-                self.table
-                    .content_size
-                    .saturating_sub(i as u64 * self.table.block_size),
-            );
+            let want = self.table.block_len(i);
             if block.len() as u64 != want {
                 return Err(corrupt(format!(
                     "decodes to {} bytes, the seek table says {want}",
@@ -257,10 +246,8 @@ impl Blocks {
     /// size word plus its uncompressed length (a writer stores a block compressed only when that
     /// makes it smaller; docs/FORMAT.md).
     fn raw_bytes(&self, i: usize) -> Option<std::ops::Range<u64>> {
-        let bs = self.table.block_size;
-        let len = bs.min(self.table.content_size.checked_sub(i as u64 * bs)?);
         let r = self.table.stored_range(i, i);
-        (r.end.checked_sub(r.start)? == 4 + len).then(|| r.start + 4..r.end)
+        (r.end.checked_sub(r.start)? == 4 + self.table.block_len(i)).then(|| r.start + 4..r.end)
     }
 
     /// A random read of `offset..end` inside block `i`: if the block is stored raw and neither
@@ -280,14 +267,17 @@ impl Blocks {
             return Ok(None);
         }
         let start = raw.start + (offset - i as u64 * self.table.block_size);
-        let range = start..start + (end - offset);
+        let data = self.get_range(start..start + (end - offset)).await?;
+        if data.len() as u64 != end - offset {
+            return Err(FsError::Io(format!("{}: short read", self.blob)));
+        }
+        Ok(Some(data))
+    }
+
+    /// Stored bytes `range` of this version of the blob (`Changed` once it was rewritten).
+    async fn get_range(&self, range: std::ops::Range<u64>) -> FsResult<Bytes> {
         match self.store.get(&self.blob, Some(range), None).await? {
-            GetResult::Found { props, data } if props.etag == self.etag => {
-                if data.len() as u64 != end - offset {
-                    return Err(FsError::Io(format!("{}: short read", self.blob)));
-                }
-                Ok(Some(data))
-            }
+            GetResult::Found { props, data } if props.etag == self.etag => Ok(data),
             _ => Err(TransferError::Changed(self.blob.clone()).into()),
         }
     }

@@ -439,14 +439,24 @@ impl Fs {
         if key.is_empty() {
             return Ok(self.implicit_dir(ino));
         }
-        if let Some(e) = self.entry_of(key).await? {
-            return Ok(self.attr_from_entry(ino, &e));
+        let entry = self.entry_of(key).await?;
+        self.listed_attr(&*self.index.current().await?, key, ino, entry.as_ref())
+    }
+
+    /// Attributes of `key` given its entry in `index` (if any): a file or folder entry, an
+    /// implicit folder (keys below it), or NotFound.
+    fn listed_attr(
+        &self,
+        index: &Index,
+        key: &str,
+        ino: u64,
+        entry: Option<&Entry>,
+    ) -> FsResult<Attr> {
+        match entry {
+            Some(e) => Ok(self.attr_from_entry(ino, e)),
+            None if has_children(index, key) => Ok(self.implicit_dir(ino)),
+            None => Err(FsError::NotFound),
         }
-        let index = self.index.current().await?;
-        if has_children(&index, key) {
-            return Ok(self.implicit_dir(ino));
-        }
-        Err(FsError::NotFound)
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
@@ -529,17 +539,9 @@ impl Fs {
         }
         {
             let mut inodes = lock(&self.inodes);
-            let prefix = if key.is_empty() {
-                String::new()
-            } else {
-                format!("{key}/")
-            };
-            let mut child = prefix.clone();
             list.reserve(names.len());
             for (name, kind) in names {
-                child.truncate(prefix.len());
-                child.push_str(&name);
-                let child_ino = inodes.ino(&child);
+                let child_ino = inodes.ino(&child_key(&key, &name));
                 list.push(DirEntry {
                     ino: child_ino,
                     name,
@@ -632,11 +634,7 @@ impl Fs {
                 self.getattr(e.ino).await
             } else {
                 let key = key.unwrap_or_default();
-                match index.entries.get(&key) {
-                    Some(entry) => Ok(self.attr_from_entry(e.ino, entry)),
-                    None if has_children(&index, &key) => Ok(self.implicit_dir(e.ino)),
-                    None => Err(FsError::NotFound),
-                }
+                self.listed_attr(&index, &key, e.ino, index.entries.get(&key))
             };
             match attr {
                 Ok(a) => out.push((pos as u64 + 1, e.clone(), a)),
