@@ -303,6 +303,39 @@ async fn a_first_read_anywhere_serves_a_newer_version(store: Arc<dyn BlobStore>)
     b.release(fh).await.unwrap();
 }
 
+/// Bytes whose upload failed are not shown to handles opened only for reading (they may never
+/// reach the store), while the writer still reads them back.
+async fn bytes_that_failed_to_upload_are_not_shown_to_readers(store: Arc<dyn BlobStore>) {
+    let cache = tempfile::tempdir().unwrap();
+    let fs = fs_on(&store, cache.path());
+    let ino = write_file(&fs, ROOT, "kept", b"readable\n").await;
+    let writer = fs.open(ino, libc::O_WRONLY | libc::O_APPEND).await.unwrap();
+    fs.write(writer, 0, b"more").await.unwrap();
+    // Another host takes the blob's lease: the upload at close fails.
+    let lease = store
+        .acquire_lease(
+            "folder/kept",
+            remotedict::store::LeaseDuration::Seconds(15),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        fs.flush(writer).await.is_err(),
+        "the close reports the failure"
+    );
+    let reader = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    assert_eq!(&fs.read(reader, 0, 100).await.unwrap()[..], b"readable\n");
+    assert_eq!(
+        &fs.read(writer, 0, 100).await.unwrap()[..],
+        b"readable\nmore"
+    );
+    fs.release(reader).await.unwrap();
+    store.release_lease("folder/kept", &lease).await.unwrap();
+    fs.release(writer).await.unwrap(); // the last close retries the upload
+    assert_eq!(fs.read_all(ino).await.unwrap(), b"readable\nmore");
+}
+
 /// Reads an open file from the start to its end, `chunk` bytes per read.
 async fn read_through(fs: &Fs, fh: u64, chunk: u32) -> Vec<u8> {
     let mut all = Vec::new();
@@ -454,5 +487,6 @@ on_both_backends!(
     random_reads_of_raw_blocks_fetch_only_their_bytes,
     readdir_plus_resumes_where_the_reply_stopped,
     a_short_block_is_an_error_not_a_hang,
-    a_first_read_anywhere_serves_a_newer_version
+    a_first_read_anywhere_serves_a_newer_version,
+    bytes_that_failed_to_upload_are_not_shown_to_readers
 );

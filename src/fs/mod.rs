@@ -109,6 +109,9 @@ pub struct SetAttr {
 struct Staged {
     file: std::fs::File,
     dirty: bool,
+    /// Its last upload failed: until one succeeds, handles opened only for reading see the
+    /// saved value, not these bytes (they may never reach the store).
+    upload_failed: bool,
     /// mtime to record at the next upload.
     mtime: SystemTime,
 }
@@ -740,6 +743,7 @@ impl Fs {
         st.staged = Some(Staged {
             file,
             dirty: truncate,
+            upload_failed: false,
             mtime: if truncate { SystemTime::now() } else { mtime },
         });
         st.written |= truncate;
@@ -845,6 +849,7 @@ impl Fs {
         st.staged = Some(Staged {
             file: self.new_staged()?,
             dirty: true,
+            upload_failed: false,
             mtime: SystemTime::now(),
         });
         st.perms = Some(perms);
@@ -873,7 +878,7 @@ impl Fs {
         let h = self.handle(fh)?;
         if let Some(f) = self.open_file(h.ino) {
             let st = f.state.lock().await;
-            if let Some(staged) = &st.staged {
+            if let Some(staged) = st.staged.as_ref().filter(|s| h.write || !s.upload_failed) {
                 let file = staged.file.try_clone()?;
                 drop(st);
                 return tokio::task::spawn_blocking(move || -> FsResult<Bytes> {
@@ -1167,9 +1172,14 @@ impl Fs {
                     st.base = self.adopt_blob(&key).await?;
                     return Ok(());
                 }
-                r => r.inspect_err(|e| {
-                    log::error!("saving {key:?} failed, the previous value stays: {e}")
-                })?,
+                Ok(uploaded) => uploaded,
+                Err(e) => {
+                    log::error!("saving {key:?} failed, the previous value stays: {e}");
+                    if let Some(s) = st.staged.as_mut() {
+                        s.upload_failed = true;
+                    }
+                    return Err(e.into());
+                }
             };
         (entry.size, entry.stored_size, entry.etag) =
             (uploaded.size, uploaded.stored_size, uploaded.etag);
@@ -1195,6 +1205,7 @@ impl Fs {
         st.written = false;
         if let Some(s) = st.staged.as_mut() {
             s.dirty = false;
+            s.upload_failed = false;
         }
         Ok(())
     }
