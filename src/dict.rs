@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,23 +55,7 @@ fn progress(len: u64, what: &str) -> Option<ProgressBar> {
     Some(bar)
 }
 
-/// A time (nanoseconds since the Unix epoch) as RFC 3339 text, to the second.
-pub fn fmt_time(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
+pub use crate::time::{fmt_time, now_ns};
 
 impl Dict {
     pub fn new(store: Arc<dyn BlobStore>, layout: Layout) -> Self {

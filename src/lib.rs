@@ -14,6 +14,8 @@ pub mod index;
 pub mod layout;
 pub mod lock;
 pub mod mount;
+pub mod mutex;
 pub mod seek;
 pub mod store;
+pub mod time;
 pub mod transfer;

@@ -507,7 +507,7 @@ impl ContentCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Key, Arc<CachedValue>>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        crate::mutex::lock(&self.entries)
     }
 
     /// The cached value of `blob` at `etag`, fetching it if it is not there. `sizes` (value size,

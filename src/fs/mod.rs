@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -31,7 +31,9 @@ use crate::codec;
 use crate::index::journal::Journal;
 use crate::index::{Change, Entry, EntryKind, Index, SharedIndex};
 use crate::layout::Layout;
+use crate::mutex::lock;
 use crate::store::{BlobStore, Conditions, PutOptions, StoreError};
+use crate::time::{from_ns, to_ns};
 use crate::transfer::{self, TransferConfig, TransferError};
 use content::ContentCache;
 pub use error::{FsError, FsResult};
@@ -170,25 +172,6 @@ pub struct Fs {
     fresher: Mutex<HashMap<String, (Entry, std::time::Instant, String)>>,
     /// Open handles of the status file: the snapshot each one reads.
     status_handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn to_ns(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
-        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
-    }
-}
-
-fn from_ns(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
 }
 
 /// The children of directory `dir` in the index: (name, kind), in name order.

@@ -94,7 +94,7 @@ impl Fs {
         let status = serde_json::json!({
             "store": self.store.describe(),
             "folder": self.layout.folder(),
-            "mounted_since": crate::dict::fmt_time(super::to_ns(self.mounted_at)),
+            "mounted_since": crate::time::fmt_time(crate::time::to_ns(self.mounted_at)),
             "read_only": self.cfg.read_only,
             "index": {
                 "blob": self.index.blob(),

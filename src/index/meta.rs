@@ -1,8 +1,6 @@
 //! An index entry's attributes as blob metadata, both ways: every upload carries them, so an
 //! index can be rebuilt from a container listing (`fsck --repair`) and other tools can read them.
 
-use std::time::UNIX_EPOCH;
-
 use super::format::{Entry, EntryKind};
 use crate::codec::{META_ENCODING, META_SIZE};
 use crate::store::{BlobProps, Metadata};
@@ -46,10 +44,7 @@ pub fn blob_metadata(entry: &Entry) -> Metadata {
 /// the caller from the content).
 pub fn entry_from_props(props: &BlobProps) -> Entry {
     let get = |k: &str| props.metadata.get(k);
-    let modified = props
-        .last_modified
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
+    let modified = crate::time::to_ns(props.last_modified).max(0);
     let kind = if get(META_IS_FOLDER).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         EntryKind::Dir
     } else if get(META_SYMLINK).is_some() {
@@ -101,7 +96,7 @@ mod tests {
                 name: "f/k".into(),
                 size: 99,
                 etag: "\"0x1\"".into(),
-                last_modified: UNIX_EPOCH,
+                last_modified: std::time::UNIX_EPOCH,
                 metadata: blob_metadata(&e),
                 lease_state: LeaseState::Available,
                 lease_infinite: false,
@@ -120,7 +115,7 @@ mod tests {
             name: "f/k".into(),
             size: 10,
             etag: "\"0x2\"".into(),
-            last_modified: UNIX_EPOCH + std::time::Duration::from_secs(5),
+            last_modified: std::time::UNIX_EPOCH + std::time::Duration::from_secs(5),
             metadata: Metadata::new(),
             lease_state: LeaseState::Available,
             lease_infinite: false,

@@ -14,7 +14,7 @@
 //! what lets a copy of many small files cost one index write per batch instead of one per file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -173,9 +173,7 @@ pub struct SharedIndex {
     urgent: tokio::sync::Notify,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::mutex::lock;
 
 /// Applies changes to an index; returns whether anything changed.
 pub fn apply_changes(index: &mut Index, changes: &[Change]) -> bool {
