@@ -1,0 +1,276 @@
+//! Open files and their handles: `open`, `read`, `release`. A read-only handle reads the version
+//! it opened (close-to-open) through the content cache; a handle of a file with a staged copy reads
+//! that copy.
+
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::index::meta::entry_from_props;
+use crate::index::Entry;
+use crate::mutex::lock;
+use crate::transfer::TransferError;
+
+/// Per-inode state while a file is open or has unsaved changes.
+pub(super) struct OpenFile {
+    pub(super) state: tokio::sync::Mutex<FileState>,
+}
+
+pub(super) struct FileState {
+    /// The index entry this copy started from; `None` for a file created here and not yet saved.
+    pub(super) base: Option<Entry>,
+    pub(super) staged: Option<Staged>,
+    pub(super) handles: usize,
+    /// (mode, uid, gid) set while the content was unsaved, recorded at the next upload.
+    pub(super) perms: Option<(u32, u32, u32)>,
+    /// Whether the user wrote or truncated the content. A file created here and never written
+    /// does not overwrite a value another host saved under the same name meanwhile.
+    pub(super) written: bool,
+}
+
+/// An open file handle.
+#[derive(Clone)]
+pub(super) struct Handle {
+    pub(super) ino: u64,
+    pub(super) write: bool,
+    pub(super) append: bool,
+    /// For read-only handles: the etag of the version opened (close-to-open) ...
+    pub(super) etag: Option<String>,
+    /// ... its (value, stored) sizes ...
+    pub(super) sizes: Option<(u64, u64)>,
+    /// ... and, from the first read on, its decoded value.
+    pub(super) value: Option<Arc<content::CachedValue>>,
+}
+
+impl Fs {
+    pub(super) fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, h);
+        fh
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Handle> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    pub(super) fn file_state(&self, ino: u64) -> Arc<OpenFile> {
+        lock(&self.files)
+            .entry(ino)
+            .or_insert_with(|| {
+                Arc::new(OpenFile {
+                    state: tokio::sync::Mutex::new(FileState {
+                        base: None,
+                        staged: None,
+                        handles: 0,
+                        perms: None,
+                        written: false,
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    pub(super) fn open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        lock(&self.files).get(&ino).cloned()
+    }
+
+    pub(super) fn drop_if_idle(&self, ino: u64, st: &FileState) {
+        if st.handles == 0 && st.staged.is_none() {
+            lock(&self.files).remove(&ino);
+        }
+    }
+
+    /// Whether the kernel should pass reads of a handle opened with `flags` straight through
+    /// (no page cache): read-only handles are, so a value rewritten by another host is never
+    /// cut at the size the kernel cached before the index caught up.
+    pub fn direct_io(flags: i32) -> bool {
+        flags & libc::O_ACCMODE == libc::O_RDONLY
+    }
+
+    /// Opens a file; `flags` are the open(2) flags.
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        if ino == status::STATUS_INO {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY {
+                return Err(FsError::NotPermitted("the status file is read-only"));
+            }
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            let text = Arc::new(self.status_json().await?);
+            lock(&self.status_handles).insert(fh, text);
+            return Ok(fh);
+        }
+        let key = self.key_of(ino)?;
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+        if write {
+            self.writable()?;
+        }
+        let attr = self.attr_of(&key, ino).await?;
+        if attr.kind == NodeKind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let entry = self.entry_of(&key).await?;
+        let f = self.file_state(ino);
+        let mut st = f.state.lock().await;
+        // Close-to-open: a saved local copy of an older version (another host has written
+        // since) is dropped, so this open sees the newest value.
+        let stale = st.staged.as_ref().is_some_and(|s| !s.dirty)
+            && st.base.as_ref().map(|b| &b.etag) != entry.as_ref().map(|e| &e.etag);
+        if stale {
+            st.staged = None;
+        }
+        if st.staged.is_none() {
+            st.base = entry.clone();
+        }
+        if write {
+            let staged = async {
+                if entry.is_some() {
+                    self.check_not_leased_elsewhere(&key).await?;
+                }
+                self.ensure_staged(&key, &mut st, flags & libc::O_TRUNC != 0)
+                    .await
+            };
+            if let Err(e) = staged.await {
+                self.drop_if_idle(ino, &st);
+                return Err(e);
+            }
+        }
+        st.handles += 1;
+        drop(st);
+        Ok(self.new_handle(Handle {
+            ino,
+            write,
+            append: flags & libc::O_APPEND != 0,
+            sizes: entry.as_ref().map(|e| (e.size, e.stored_size)),
+            etag: entry.map(|e| e.etag),
+            value: None,
+        }))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let status = lock(&self.status_handles).get(&fh).cloned();
+        if let Some(text) = status {
+            let start = (offset as usize).min(text.len());
+            let end = start.saturating_add(size as usize).min(text.len());
+            return Ok(Bytes::copy_from_slice(&text[start..end]));
+        }
+        let h = self.handle(fh)?;
+        if let Some(f) = self.open_file(h.ino) {
+            let st = f.state.lock().await;
+            if let Some(staged) = st.staged.as_ref().filter(|s| h.write || !s.upload_failed) {
+                let file = staged.file.try_clone()?;
+                drop(st);
+                return tokio::task::spawn_blocking(move || -> FsResult<Bytes> {
+                    let len = file.metadata()?.len();
+                    let end = len.min(offset.saturating_add(u64::from(size)));
+                    if offset >= end {
+                        return Ok(Bytes::new());
+                    }
+                    let mut buf = vec![0u8; (end - offset) as usize];
+                    file.read_exact_at(&mut buf, offset)?;
+                    Ok(buf.into())
+                })
+                .await
+                .map_err(|e| FsError::Io(e.to_string()))?;
+            }
+        }
+        let Some(etag) = h.etag.clone() else {
+            return Ok(Bytes::new()); // a file with no saved value yet
+        };
+        let key = self.key_of(h.ino)?;
+        let blob = self.layout.blob_name(&key);
+        // No byte of this handle's version served yet: a newer version may take its place.
+        let unread = h.value.is_none();
+        let first = match h.value {
+            Some(v) => v.read(offset, size).await,
+            None => match self.attach_value(fh, &blob, &etag, h.sizes).await {
+                Ok(v) => v.read(offset, size).await,
+                Err(e) => Err(e),
+            },
+        };
+        match first {
+            Err(FsError::Transfer(TransferError::Changed(_))) if offset == 0 || unread => {
+                // Another host rewrote the value after this host's copy of the index was taken:
+                // serve the newest version, and refresh the index.
+                self.index.invalidate();
+                let props = self.store.head(&blob).await?;
+                let newer = entry_from_props(&props);
+                let sizes = Some((newer.size, newer.stored_size));
+                lock(&self.fresher).insert(key, (newer, std::time::Instant::now(), etag));
+                self.attach_value(fh, &blob, &props.etag, sizes)
+                    .await?
+                    .read(offset, size)
+                    .await
+            }
+            r => r,
+        }
+    }
+
+    /// Starts (or joins) the download of `blob` at `etag` for handle `fh`.
+    pub(super) async fn attach_value(
+        &self,
+        fh: u64,
+        blob: &str,
+        etag: &str,
+        sizes: Option<(u64, u64)>,
+    ) -> FsResult<Arc<content::CachedValue>> {
+        let value = self.content.get(&self.store, blob, etag, sizes).await?;
+        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+            h.etag = Some(etag.to_string());
+            h.value = Some(value.clone());
+        }
+        Ok(value)
+    }
+
+    /// Closes a handle; the last one saves (if `flush` did not already) and drops local state.
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        lock(&self.status_handles).remove(&fh);
+        let Some(h) = lock(&self.handles).remove(&fh) else {
+            return Ok(());
+        };
+        let Some(f) = self.open_file(h.ino) else {
+            return Ok(());
+        };
+        let result = if h.write {
+            self.save(h.ino).await
+        } else {
+            Ok(())
+        };
+        let mut st = f.state.lock().await;
+        st.handles = st.handles.saturating_sub(1);
+        if st.handles == 0 {
+            if st.staged.as_ref().is_some_and(|s| s.dirty) {
+                log::error!(
+                    "unsaved changes of inode {} are dropped: the upload failed",
+                    h.ino
+                );
+            }
+            st.staged = None;
+            lock(&self.files).remove(&h.ino);
+        }
+        result
+    }
+
+    /// Reads the value of a small key whole (symlink targets, tests).
+    pub async fn read_all(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let fh = self.open(ino, libc::O_RDONLY).await?;
+        let mut out = Vec::new();
+        let result = async {
+            loop {
+                let chunk = self.read(fh, out.len() as u64, 1 << 20).await?;
+                if chunk.is_empty() {
+                    return Ok::<_, FsError>(());
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
+        .await;
+        self.release(fh).await?;
+        result.map(|_| out)
+    }
+}

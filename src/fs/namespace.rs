@@ -1,0 +1,414 @@
+//! Namespace operations: create (O_EXCL claims across hosts), symlink, mkdir, unlink, rmdir and
+//! rename (blobs copied, one index commit, old blobs deleted).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::codec;
+use crate::index::meta::blob_metadata;
+use crate::index::{Change, Entry, EntryKind};
+use crate::mutex::lock;
+use crate::store::{Conditions, PutOptions, StoreError};
+use crate::time::to_ns;
+
+impl Fs {
+    /// Creates and opens a new file.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(Attr, u64)> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if index.entries.contains_key(&key) || has_children(&index, &key) {
+            if flags & libc::O_EXCL != 0 {
+                return Err(FsError::Exists);
+            }
+            let ino = lock(&self.inodes).ino(&key);
+            let fh = self.open(ino, flags).await?;
+            return Ok((self.getattr(ino).await?, fh));
+        }
+        let perms = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
+        // O_EXCL holds across hosts: the name is claimed in the container right away (an empty
+        // blob, listed in the index when the file is first saved).
+        let claimed = if flags & libc::O_EXCL != 0 {
+            Some(self.claim_new(&key, perms).await?)
+        } else {
+            None
+        };
+        let ino = lock(&self.inodes).ino(&key);
+        let f = self.file_state(ino);
+        let mut st = f.state.lock().await;
+        st.staged = Some(Staged {
+            file: self.new_staged()?,
+            dirty: true,
+            upload_failed: false,
+            mtime: SystemTime::now(),
+        });
+        st.perms = Some(perms);
+        st.base = claimed;
+        st.written = flags & libc::O_TRUNC != 0;
+        st.handles += 1;
+        drop(st);
+        let fh = self.new_handle(Handle {
+            ino,
+            write: true,
+            append: flags & libc::O_APPEND != 0,
+            etag: None,
+            sizes: None,
+            value: None,
+        });
+        Ok((self.getattr(ino).await?, fh))
+    }
+
+    /// Claims `key` for an `O_EXCL` create: an empty value, written only if no blob of that name
+    /// exists anywhere (EEXIST if another host got there first). It is listed at the first save.
+    pub(super) async fn claim_new(&self, key: &str, perms: (u32, u32, u32)) -> FsResult<Entry> {
+        let empty = Bytes::from(codec::compress(b""));
+        let mut entry = self.new_entry(EntryKind::File, perms.0);
+        (entry.uid, entry.gid) = (perms.1, perms.2);
+        entry.stored_size = empty.len() as u64;
+        self.put_if_absent(key, entry, empty).await
+    }
+
+    /// Writes `key`'s blob, carrying `entry`'s attributes, only if no blob of that name exists
+    /// anywhere; returns the entry with the new etag.
+    pub(super) async fn put_if_absent(
+        &self,
+        key: &str,
+        mut entry: Entry,
+        content: Bytes,
+    ) -> FsResult<Entry> {
+        let opts = PutOptions {
+            conditions: Conditions::if_absent(),
+            metadata: blob_metadata(&entry),
+        };
+        entry.etag = match self
+            .store
+            .put(&self.layout.blob_name(key), content, &opts)
+            .await
+        {
+            Ok(etag) => etag,
+            Err(StoreError::PreconditionFailed(_)) => return Err(FsError::Exists),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(entry)
+    }
+
+    /// A new entry of `kind` owned by the mount's user, timestamped now.
+    pub(super) fn new_entry(&self, kind: EntryKind, mode: u32) -> Entry {
+        let mut e = Entry::file(0, 0, to_ns(SystemTime::now()), "");
+        e.kind = kind;
+        (e.mode, e.uid, e.gid) = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
+        e
+    }
+
+    /// Writes a new node's blob if the name is free anywhere (EEXIST otherwise), then lists it.
+    pub(super) async fn create_node(
+        &self,
+        key: &str,
+        entry: Entry,
+        content: Bytes,
+    ) -> FsResult<Entry> {
+        let entry = self.put_if_absent(key, entry, content).await?;
+        self.index
+            .commit(vec![Change::Put {
+                key: key.to_string(),
+                entry: entry.clone(),
+            }])
+            .await?;
+        Ok(entry)
+    }
+
+    /// Creates a symbolic link: a blob holding the target, raw, marked `remotedict_symlink`.
+    pub async fn symlink(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if index.entries.contains_key(&key) || has_children(&index, &key) {
+            return Err(FsError::Exists);
+        }
+        if target.is_empty() || target.contains('\0') || target.len() > 4096 {
+            return Err(FsError::Invalid(
+                "a link target must be 1 to 4096 bytes, without NUL".into(),
+            ));
+        }
+        let mut entry = self.new_entry(EntryKind::Symlink, 0o777);
+        entry.target = target.to_string();
+        entry.size = target.len() as u64;
+        entry.stored_size = entry.size;
+        self.create_node(&key, entry, Bytes::from(target.as_bytes().to_vec()))
+            .await?;
+        let ino = lock(&self.inodes).ino(&key);
+        self.getattr(ino).await
+    }
+
+    /// The target of a symbolic link.
+    pub async fn readlink(&self, ino: u64) -> FsResult<String> {
+        let key = self.key_of(ino)?;
+        match self.index.current().await?.entries.get(&key) {
+            Some(e) if e.kind == EntryKind::Symlink => Ok(e.target.clone()),
+            Some(_) => Err(FsError::Invalid("not a symbolic link".into())),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// Lists the blob of `key` as it is in the container (another host wrote it and may not have
+    /// committed its index entry yet; the same entry from both is harmless).
+    pub(super) async fn adopt_blob(&self, key: &str) -> FsResult<Option<Entry>> {
+        let props = match self.store.head(&self.layout.blob_name(key)).await {
+            Ok(p) => p,
+            Err(StoreError::NotFound(_)) => {
+                self.index.invalidate();
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = props
+            .metadata
+            .get(codec::META_SIZE)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(props.size);
+        let entry = Entry::file(size, props.size, to_ns(props.last_modified), props.etag);
+        self.index
+            .commit(vec![Change::Insert {
+                key: key.to_string(),
+                entry: entry.clone(),
+            }])
+            .await?;
+        Ok(self.index.cached().entries.get(key).cloned())
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        let entry = index.entries.get(&key).cloned();
+        let ino = lock(&self.inodes).get(&key);
+        let pending = ino.and_then(|i| self.open_file(i));
+        match entry {
+            Some(e) if e.kind == EntryKind::Dir => return Err(FsError::IsDir),
+            Some(e) => {
+                let blob = self.layout.blob_name(&key);
+                let cond = Conditions::default().with_lease(self.locks.lease_id(&key));
+                match self.store.delete(&blob, &cond).await {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                self.index
+                    .commit(vec![Change::Remove {
+                        key: key.clone(),
+                        if_etag: Some(e.etag),
+                    }])
+                    .await?;
+                self.content.forget(&blob);
+            }
+            None if pending.is_some() => {}
+            None if has_children(&index, &key) => return Err(FsError::IsDir),
+            None => return Err(FsError::NotFound),
+        }
+        if let Some(f) = pending {
+            // Open handles keep their data; it is not saved under the old name any more.
+            let mut st = f.state.lock().await;
+            if let Some(s) = st.staged.as_mut() {
+                s.dirty = false;
+            }
+        }
+        lock(&self.inodes).remove_key(&key);
+        Ok(())
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if index.entries.contains_key(&key) || has_children(&index, &key) {
+            return Err(FsError::Exists);
+        }
+        self.create_node(&key, self.new_entry(EntryKind::Dir, mode), Bytes::new())
+            .await?;
+        let ino = lock(&self.inodes).ino(&key);
+        self.getattr(ino).await
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if has_children(&index, &key) {
+            return Err(FsError::NotEmpty);
+        }
+        match index.entries.get(&key) {
+            Some(e) if e.kind == EntryKind::Dir => {
+                match self
+                    .store
+                    .delete(&self.layout.blob_name(&key), &Conditions::default())
+                    .await
+                {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                self.index
+                    .commit(vec![Change::Remove {
+                        key: key.clone(),
+                        if_etag: Some(e.etag.clone()),
+                    }])
+                    .await?;
+                lock(&self.inodes).remove_key(&key);
+                Ok(())
+            }
+            Some(_) => Err(FsError::NotDir),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// Renames a file or a directory tree: copy the blobs, one index commit, delete the old blobs.
+    /// Not atomic for directories: a crash midway leaves the copies and the originals both listed
+    /// or neither, never a missing value.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        noreplace: bool,
+    ) -> FsResult<()> {
+        self.writable()?;
+        let from = self.child(parent, name)?;
+        let to = self.child(newparent, newname)?;
+        if from == to {
+            return Ok(());
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        // Unsaved data of the source is saved first, so the copy carries it.
+        let src_ino = lock(&self.inodes).get(&from);
+        if let Some(ino) = src_ino {
+            self.save(ino).await?;
+        }
+        let index = self.index.current().await?;
+        let src_entry = index.entries.get(&from).cloned();
+        let src_is_dir = src_entry
+            .as_ref()
+            .map_or_else(|| has_children(&index, &from), |e| e.kind == EntryKind::Dir);
+        if src_entry.is_none() && !src_is_dir {
+            return Err(FsError::NotFound);
+        }
+        let dst_entry = index.entries.get(&to).cloned();
+        let dst_is_dir = dst_entry
+            .as_ref()
+            .map_or_else(|| has_children(&index, &to), |e| e.kind == EntryKind::Dir);
+        let dst_exists = dst_entry.is_some() || dst_is_dir;
+        if dst_exists && noreplace {
+            return Err(FsError::Exists);
+        }
+        if dst_is_dir && !src_is_dir {
+            return Err(FsError::IsDir);
+        }
+        if dst_exists && src_is_dir && !dst_is_dir {
+            return Err(FsError::NotDir);
+        }
+        if dst_is_dir && has_children(&index, &to) {
+            return Err(FsError::NotEmpty);
+        }
+        // Every key that moves: the node itself and, for a directory, everything under it.
+        let prefix = format!("{from}/");
+        let moving: Vec<(String, Entry)> = index
+            .entries
+            .get_key_value(&from)
+            .into_iter()
+            .chain(
+                index
+                    .entries
+                    .range::<_, String>(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix)),
+            )
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let mut changes = Vec::new();
+        for (old, e) in &moving {
+            let new = format!("{to}{}", &old[from.len()..]);
+            let etag = self
+                .copy_blob(&self.layout.blob_name(old), &self.layout.blob_name(&new))
+                .await?;
+            changes.push(Change::Put {
+                key: new,
+                entry: Entry {
+                    etag,
+                    ctime_ns: to_ns(SystemTime::now()),
+                    ..e.clone()
+                },
+            });
+            changes.push(Change::Remove {
+                key: old.clone(),
+                if_etag: Some(e.etag.clone()),
+            });
+        }
+        if let Some(d) = &dst_entry {
+            if d.kind == EntryKind::Dir && src_entry.is_none() {
+                // An implicit directory moved onto an explicit empty one: drop the old marker.
+                changes.push(Change::Remove {
+                    key: to.clone(),
+                    if_etag: Some(d.etag.clone()),
+                });
+                let _ = self
+                    .store
+                    .delete(&self.layout.blob_name(&to), &Conditions::default())
+                    .await;
+            }
+        }
+        self.index.commit(changes).await?;
+        for (old, _) in &moving {
+            let blob = self.layout.blob_name(old);
+            let cond = Conditions::default().with_lease(self.locks.lease_id(old));
+            match self.store.delete(&blob, &cond).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => log::warn!("rename: could not delete the old blob {blob:?}: {e}"),
+            }
+            self.content.forget(&blob);
+        }
+        lock(&self.inodes).rename(&from, &to);
+        Ok(())
+    }
+
+    /// Copies a blob's stored bytes (no re-compression) to a new name; returns the new etag.
+    pub(super) async fn copy_blob(&self, from: &str, to: &str) -> FsResult<String> {
+        let props = self.store.head(from).await?;
+        let opts = PutOptions {
+            metadata: props.metadata.clone(),
+            ..Default::default()
+        };
+        let step = self.cfg.transfer.block_size as u64;
+        if props.size <= step {
+            let data = match self.store.get(from, None, None).await? {
+                crate::store::GetResult::Found { data, .. } => data,
+                crate::store::GetResult::NotModified => {
+                    return Err(FsError::Io("unexpected 304".into()))
+                }
+            };
+            return Ok(self.store.put(to, data, &opts).await?);
+        }
+        let mut ids = Vec::new();
+        let mut offset = 0;
+        while offset < props.size {
+            let end = (offset + step).min(props.size);
+            let data = match self.store.get(from, Some(offset..end), None).await? {
+                crate::store::GetResult::Found { data, props: p } if p.etag == props.etag => data,
+                _ => return Err(FsError::Io(format!("{from:?} changed while it was copied"))),
+            };
+            let id = crate::store::block_id(ids.len());
+            self.store.put_block(to, &id, data, None).await?;
+            ids.push(id);
+            offset = end;
+        }
+        Ok(self.store.commit_blocks(to, &ids, &opts).await?)
+    }
+}

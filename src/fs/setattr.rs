@@ -1,0 +1,178 @@
+//! `setattr`: truncation through the staged copy; mode, owner and mtime as blob metadata mirrored in
+//! the index entry (If-Match on the blob, retried from the newest entry when another host won).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::index::meta::blob_metadata;
+use crate::index::{Change, Entry, EntryKind};
+use crate::mutex::lock;
+use crate::store::{Conditions, PutOptions, StoreError};
+use crate::time::to_ns;
+
+impl Fs {
+    pub async fn setattr(&self, ino: u64, fh: Option<u64>, set: SetAttr) -> FsResult<Attr> {
+        if self.virtual_attr(ino).is_some() {
+            return Err(FsError::NotPermitted(
+                "`.remotedict` is remotedict's own (read-only)",
+            ));
+        }
+        let key = self.key_of(ino)?;
+        if key.is_empty() {
+            return self.getattr(ino).await;
+        }
+        self.writable()?;
+        let attr = self.attr_of(&key, ino).await?;
+        if let Some(size) = set.size {
+            if attr.kind == NodeKind::Dir {
+                return Err(FsError::IsDir);
+            }
+            let f = self.file_state(ino);
+            let mut st = f.state.lock().await;
+            if st.staged.is_none() {
+                st.base = self.index.current().await?.entries.get(&key).cloned();
+            }
+            let r = async {
+                if st.staged.is_none() && st.base.is_some() {
+                    self.check_not_leased_elsewhere(&key).await?;
+                }
+                self.ensure_staged(&key, &mut st, size == 0).await
+            }
+            .await;
+            if let Err(e) = r {
+                self.drop_if_idle(ino, &st);
+                return Err(e);
+            }
+            if let Some(s) = st.staged.as_mut() {
+                s.file.set_len(size)?;
+                s.dirty = true;
+                s.mtime = set.mtime.unwrap_or_else(SystemTime::now);
+            }
+            st.written = true;
+            let idle = st.handles == 0;
+            drop(st);
+            if idle || fh.is_none() {
+                // truncate(2) on a path: save now, there is no close to wait for.
+                let saved = self.save(ino).await;
+                let st = f.state.lock().await;
+                if st.handles == 0 {
+                    lock(&self.files).remove(&ino);
+                }
+                drop(st);
+                saved?;
+            }
+        }
+        // Attribute-only changes: mode, owner, and mtime unless it came with a size change.
+        let mtime = if set.size.is_some() { None } else { set.mtime };
+        let owner = set.mode.is_some() || set.uid.is_some() || set.gid.is_some();
+        if mtime.is_none() && !owner {
+            return self.getattr(ino).await;
+        }
+        let perms = (
+            set.mode.map_or(u32::from(attr.perm), |m| m & 0o7777),
+            set.uid.unwrap_or(attr.uid),
+            set.gid.unwrap_or(attr.gid),
+        );
+        if let Some(f) = self.open_file(ino) {
+            let mut st = f.state.lock().await;
+            if st.staged.as_ref().is_some_and(|s| s.dirty) {
+                // Unsaved content: the attributes go with the next upload.
+                if owner {
+                    st.perms = Some(perms);
+                }
+                if let (Some(t), Some(s)) = (mtime, st.staged.as_mut()) {
+                    s.mtime = t;
+                }
+                drop(st);
+                return self.getattr(ino).await;
+            }
+        }
+        let entry = self
+            .update_entry(&key, attr.kind, |e| {
+                if owner {
+                    (e.mode, e.uid, e.gid) = perms;
+                }
+                if let Some(t) = mtime {
+                    e.mtime_ns = to_ns(t);
+                }
+            })
+            .await?;
+        if let Some(f) = self.open_file(ino) {
+            let mut st = f.state.lock().await;
+            if st.base.is_some() {
+                st.base = Some(entry);
+            }
+            if let (Some(t), Some(s)) = (mtime, st.staged.as_mut()) {
+                s.mtime = t;
+            }
+        }
+        self.getattr(ino).await
+    }
+
+    /// Changes an index entry's attributes (not its value) and the blob metadata that mirrors
+    /// them; an implicit directory becomes an explicit one (with its marker blob) so its
+    /// attributes have somewhere to live.
+    pub(super) async fn update_entry(
+        &self,
+        key: &str,
+        kind: NodeKind,
+        change: impl Fn(&mut Entry),
+    ) -> FsResult<Entry> {
+        let blob = self.layout.blob_name(key);
+        for attempt in 0..3 {
+            let index = if attempt == 0 {
+                self.index.current().await?
+            } else {
+                self.index.revalidate().await?
+            };
+            let existing = index.entries.get(key).cloned();
+            let mut e = match &existing {
+                Some(e) => e.clone(),
+                None if kind == NodeKind::Dir => {
+                    let mut d = Entry::file(0, 0, to_ns(SystemTime::now()), "");
+                    d.kind = EntryKind::Dir;
+                    d
+                }
+                None => return Err(FsError::NotFound),
+            };
+            change(&mut e);
+            e.ctime_ns = to_ns(SystemTime::now());
+            let metadata = blob_metadata(&e);
+            let written = match &existing {
+                Some(old) => {
+                    let cond =
+                        Conditions::if_match(old.etag.clone()).with_lease(self.locks.lease_id(key));
+                    self.store.set_metadata(&blob, &metadata, &cond).await
+                }
+                None => {
+                    let opts = PutOptions {
+                        conditions: Conditions::if_absent(),
+                        metadata,
+                    };
+                    self.store.put(&blob, Bytes::new(), &opts).await
+                }
+            };
+            match written {
+                Ok(etag) => {
+                    e.etag = etag;
+                    self.index
+                        .commit(vec![Change::Put {
+                            key: key.to_string(),
+                            entry: e.clone(),
+                        }])
+                        .await?;
+                    self.content.forget(&blob);
+                    return Ok(e);
+                }
+                // Another host changed it meanwhile: start again from the newest entry.
+                Err(StoreError::PreconditionFailed(_)) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(FsError::Store(StoreError::PreconditionFailed(
+            key.to_string(),
+        )))
+    }
+}

@@ -1,0 +1,258 @@
+//! Staged write-back: writes go to a local temporary copy, uploaded as one atomic commit on
+//! flush/fsync/close (the blob first, then the index entry, submitted to the next group commit).
+//! A failed upload fails the close and leaves the previous value intact.
+
+use std::os::unix::fs::FileExt;
+use std::time::SystemTime;
+
+use super::*;
+use crate::index::meta::blob_metadata;
+use crate::index::{Change, Entry};
+use crate::mutex::lock;
+use crate::store::{Conditions, PutOptions, StoreError};
+use crate::time::{from_ns, to_ns};
+use crate::transfer::{self, TransferError};
+
+/// The local, writable copy of a file being written.
+pub(super) struct Staged {
+    pub(super) file: std::fs::File,
+    pub(super) dirty: bool,
+    /// Its last upload failed: until one succeeds, handles opened only for reading see the
+    /// saved value, not these bytes (they may never reach the store).
+    pub(super) upload_failed: bool,
+    /// mtime to record at the next upload.
+    pub(super) mtime: SystemTime,
+}
+
+impl Fs {
+    pub(super) fn new_staged(&self) -> FsResult<std::fs::File> {
+        Ok(tempfile::tempfile_in(&self.cfg.cache_dir)?)
+    }
+
+    /// Makes sure `st` has a staged copy: empty when truncating, else the current value.
+    pub(super) async fn ensure_staged(
+        &self,
+        key: &str,
+        st: &mut FileState,
+        truncate: bool,
+    ) -> FsResult<()> {
+        if st.staged.is_some() {
+            if truncate {
+                if let Some(s) = st.staged.as_mut() {
+                    s.file.set_len(0)?;
+                    s.dirty = true;
+                    s.mtime = SystemTime::now();
+                }
+            }
+            return Ok(());
+        }
+        let file = self.new_staged()?;
+        if let Some(base) = st.base.as_ref().filter(|b| !truncate && b.size > 0) {
+            let blob = self.layout.blob_name(key);
+            let value = self
+                .content
+                .get(
+                    &self.store,
+                    &blob,
+                    &base.etag,
+                    Some((base.size, base.stored_size)),
+                )
+                .await?;
+            if value.on_disk() {
+                value.complete().await?;
+                let mut src = value.file()?;
+                let mut dst = file.try_clone()?;
+                tokio::task::spawn_blocking(move || {
+                    use std::io::{Seek, SeekFrom};
+                    src.seek(SeekFrom::Start(0))?;
+                    std::io::copy(&mut src, &mut dst)
+                })
+                .await
+                .map_err(|e| FsError::Io(e.to_string()))??;
+            } else {
+                // A value too large for the disk cache is decoded straight into the staged copy.
+                transfer::download_to(
+                    &self.store,
+                    &blob,
+                    Some(&base.etag),
+                    file.try_clone()?,
+                    &self.cfg.transfer,
+                    None,
+                )
+                .await?;
+            }
+        }
+        let mtime = st
+            .base
+            .as_ref()
+            .map_or_else(SystemTime::now, |b| from_ns(b.mtime_ns));
+        st.staged = Some(Staged {
+            file,
+            dirty: truncate,
+            upload_failed: false,
+            mtime: if truncate { SystemTime::now() } else { mtime },
+        });
+        st.written |= truncate;
+        Ok(())
+    }
+
+    /// EBUSY when another host holds the lease of `key` (its lock), so a write fails at open
+    /// rather than at close.
+    pub(super) async fn check_not_leased_elsewhere(&self, key: &str) -> FsResult<()> {
+        if self.locks.lease_id(key).is_some() {
+            return Ok(());
+        }
+        match self.store.head(&self.layout.blob_name(key)).await {
+            Ok(p) if p.lease_state == crate::store::LeaseState::Leased => {
+                Err(StoreError::LeaseConflict(key.to_string()).into())
+            }
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Err(FsError::BadHandle);
+        }
+        let f = self.open_file(h.ino).ok_or(FsError::BadHandle)?;
+        let mut st = f.state.lock().await;
+        let staged = st.staged.as_mut().ok_or(FsError::BadHandle)?;
+        let at = if h.append {
+            staged.file.metadata()?.len()
+        } else {
+            offset
+        };
+        staged.file.write_all_at(data, at)?;
+        staged.dirty = true;
+        staged.mtime = SystemTime::now();
+        st.written = true;
+        Ok(data.len() as u32)
+    }
+
+    /// Makes a handle's file durable and listed everywhere: uploads unsaved changes and waits
+    /// for the index commit that lists them.
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh).await?;
+        self.sync_index().await
+    }
+
+    /// Waits until every listing change this process made so far is in the index blob.
+    pub async fn sync_index(&self) -> FsResult<()> {
+        self.index.flush().await.map_err(|e| {
+            log::error!("index: changes this host made are not listed yet: {e}");
+            e.into()
+        })
+    }
+
+    /// Uploads unsaved changes of a handle's file (flush on close).
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        if lock(&self.status_handles).contains_key(&fh) {
+            return Ok(());
+        }
+        let h = self.handle(fh)?;
+        if !h.write {
+            return Ok(());
+        }
+        self.save(h.ino).await
+    }
+
+    /// Uploads the staged copy of `ino` if it has unsaved changes: blob first, then the index.
+    pub(super) async fn save(&self, ino: u64) -> FsResult<()> {
+        let Some(f) = self.open_file(ino) else {
+            return Ok(());
+        };
+        let mut st = f.state.lock().await;
+        let Some(staged) = &st.staged else {
+            return Ok(());
+        };
+        if !staged.dirty {
+            return Ok(());
+        }
+        let key = self.key_of(ino)?;
+        let blob = self.layout.blob_name(&key);
+        let src = staged.file.try_clone()?;
+        let mtime = staged.mtime;
+        let mut opts = PutOptions {
+            conditions: Conditions::default().with_lease(self.locks.lease_id(&key)),
+            ..Default::default()
+        };
+        // The attributes travel with the value, in its metadata (see index::meta).
+        let mut entry = Entry::file(0, 0, to_ns(mtime), "");
+        entry.ctime_ns = to_ns(SystemTime::now());
+        if let Some((mode, uid, gid)) = st
+            .perms
+            .or_else(|| st.base.as_ref().map(|b| (b.mode, b.uid, b.gid)))
+        {
+            (entry.mode, entry.uid, entry.gid) = (mode, uid, gid);
+        }
+        opts.metadata = blob_metadata(&entry);
+        let create_only = st.base.is_none() && !st.written;
+        opts.conditions.if_none_match_any = create_only;
+        let uploaded =
+            match transfer::upload_file(&self.store, &blob, src, opts, &self.cfg.transfer).await {
+                Err(TransferError::Store(
+                    StoreError::PreconditionFailed(_) | StoreError::LeaseConflict(_),
+                )) if create_only => {
+                    // Another host saved this name since this host's index copy: the file this
+                    // open(O_CREAT) should have found exists. Adopt it instead of blanking it.
+                    log::info!("{key:?} was created elsewhere meanwhile; using that value");
+                    st.staged = None;
+                    st.perms = None;
+                    st.base = self.adopt_blob(&key).await?;
+                    return Ok(());
+                }
+                Ok(uploaded) => uploaded,
+                Err(e) => {
+                    log::error!("saving {key:?} failed, the previous value stays: {e}");
+                    if let Some(s) = st.staged.as_mut() {
+                        s.upload_failed = true;
+                    }
+                    return Err(e.into());
+                }
+            };
+        (entry.size, entry.stored_size, entry.etag) =
+            (uploaded.size, uploaded.stored_size, uploaded.etag);
+        // The listing follows in the next group commit (fsync waits for it): a copy of many
+        // small files costs one index write per batch, not one per file. It replaces the entry
+        // this write was based on, if that one is listed (a claim of `O_EXCL` is not).
+        let replaces = st.base.as_ref().map(|b| b.etag.clone()).filter(|etag| {
+            self.index
+                .cached()
+                .entries
+                .get(&key)
+                .is_some_and(|e| &e.etag == etag)
+        });
+        self.index.submit(vec![Change::Saved {
+            key: key.clone(),
+            blob: blob.clone(),
+            entry: entry.clone(),
+            replaces,
+        }]);
+        self.content.forget(&blob);
+        st.base = Some(entry);
+        st.perms = None;
+        st.written = false;
+        if let Some(s) = st.staged.as_mut() {
+            s.dirty = false;
+            s.upload_failed = false;
+        }
+        Ok(())
+    }
+
+    /// Saves every file with unsaved changes and waits for the index to list them (at unmount).
+    pub async fn save_all(&self) -> FsResult<()> {
+        let inos: Vec<u64> = lock(&self.files).keys().copied().collect();
+        let mut first_err = None;
+        for ino in inos {
+            if let Err(e) = self.save(ino).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.sync_index().await {
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
