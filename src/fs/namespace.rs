@@ -336,9 +336,13 @@ impl Fs {
         let mut changes = Vec::new();
         for (old, e) in &moving {
             let new = format!("{to}{}", &old[from.len()..]);
-            let etag = self
-                .copy_blob(&self.layout.blob_name(old), &self.layout.blob_name(&new))
-                .await?;
+            let etag = crate::transfer::copy_stored(
+                self.store.as_ref(),
+                &self.layout.blob_name(old),
+                &self.layout.blob_name(&new),
+                &self.cfg.transfer,
+            )
+            .await?;
             changes.push(Change::Put {
                 key: new,
                 entry: Entry {
@@ -377,38 +381,5 @@ impl Fs {
         }
         lock(&self.inodes).rename(&from, &to);
         Ok(())
-    }
-
-    /// Copies a blob's stored bytes (no re-compression) to a new name; returns the new etag.
-    pub(super) async fn copy_blob(&self, from: &str, to: &str) -> FsResult<String> {
-        let props = self.store.head(from).await?;
-        let opts = PutOptions {
-            metadata: props.metadata.clone(),
-            ..Default::default()
-        };
-        let step = self.cfg.transfer.block_size as u64;
-        if props.size <= step {
-            let data = match self.store.get(from, None, None).await? {
-                crate::store::GetResult::Found { data, .. } => data,
-                crate::store::GetResult::NotModified => {
-                    return Err(FsError::Io("unexpected 304".into()))
-                }
-            };
-            return Ok(self.store.put(to, data, &opts).await?);
-        }
-        let mut ids = Vec::new();
-        let mut offset = 0;
-        while offset < props.size {
-            let end = (offset + step).min(props.size);
-            let data = match self.store.get(from, Some(offset..end), None).await? {
-                crate::store::GetResult::Found { data, props: p } if p.etag == props.etag => data,
-                _ => return Err(FsError::Io(format!("{from:?} changed while it was copied"))),
-            };
-            let id = crate::store::block_id(ids.len());
-            self.store.put_block(to, &id, data, None).await?;
-            ids.push(id);
-            offset = end;
-        }
-        Ok(self.store.commit_blocks(to, &ids, &opts).await?)
     }
 }

@@ -1,0 +1,136 @@
+//! `flock` across hosts: a lock is granted by the host's [`LockTable`] and, for the first holder
+//! on a host, by a lease on the file's blob, kept renewed until the last holder here lets go.
+//! Leases are exclusive, so across hosts every lock — shared or exclusive — excludes every other
+//! host's locks (docs/SEMANTICS.md). While a host holds a lease, its writes to that blob carry the
+//! lease id; other hosts' writes fail with EBUSY.
+
+use std::time::Duration;
+
+use super::locks::{Grant, LockMode};
+use super::{Fs, FsError, FsResult};
+use crate::lock::{signal_pending, LeaseKeeper};
+use crate::store::{LeaseDuration, StoreError};
+
+impl Fs {
+    /// Takes (or converts) `owner`'s lock on `ino`; waits while it conflicts when `wait`, giving
+    /// up when process `pid` gets a signal.
+    pub async fn lock(
+        &self,
+        ino: u64,
+        owner: u64,
+        mode: LockMode,
+        wait: bool,
+        pid: u32,
+    ) -> FsResult<()> {
+        self.lock_with(ino, owner, mode, wait, pid, self.cfg.lease_duration, true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn lock_with(
+        &self,
+        ino: u64,
+        owner: u64,
+        mode: LockMode,
+        wait: bool,
+        pid: u32,
+        duration: LeaseDuration,
+        renew: bool,
+    ) -> FsResult<()> {
+        self.writable()?;
+        let key = self.key_of(ino)?;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let notified = self.locks.changed();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .try_lock(&key, ino, owner, mode, duration, renew)
+                .await?
+            {
+                return Ok(());
+            }
+            if !wait {
+                return Err(FsError::WouldBlock);
+            }
+            if pid != 0 && signal_pending(pid) {
+                return Err(FsError::Interrupted);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn try_lock(
+        &self,
+        key: &str,
+        ino: u64,
+        owner: u64,
+        mode: LockMode,
+        duration: LeaseDuration,
+        renew: bool,
+    ) -> FsResult<bool> {
+        let _gate = self.locks.gate().await;
+        match self.locks.try_grant(key, owner, mode) {
+            Grant::Granted => return Ok(true),
+            Grant::Conflict => return Ok(false),
+            Grant::NeedLease(Some(stale)) => {
+                let _ = stale.release().await;
+            }
+            Grant::NeedLease(None) => {}
+        }
+        self.ensure_blob(ino).await?;
+        let blob = self.layout.blob_name(key);
+        match LeaseKeeper::acquire(&self.store, &blob, duration, renew).await {
+            Ok(keeper) => {
+                self.locks.install(key, keeper, owner, mode);
+                // The new holder must read what the previous one wrote.
+                self.index.invalidate();
+                if let Err(e) = self.index.revalidate().await {
+                    log::warn!("refreshing the index after locking {key:?}: {e}");
+                }
+                Ok(true)
+            }
+            Err(StoreError::LeaseConflict(_)) => Ok(false),
+            Err(StoreError::NotFound(_)) => Err(FsError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A lock needs a blob to lease: a file created here and not yet saved is saved first
+    /// (whether the blob then exists, the lease request itself tells).
+    async fn ensure_blob(&self, ino: u64) -> FsResult<()> {
+        if self.open_file(ino).is_some() {
+            self.save(ino).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops `owner`'s lock on `ino`; the last holder on this host releases the lease.
+    pub async fn unlock(&self, ino: u64, owner: u64) -> FsResult<bool> {
+        let Ok(key) = self.key_of(ino) else {
+            return Ok(false);
+        };
+        let _gate = self.locks.gate().await;
+        let (had, lease) = self.locks.remove_holder(&key, owner);
+        let released = match lease {
+            Some(l) => l.release().await,
+            None => Ok(()),
+        };
+        released.inspect_err(|e| log::warn!("releasing the lease on {key:?}: {e}"))?;
+        Ok(had)
+    }
+
+    /// Releases every lease this host holds (at unmount).
+    pub async fn release_all_locks(&self) {
+        let _gate = self.locks.gate().await;
+        for (key, lease) in self.locks.drain() {
+            if let Err(e) = lease.release().await {
+                log::warn!("releasing the lease on {key:?}: {e}");
+            }
+        }
+    }
+}

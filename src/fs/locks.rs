@@ -1,0 +1,151 @@
+//! The lock table: which lock owners (open file descriptions) on this host hold which `flock`
+//! locks, and the lease behind each locked key.
+//!
+//! Within a host it keeps flock semantics between owners: shared locks coexist, an exclusive one
+//! excludes all others. Across hosts, the first holder on a host takes a lease on the file's blob
+//! (see `fs::flock`) and the table keeps it until the last holder on the host lets go. It does no
+//! I/O itself: callers take [`LockTable::gate`] around a decision and the lease request it leads to.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::lock::LeaseKeeper;
+use crate::mutex::lock;
+
+/// A lock's mode, as `flock` asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+#[derive(Default)]
+struct KeyLocks {
+    holders: HashMap<u64, LockMode>,
+    lease: Option<LeaseKeeper>,
+}
+
+/// What [`LockTable::try_grant`] decided.
+pub enum Grant {
+    /// The owner holds the lock now (this host already holds the key's lease).
+    Granted,
+    /// Another owner on this host holds a conflicting lock.
+    Conflict,
+    /// Nobody here holds the key: the lease must be acquired first ([`LockTable::install`]).
+    /// Carries a lease that ran out or was lost, for the caller to release.
+    NeedLease(Option<LeaseKeeper>),
+}
+
+/// Locks this host holds, per key.
+#[derive(Default)]
+pub struct LockTable {
+    keys: Mutex<HashMap<String, KeyLocks>>,
+    changed: Notify,
+    /// Serializes lease acquisition and release on this host.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl LockTable {
+    /// The lease id writes to `key` must carry, if this host holds its lease.
+    pub fn lease_id(&self, key: &str) -> Option<String> {
+        let keys = lock(&self.keys);
+        let lease = keys.get(key)?.lease.as_ref()?;
+        // A lease that ran out by design (xattr locks) is no longer presented; one whose renewal
+        // failed still is, so the write fails loudly instead of overwriting.
+        (lease.is_live() || lease.remaining().is_none()).then(|| lease.id().to_string())
+    }
+
+    /// Keys this host holds a lease on.
+    pub fn held_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = lock(&self.keys)
+            .iter()
+            .filter(|(_, k)| k.lease.is_some())
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Held while deciding on a lock and acquiring or releasing the lease it needs.
+    pub async fn gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.lock().await
+    }
+
+    /// A future that completes at the next change of the table (a lock let go). Enable it
+    /// before trying, so a change between the try and the wait is not missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    /// Grants `owner` a `mode` lock on `key` if this host holds the key's live lease and no
+    /// other owner here holds a conflicting lock.
+    pub fn try_grant(&self, key: &str, owner: u64, mode: LockMode) -> Grant {
+        let mut keys = lock(&self.keys);
+        let Some(k) = keys.get_mut(key) else {
+            return Grant::NeedLease(None);
+        };
+        if k.lease.as_ref().is_some_and(|l| !l.is_live()) {
+            // The lease ran out or was lost: nobody here holds the lock any more.
+            return Grant::NeedLease(keys.remove(key).and_then(|k| k.lease));
+        }
+        let conflict = k.holders.iter().any(|(o, m)| {
+            *o != owner && (mode == LockMode::Exclusive || *m == LockMode::Exclusive)
+        });
+        if conflict {
+            return Grant::Conflict;
+        }
+        if k.lease.is_some() {
+            k.holders.insert(owner, mode);
+            return Grant::Granted;
+        }
+        Grant::NeedLease(None)
+    }
+
+    /// Records the lease just acquired for `key` and `owner`'s lock under it.
+    pub fn install(&self, key: &str, lease: LeaseKeeper, owner: u64, mode: LockMode) {
+        let mut keys = lock(&self.keys);
+        let k = keys.entry(key.to_string()).or_default();
+        k.lease = Some(lease);
+        k.holders.insert(owner, mode);
+    }
+
+    /// Drops `owner`'s lock on `key`: whether it had one, and the key's lease when it was the
+    /// last holder here (for the caller to release). Wakes waiters.
+    pub fn remove_holder(&self, key: &str, owner: u64) -> (bool, Option<LeaseKeeper>) {
+        let mut keys = lock(&self.keys);
+        let Some(k) = keys.get_mut(key) else {
+            return (false, None);
+        };
+        let had = k.holders.remove(&owner).is_some();
+        let lease = if k.holders.is_empty() {
+            keys.remove(key).and_then(|k| k.lease)
+        } else {
+            None
+        };
+        drop(keys);
+        self.changed.notify_waiters();
+        (had, lease)
+    }
+
+    /// Forgets every lock; returns the leases to release (at unmount). Wakes waiters.
+    pub fn drain(&self) -> Vec<(String, LeaseKeeper)> {
+        let all: Vec<(String, LeaseKeeper)> = lock(&self.keys)
+            .drain()
+            .filter_map(|(key, k)| k.lease.map(|l| (key, l)))
+            .collect();
+        self.changed.notify_waiters();
+        all
+    }
+
+    /// Time left on the live lock `owner` holds on `key`: `Some(None)` when it never runs out,
+    /// `None` when it holds none.
+    pub fn time_left(&self, key: &str, owner: u64) -> Option<Option<Duration>> {
+        let keys = lock(&self.keys);
+        let k = keys.get(key).filter(|k| k.holders.contains_key(&owner))?;
+        let lease = k.lease.as_ref().filter(|l| l.is_live())?;
+        Some(lease.remaining())
+    }
+}

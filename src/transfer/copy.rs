@@ -1,0 +1,47 @@
+//! Copy: a blob's stored bytes (no decoding, no re-compression) under a new name, in ranged GETs
+//! and staged blocks for large values. Used by rename.
+
+use super::{TransferConfig, TransferError};
+use crate::store::{block_id, BlobStore, GetResult, PutOptions, StoreError};
+
+/// Copies blob `from` to `to` with its metadata; returns the new etag. Fails with
+/// [`TransferError::Changed`] if `from` is rewritten while it is copied.
+pub async fn copy_stored(
+    store: &dyn BlobStore,
+    from: &str,
+    to: &str,
+    cfg: &TransferConfig,
+) -> Result<String, TransferError> {
+    let props = store.head(from).await?;
+    let opts = PutOptions {
+        metadata: props.metadata.clone(),
+        ..Default::default()
+    };
+    let step = cfg.block_size as u64;
+    if props.size <= step {
+        let data = match store.get(from, None, None).await? {
+            GetResult::Found { data, .. } => data,
+            GetResult::NotModified => {
+                return Err(StoreError::Other(format!(
+                    "{from:?}: an unconditional read answered 304"
+                ))
+                .into())
+            }
+        };
+        return Ok(store.put(to, data, &opts).await?);
+    }
+    let mut ids = Vec::new();
+    let mut offset = 0;
+    while offset < props.size {
+        let end = (offset + step).min(props.size);
+        let data = match store.get(from, Some(offset..end), None).await? {
+            GetResult::Found { data, props: p } if p.etag == props.etag => data,
+            _ => return Err(TransferError::Changed(from.to_string())),
+        };
+        let id = block_id(ids.len());
+        store.put_block(to, &id, data, None).await?;
+        ids.push(id);
+        offset = end;
+    }
+    Ok(store.commit_blocks(to, &ids, &opts).await?)
+}

@@ -1,0 +1,149 @@
+//! Streaming download: ranged GETs, fetched a few ahead, feed a blocking thread that decodes the
+//! value into a file and publishes how far it got, so readers can start before the end.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
+use tokio::sync::{mpsc, watch};
+
+use super::{TransferConfig, TransferError};
+use crate::codec;
+use crate::store::{BlobStore, GetResult};
+
+/// A blocking `Read` over chunks arriving from the async side.
+struct ChunkSource {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChunkSource {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A `Write` that publishes how many bytes went through it.
+struct Progress<W> {
+    inner: W,
+    written: u64,
+    tx: Option<watch::Sender<u64>>,
+}
+
+impl<W: Write> Write for Progress<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.written += n as u64;
+        if let Some(tx) = &self.tx {
+            tx.send_replace(self.written);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What a download found.
+#[derive(Clone, Debug)]
+pub struct Downloaded {
+    pub etag: String,
+    /// Bytes of the value written to the destination.
+    pub size: u64,
+}
+
+/// Reads blob `blob` (expected at `etag` if given), decodes it and writes the value to `dest`.
+/// `progress` receives the number of value bytes written so far.
+pub async fn download_to(
+    store: &Arc<dyn BlobStore>,
+    blob: &str,
+    etag: Option<&str>,
+    dest: std::fs::File,
+    cfg: &TransferConfig,
+    progress: Option<watch::Sender<u64>>,
+) -> Result<Downloaded, TransferError> {
+    let range = cfg.range_size.max(64 << 10);
+    let (props, first) = match store.get(blob, Some(0..range), None).await? {
+        GetResult::Found { props, data } => (props, data),
+        GetResult::NotModified => return Err(TransferError::Changed(blob.to_string())),
+    };
+    if etag.is_some_and(|e| e != props.etag) {
+        return Err(TransferError::Changed(blob.to_string()));
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(cfg.parallel.max(1));
+    let blob_name = blob.to_string();
+    let decoder = tokio::task::spawn_blocking(move || -> Result<u64, TransferError> {
+        let source = ChunkSource {
+            rx,
+            current: Bytes::new(),
+        };
+        // Progress counts bytes that reached the file, so readers never overtake the writer.
+        let mut out = io::BufWriter::with_capacity(
+            1 << 20,
+            Progress {
+                inner: dest,
+                written: 0,
+                tx: progress,
+            },
+        );
+        let mut dec = codec::decoder(source).map_err(|e| TransferError::Io(e.to_string()))?;
+        let n = io::copy(&mut dec, &mut out).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other => {
+                TransferError::Corrupt {
+                    blob: blob_name.clone(),
+                    message: e.to_string(),
+                }
+            }
+            _ => TransferError::Io(e.to_string()),
+        })?;
+        out.flush().map_err(|e| TransferError::Io(e.to_string()))?;
+        Ok(n)
+    });
+
+    let feed = async {
+        if tx.send(first).await.is_err() {
+            return Ok(());
+        }
+        let mut offsets = (range..props.size).step_by(range as usize);
+        let mut inflight = FuturesOrdered::new();
+        loop {
+            while inflight.len() < cfg.parallel.max(1) {
+                let Some(start) = offsets.next() else { break };
+                let store = store.clone();
+                let name = blob.to_string();
+                let end = (start + range).min(props.size);
+                inflight.push_back(async move { store.get(&name, Some(start..end), None).await });
+            }
+            let Some(next) = inflight.next().await else {
+                return Ok(());
+            };
+            match next? {
+                GetResult::Found { props: p, data } if p.etag == props.etag => {
+                    if tx.send(data).await.is_err() {
+                        return Ok(()); // the decoder stopped; its error tells why
+                    }
+                }
+                _ => return Err(TransferError::Changed(blob.to_string())),
+            }
+        }
+    };
+    let fed: Result<(), TransferError> = feed.await;
+    drop(tx);
+    let decoded = decoder
+        .await
+        .map_err(|e| TransferError::Io(e.to_string()))?;
+    fed?;
+    Ok(Downloaded {
+        etag: props.etag,
+        size: decoded?,
+    })
+}

@@ -1,0 +1,50 @@
+//! Streaming transfers between local files and blobs, never holding a whole value in memory.
+//!
+//! Upload: a blocking thread reads the file and compresses it into an LZ4 frame, cut into
+//! blocks that are staged in parallel and committed once (one plain put when the value fits in one
+//! block). Download: ranged GETs, fetched a few ahead, feed a blocking thread that decodes and
+//! writes the value to a file, publishing how far it got so readers can start before the end.
+//! Copy: a blob's stored bytes under a new name, without decoding.
+
+mod copy;
+mod download;
+mod upload;
+
+pub use copy::copy_stored;
+pub use download::{download_to, Downloaded};
+pub use upload::{upload_file, Uploaded};
+
+use crate::store::StoreError;
+
+/// Sizes and parallelism of transfers.
+#[derive(Clone, Debug)]
+pub struct TransferConfig {
+    /// Bytes of compressed data per staged block.
+    pub block_size: usize,
+    /// Blocks staged (uploads) or ranges fetched (downloads) at once.
+    pub parallel: usize,
+    /// Bytes per ranged GET.
+    pub range_size: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            block_size: 4 << 20,
+            parallel: 4,
+            range_size: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("blob {blob:?} is corrupt: {message}")]
+    Corrupt { blob: String, message: String },
+    #[error("blob {0:?} changed while it was being read")]
+    Changed(String),
+    #[error("local I/O: {0}")]
+    Io(String),
+}

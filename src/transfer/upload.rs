@@ -1,0 +1,154 @@
+//! Streaming upload: a blocking thread reads a local file and compresses it into an LZ4 frame cut
+//! into blocks, staged in parallel and committed once (one plain put when it fits in one block).
+
+use std::io::{self, BufReader, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{TransferConfig, TransferError};
+use crate::codec;
+use crate::store::{block_id, BlobStore, PutOptions, StoreError};
+
+/// What an upload produced.
+#[derive(Clone, Debug)]
+pub struct Uploaded {
+    pub etag: String,
+    /// Uncompressed bytes.
+    pub size: u64,
+    /// Bytes stored in the blob.
+    pub stored_size: u64,
+}
+
+/// A `Write` that cuts what it receives into chunks and sends them to the async side.
+struct ChunkSink {
+    buf: Vec<u8>,
+    chunk: usize,
+    tx: mpsc::Sender<Bytes>,
+    sent: u64,
+    /// Notes where each block of the frame starts, for the seek table.
+    scanner: crate::seek::FrameScanner,
+}
+
+impl ChunkSink {
+    fn send(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk));
+        self.sent += full.len() as u64;
+        self.tx
+            .blocking_send(Bytes::from(full))
+            .map_err(|_| io::Error::other("upload cancelled"))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(self.chunk - self.buf.len());
+        self.scanner.feed(&data[..n]);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.chunk {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compresses `src` (read from its start) into the blob `blob`; `opts` carries the conditions,
+/// and the size metadata is added here.
+pub async fn upload_file(
+    store: &Arc<dyn BlobStore>,
+    blob: &str,
+    src: std::fs::File,
+    mut opts: PutOptions,
+    cfg: &TransferConfig,
+) -> Result<Uploaded, TransferError> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(cfg.parallel.max(1));
+    let chunk = cfg.block_size.max(64 << 10);
+    let encoder = tokio::task::spawn_blocking(move || -> io::Result<(u64, u64)> {
+        let mut src = src;
+        // The handle may share its offset with others: always read the whole file.
+        io::Seek::seek(&mut src, io::SeekFrom::Start(0))?;
+        let mut sink = ChunkSink {
+            buf: Vec::with_capacity(chunk),
+            chunk,
+            tx,
+            sent: 0,
+            scanner: Default::default(),
+        };
+        let mut enc = codec::encoder(&mut sink);
+        let size = io::copy(&mut BufReader::with_capacity(1 << 20, src), &mut enc)?;
+        enc.finish().map_err(io::Error::other)?;
+        // The seek table follows the frame, in a skippable frame (see `seek`).
+        let table = sink
+            .scanner
+            .table(size)
+            .ok_or_else(|| io::Error::other("the LZ4 frame did not end as expected"))?;
+        sink.buf.extend_from_slice(&table.to_frame());
+        if !sink.buf.is_empty() {
+            sink.send()?;
+        }
+        Ok((size, sink.sent))
+    });
+    let finish_encoder = |h: tokio::task::JoinHandle<io::Result<(u64, u64)>>| async move {
+        h.await
+            .map_err(|e| TransferError::Io(e.to_string()))?
+            .map_err(|e| TransferError::Io(e.to_string()))
+    };
+
+    let first = rx.recv().await.unwrap_or_default();
+    let second = rx.recv().await;
+    let Some(second) = second else {
+        // One chunk: a single put.
+        let (size, stored) = finish_encoder(encoder).await?;
+        opts.metadata
+            .insert(codec::META_SIZE.into(), size.to_string());
+        opts.metadata
+            .insert(codec::META_ENCODING.into(), "lz4".into());
+        let etag = store.put(blob, first, &opts).await?;
+        return Ok(Uploaded {
+            etag,
+            size,
+            stored_size: stored,
+        });
+    };
+
+    let lease = opts.conditions.lease_id.clone();
+    let mut ids = Vec::new();
+    let mut staging: JoinSet<Result<(), StoreError>> = JoinSet::new();
+    let mut next_chunk = Some(first);
+    let mut queued = Some(second);
+    loop {
+        let Some(data) = next_chunk.take() else { break };
+        while staging.len() >= cfg.parallel.max(1) {
+            if let Some(r) = staging.join_next().await {
+                r.map_err(|e| TransferError::Io(e.to_string()))??;
+            }
+        }
+        let id = block_id(ids.len());
+        ids.push(id.clone());
+        let (store, blob, lease) = (store.clone(), blob.to_string(), lease.clone());
+        staging.spawn(async move { store.put_block(&blob, &id, data, lease.as_deref()).await });
+        next_chunk = match queued.take() {
+            Some(c) => Some(c),
+            None => rx.recv().await,
+        };
+    }
+    while let Some(r) = staging.join_next().await {
+        r.map_err(|e| TransferError::Io(e.to_string()))??;
+    }
+    let (size, stored) = finish_encoder(encoder).await?;
+    opts.metadata
+        .insert(codec::META_SIZE.into(), size.to_string());
+    opts.metadata
+        .insert(codec::META_ENCODING.into(), "lz4".into());
+    let etag = store.commit_blocks(blob, &ids, &opts).await?;
+    Ok(Uploaded {
+        etag,
+        size,
+        stored_size: stored,
+    })
+}
