@@ -15,6 +15,9 @@
 //! fetched again. The least recently used entries not in use are dropped when the total passes
 //! the configured size; their files vanish with them (and with the process).
 
+mod blocks;
+mod read_ahead;
+
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,9 +28,11 @@ use lru::LruCache;
 use tokio::sync::watch;
 
 use super::error::{FsError, FsResult};
-use crate::seek::{decode_block, SeekTable};
+use crate::seek::SeekTable;
 use crate::store::{BlobStore, GetResult};
 use crate::transfer::{self, TransferConfig, TransferError};
+use blocks::{Block, Blocks};
+use read_ahead::plan_read_ahead;
 
 /// Values at least this large are read by block when they carry a seek table.
 pub const BY_BLOCK_MIN: u64 = 8 << 20;
@@ -55,33 +60,6 @@ struct Fill {
     done: Option<Result<u64, FsError>>,
 }
 
-/// State of one block of a value read by block.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Block {
-    Missing,
-    Fetching,
-    Present,
-}
-
-/// A value read block by block.
-struct Blocks {
-    store: Arc<dyn BlobStore>,
-    blob: String,
-    etag: String,
-    table: SeekTable,
-    state: Mutex<Vec<Block>>,
-    /// Wakes readers waiting for blocks another task is fetching.
-    arrived: tokio::sync::Notify,
-    /// Where the next sequential read would start, and the read-ahead window (blocks).
-    next: AtomicU64,
-    window: AtomicU64,
-    /// For a streamed value, its decoded blocks in memory (a block evicted from here is missing
-    /// again); `None`: blocks are written to the disk file.
-    mem: Option<Mutex<LruCache<usize, Bytes>>>,
-    /// Raw blocks a random read has fetched a part of: the next read in one fetches it whole.
-    peeked: Mutex<HashSet<usize>>,
-}
-
 enum Fetch {
     Whole(watch::Receiver<Fill>),
     ByBlock(Arc<Blocks>),
@@ -91,204 +69,6 @@ enum Fetch {
 pub struct CachedValue {
     file: Arc<std::fs::File>,
     fetch: Fetch,
-}
-
-impl Blocks {
-    fn states(&self) -> std::sync::MutexGuard<'_, Vec<Block>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Keeps decoded block `i` of a streamed value in memory; the block it pushes out is missing
-    /// again.
-    fn remember(&self, i: usize, block: Bytes) {
-        let Some(mem) = &self.mem else { return };
-        let evicted = mem.lock().unwrap_or_else(|p| p.into_inner()).push(i, block);
-        if let Some((j, _)) = evicted.filter(|(j, _)| *j != i) {
-            self.states()[j] = Block::Missing;
-        }
-    }
-
-    /// Bytes `offset..end` of a streamed value from the blocks in memory; `None` if one of them
-    /// was pushed out meanwhile.
-    fn read_memory(&self, offset: u64, end: u64) -> Option<Bytes> {
-        let mem = self.mem.as_ref()?;
-        let bs = self.table.block_size;
-        let (first, last) = ((offset / bs) as usize, ((end - 1) / bs) as usize);
-        let mut mem = mem.lock().unwrap_or_else(|p| p.into_inner());
-        let part = |block: &Bytes, i: usize| {
-            let start = i as u64 * bs;
-            let a = (offset.max(start) - start) as usize;
-            let z = ((end - start) as usize).min(block.len());
-            (a <= z).then(|| block.slice(a..z))
-        };
-        if first == last {
-            // The usual case (FUSE reads of one block): no copy.
-            return part(mem.get(&first)?, first);
-        }
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        for i in first..=last {
-            out.extend_from_slice(&part(mem.get(&i)?, i)?);
-        }
-        Some(out.into())
-    }
-
-    /// Claims the missing blocks of `first..=last` (as runs) and says whether other tasks are
-    /// fetching some of the rest.
-    fn claim(&self, first: usize, last: usize) -> (Vec<(usize, usize)>, bool) {
-        let mut st = self.states();
-        let mut runs = Vec::new();
-        let mut others = false;
-        let mut i = first;
-        while i <= last {
-            match st[i] {
-                Block::Present => i += 1,
-                Block::Fetching => {
-                    others = true;
-                    i += 1;
-                }
-                Block::Missing => {
-                    let start = i;
-                    while i <= last && st[i] == Block::Missing {
-                        st[i] = Block::Fetching;
-                        i += 1;
-                    }
-                    runs.push((start, i - 1));
-                }
-            }
-        }
-        (runs, others)
-    }
-
-    /// Makes sure blocks `first..=last` are on disk: fetches the missing runs (one ranged GET
-    /// each) and waits for those other tasks are fetching.
-    async fn ensure(&self, file: &std::fs::File, first: usize, last: usize) -> FsResult<()> {
-        loop {
-            let arrived = self.arrived.notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            let (runs, others) = self.claim(first, last);
-            for (a, b) in runs {
-                self.fetch_claimed(file, a, b).await?;
-            }
-            if !others {
-                return Ok(());
-            }
-            if self.states()[first..=last]
-                .iter()
-                .all(|s| *s == Block::Present)
-            {
-                return Ok(());
-            }
-            arrived.await;
-        }
-    }
-
-    /// Fetches blocks `a..=b`, which the caller has marked `Fetching`, and wakes the waiters.
-    async fn fetch_claimed(&self, file: &std::fs::File, a: usize, b: usize) -> FsResult<()> {
-        let fetched = self.fetch(file, a, b).await;
-        let mut st = self.states();
-        for s in &mut st[a..=b] {
-            if *s == Block::Fetching {
-                *s = if fetched.is_ok() {
-                    Block::Present
-                } else {
-                    Block::Missing
-                };
-            }
-        }
-        drop(st);
-        self.arrived.notify_waiters();
-        fetched
-    }
-
-    async fn fetch(&self, file: &std::fs::File, a: usize, b: usize) -> FsResult<()> {
-        let range = self.table.stored_range(a, b);
-        let data = self.get_range(range.clone()).await?;
-        for i in a..=b {
-            let r = self.table.stored_range(i, i);
-            let slice = data
-                .get((r.start - range.start) as usize..(r.end - range.start) as usize)
-                .ok_or_else(|| FsError::Io(format!("{}: short block read", self.blob)))?;
-            let corrupt = |message: String| {
-                log::error!("reading {:?}: block {i}: {message}", self.blob);
-                FsError::from(TransferError::Corrupt {
-                    blob: self.blob.clone(),
-                    message,
-                })
-            };
-            let block = decode_block(slice, self.table.block_size as usize)
-                .map_err(|e| corrupt(e.to_string()))?;
-            // Every block but the last is whole; a shorter one would shift or lose bytes.
-            let want = self.table.block_len(i);
-            if block.len() as u64 != want {
-                return Err(corrupt(format!(
-                    "decodes to {} bytes, the seek table says {want}",
-                    block.len()
-                )));
-            }
-            if self.mem.is_none() {
-                file.write_all_at(&block, i as u64 * self.table.block_size)?;
-            } else {
-                self.remember(
-                    i,
-                    match block {
-                        // A block stored raw is a slice of the response: no copy.
-                        std::borrow::Cow::Borrowed(raw) => data.slice_ref(raw),
-                        std::borrow::Cow::Owned(v) => Bytes::from(v),
-                    },
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Where block `i`'s bytes lie in the blob if it is stored raw: its stored length is its
-    /// size word plus its uncompressed length (a writer stores a block compressed only when that
-    /// makes it smaller; docs/FORMAT.md).
-    fn raw_bytes(&self, i: usize) -> Option<std::ops::Range<u64>> {
-        let r = self.table.stored_range(i, i);
-        (r.end.checked_sub(r.start)? == 4 + self.table.block_len(i)).then(|| r.start + 4..r.end)
-    }
-
-    /// A random read of `offset..end` inside block `i`: if the block is stored raw and neither
-    /// held nor being fetched, GETs just those bytes the first time (a 1 MiB block would cost a
-    /// whole block's transfer for a few KiB); `None` when the whole block should be fetched.
-    async fn read_part(&self, i: usize, offset: u64, end: u64) -> FsResult<Option<Bytes>> {
-        let Some(raw) = self.raw_bytes(i) else {
-            return Ok(None);
-        };
-        if self.states()[i] != Block::Missing
-            || !self
-                .peeked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(i)
-        {
-            return Ok(None);
-        }
-        let start = raw.start + (offset - i as u64 * self.table.block_size);
-        let data = self.get_range(start..start + (end - offset)).await?;
-        if data.len() as u64 != end - offset {
-            return Err(FsError::Io(format!("{}: short read", self.blob)));
-        }
-        Ok(Some(data))
-    }
-
-    /// Stored bytes `range` of this version of the blob (`Changed` once it was rewritten).
-    async fn get_range(&self, range: std::ops::Range<u64>) -> FsResult<Bytes> {
-        match self.store.get(&self.blob, Some(range), None).await? {
-            GetResult::Found { props, data } if props.etag == self.etag => Ok(data),
-            _ => Err(TransferError::Changed(self.blob.clone()).into()),
-        }
-    }
-
-    fn held_bytes(&self) -> u64 {
-        self.states()
-            .iter()
-            .filter(|s| **s == Block::Present)
-            .count() as u64
-            * self.table.block_size
-    }
 }
 
 impl CachedValue {
@@ -432,58 +212,6 @@ impl CachedValue {
             Fetch::ByBlock(_) => false,
         }
     }
-}
-
-/// The ranged GETs (block runs) a read-ahead issues, given the reader's last block, the window
-/// (blocks) and the blocks of the window not yet fetched or being fetched (ascending).
-///
-/// The window is cut where it would span more than [`MAX_AHEAD_STORED`] stored bytes. Missing
-/// blocks are grouped into runs of about [`READ_AHEAD_GET`] stored bytes; a short group at the end
-/// waits for the window to slide further, unless it is the value's tail or the reader is already
-/// within half a window of it.
-fn plan_read_ahead(
-    table: &SeekTable,
-    last: usize,
-    window: usize,
-    missing: &[usize],
-) -> Vec<(usize, usize)> {
-    let n = table.blocks.len();
-    let stored = |a: usize, b: usize| {
-        let r = table.stored_range(a, b);
-        r.end - r.start
-    };
-    // How many blocks past `last` the window reaches within the stored budget.
-    let mut reach = window.min(n.saturating_sub(last + 1));
-    while reach > 1 && stored(last + 1, last + reach) > MAX_AHEAD_STORED {
-        reach -= 1;
-    }
-    let mut plan = Vec::new();
-    let mut group: Option<(usize, usize)> = None;
-    for &i in missing {
-        if i <= last || i > last + reach {
-            break;
-        }
-        group = match group {
-            Some((a, b)) if b + 1 == i => Some((a, i)),
-            Some(g) => {
-                plan.push(g);
-                Some((i, i))
-            }
-            None => Some((i, i)),
-        };
-        if let Some((a, b)) = group {
-            if stored(a, b) >= READ_AHEAD_GET {
-                plan.push((a, b));
-                group = None;
-            }
-        }
-    }
-    if let Some((a, b)) = group {
-        if b + 1 == n || a <= last + reach / 2 {
-            plan.push((a, b));
-        }
-    }
-    plan
 }
 
 type Key = (String, String);
@@ -683,63 +411,5 @@ async fn fetch_table(
         }
         Ok(_) => Err(TransferError::Changed(blob.to_string()).into()),
         Err(e) => Err(e.into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A table of `n` blocks of 1 MiB, each stored in `stored` bytes.
-    fn table(n: usize, stored: u64) -> SeekTable {
-        SeekTable {
-            block_size: 1 << 20,
-            content_size: n as u64 * (1 << 20),
-            blocks: (0..n as u64).map(|i| 7 + i * stored).collect(),
-            frame_end: 7 + n as u64 * stored,
-        }
-    }
-
-    #[test]
-    fn read_ahead_gets_are_large_and_wait_for_a_full_group() {
-        let t = table(100, 1 << 20);
-        // Window 32 ahead of block 0, nothing fetched: four GETs of 8 blocks (8 MiB each).
-        let missing: Vec<usize> = (1..=32).collect();
-        assert_eq!(
-            plan_read_ahead(&t, 0, 32, &missing),
-            vec![(1, 8), (9, 16), (17, 24), (25, 32)]
-        );
-        // The window slid by one block: the one new block waits for a group's worth.
-        assert_eq!(plan_read_ahead(&t, 1, 32, &[33]), vec![]);
-        // Once the reader is within half a window of the missing blocks they are fetched.
-        let missing: Vec<usize> = (17..=40).collect();
-        assert_eq!(
-            plan_read_ahead(&t, 8, 32, &missing),
-            vec![(17, 24), (25, 32), (33, 40)]
-        );
-        let missing: Vec<usize> = (30..=36).collect();
-        assert_eq!(plan_read_ahead(&t, 4, 32, &missing), vec![]);
-        assert_eq!(plan_read_ahead(&t, 14, 32, &missing), vec![(30, 36)]);
-    }
-
-    #[test]
-    fn read_ahead_fetches_the_tail_and_respects_the_stored_budget() {
-        let t = table(10, 1 << 20);
-        assert_eq!(plan_read_ahead(&t, 6, 32, &[8, 9]), vec![(8, 9)]);
-        // Compressible blocks (256 KiB stored): groups of 32 blocks; the window stops at 32 MiB
-        // stored, and here spans 64 blocks.
-        let t = table(1000, 256 << 10);
-        let missing: Vec<usize> = (1..=64).collect();
-        assert_eq!(
-            plan_read_ahead(&t, 0, 64, &missing),
-            vec![(1, 32), (33, 64)]
-        );
-        // Incompressible blocks larger than 1 MiB: the stored budget cuts the window.
-        let t = table(1000, 2 << 20);
-        let missing: Vec<usize> = (1..=64).collect();
-        assert_eq!(
-            plan_read_ahead(&t, 0, 64, &missing),
-            vec![(1, 4), (5, 8), (9, 12), (13, 16)]
-        );
     }
 }
