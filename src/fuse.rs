@@ -29,15 +29,28 @@ impl FuseAdapter {
         FuseAdapter { fs, rt, ttl }
     }
 
-    /// Runs `op` on the runtime and hands its result to `reply`.
+    /// A failure answered without a task: counted by the core, logged, as an errno.
+    fn fail(&self, op: &str, e: &FsError) -> Errno {
+        self.fs.note_failure(e);
+        errno(op, e)
+    }
+
+    /// Runs `op` on the runtime and hands its result to `reply`; the core counts failures.
     fn spawn<T, F, Fut>(&self, op: F, reply: impl FnOnce(Result<T, FsError>) + Send + 'static)
     where
         T: Send + 'static,
         F: FnOnce(Arc<Fs>) -> Fut,
         Fut: Future<Output = Result<T, FsError>> + Send + 'static,
     {
-        let fut = op(self.fs.clone());
-        self.rt.spawn(async move { reply(fut.await) });
+        let fs = self.fs.clone();
+        let fut = op(fs.clone());
+        self.rt.spawn(async move {
+            let r = fut.await;
+            if let Err(e) = &r {
+                fs.note_failure(e);
+            }
+            reply(r)
+        });
     }
 }
 
@@ -45,19 +58,16 @@ impl FuseAdapter {
 /// like `cat` and `cp` move 1 MiB (one LZ4 block) per call.
 const IO_SIZE: u32 = 1 << 20;
 
-/// The one place failures are logged and turned into an errno.
+/// The one place failures are logged and turned into an errno (the core counts them: see
+/// `FuseAdapter::spawn` and `FuseAdapter::fail`).
 fn errno(op: &str, e: &FsError) -> Errno {
     if e.is_routine() {
         log::debug!("{op}: {e}");
     } else {
         log::warn!("{op}: {e}");
-        ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Errno::from_i32(e.errno())
 }
-
-/// Failures reported to users (not routine answers), for the status file.
-pub static ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
@@ -120,10 +130,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn destroy(&mut self) {
-        if let Err(e) = self.rt.block_on(self.fs.save_all()) {
-            log::error!("unmount: some changes could not be saved: {e}");
-        }
-        self.rt.block_on(self.fs.release_all_locks());
+        self.rt.block_on(self.fs.shutdown());
         log::info!("unmounted");
     }
 
@@ -244,7 +251,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         // A blob has one name: hard links cannot be represented.
-        reply.error(errno(
+        reply.error(self.fail(
             "link",
             &FsError::NotPermitted("hard links are not supported"),
         ));
@@ -279,7 +286,7 @@ impl Filesystem for FuseAdapter {
         if flags.contains(RenameFlags::RENAME_EXCHANGE)
             || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
-            return reply.error(errno(
+            return reply.error(self.fail(
                 "rename",
                 &FsError::Unsupported("RENAME_EXCHANGE and RENAME_WHITEOUT"),
             ));
@@ -513,7 +520,7 @@ impl Filesystem for FuseAdapter {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno("readdir", &e)),
+            Err(e) => reply.error(self.fail("readdir", &e)),
         }
     }
 

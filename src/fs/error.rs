@@ -1,5 +1,7 @@
 //! Errors of the filesystem core, each knowing the errno userspace should see.
 
+use std::sync::Arc;
+
 use crate::index::IndexError;
 use crate::layout::KeyError;
 use crate::store::StoreError;
@@ -42,7 +44,18 @@ pub enum FsError {
     #[error(transparent)]
     Transfer(#[from] TransferError),
     #[error("local I/O: {0}")]
-    Io(String),
+    Io(#[source] Arc<std::io::Error>),
+    #[error("a background task failed: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
+    /// A broken invariant of remotedict itself (a bug), reported rather than panicking.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<tokio::task::JoinError> for FsError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        FsError::Task(Arc::new(e))
+    }
 }
 
 impl From<std::io::Error> for FsError {
@@ -50,16 +63,29 @@ impl From<std::io::Error> for FsError {
         if e.kind() == std::io::ErrorKind::StorageFull {
             FsError::Store(StoreError::NoSpace(format!("local cache: {e}")))
         } else {
-            FsError::Io(e.to_string())
+            FsError::Io(Arc::new(e))
         }
     }
 }
 
+/// A full disk is ENOSPC; any other local I/O failure is EIO.
+fn io_errno(e: &std::io::Error) -> i32 {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        libc::ENOSPC
+    } else {
+        libc::EIO
+    }
+}
+
+/// The errno of a store failure reaching the user. A failed precondition is answered here only
+/// when nothing above knew what it meant (an operation that lost every retry to other hosts'
+/// writes): EIO, not EEXIST. Where it does mean "the name is taken", the caller says so with
+/// [`FsError::Exists`].
 fn store_errno(e: &StoreError) -> i32 {
     match e {
         StoreError::NotFound(_) => libc::ENOENT,
         StoreError::ContainerNotFound(_) => libc::EIO,
-        StoreError::PreconditionFailed(_) => libc::EEXIST,
+        StoreError::PreconditionFailed(_) => libc::EIO,
         StoreError::LeaseConflict(_) => libc::EBUSY,
         StoreError::LeaseLost(_) => libc::EIO,
         StoreError::Auth(_) => libc::EACCES,
@@ -92,8 +118,8 @@ impl FsError {
             FsError::Index(IndexError::Store(e)) => store_errno(e),
             FsError::Index(_) => libc::EIO,
             FsError::Transfer(TransferError::Store(e)) => store_errno(e),
-            FsError::Transfer(_) => libc::EIO,
-            FsError::Io(_) => libc::EIO,
+            FsError::Transfer(TransferError::Io(e)) | FsError::Io(e) => io_errno(e),
+            FsError::Transfer(_) | FsError::Task(_) | FsError::Internal(_) => libc::EIO,
         }
     }
 

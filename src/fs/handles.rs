@@ -43,6 +43,23 @@ pub(super) struct Handle {
     pub(super) sizes: Option<(u64, u64)>,
     /// ... and, from the first read on, its decoded value.
     pub(super) value: Option<Arc<content::CachedValue>>,
+    /// For a handle of the status file: the snapshot it reads.
+    pub(super) snapshot: Option<Arc<Vec<u8>>>,
+}
+
+impl Handle {
+    /// A handle of `ino` that has read nothing yet.
+    pub(super) fn new(ino: u64, write: bool, append: bool) -> Self {
+        Handle {
+            ino,
+            write,
+            append,
+            etag: None,
+            sizes: None,
+            value: None,
+            snapshot: None,
+        }
+    }
 }
 
 impl Fs {
@@ -99,10 +116,11 @@ impl Fs {
             if flags & libc::O_ACCMODE != libc::O_RDONLY {
                 return Err(FsError::NotPermitted("the status file is read-only"));
             }
-            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
             let text = Arc::new(self.status_json().await?);
-            lock(&self.status_handles).insert(fh, text);
-            return Ok(fh);
+            return Ok(self.new_handle(Handle {
+                snapshot: Some(text),
+                ..Handle::new(ino, false, false)
+            }));
         }
         let key = self.key_of(ino)?;
         let acc = flags & libc::O_ACCMODE;
@@ -143,23 +161,19 @@ impl Fs {
         st.handles += 1;
         drop(st);
         Ok(self.new_handle(Handle {
-            ino,
-            write,
-            append: flags & libc::O_APPEND != 0,
             sizes: entry.as_ref().map(|e| (e.size, e.stored_size)),
             etag: entry.map(|e| e.etag),
-            value: None,
+            ..Handle::new(ino, write, flags & libc::O_APPEND != 0)
         }))
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let status = lock(&self.status_handles).get(&fh).cloned();
-        if let Some(text) = status {
+        let h = self.handle(fh)?;
+        if let Some(text) = &h.snapshot {
             let start = (offset as usize).min(text.len());
             let end = start.saturating_add(size as usize).min(text.len());
             return Ok(Bytes::copy_from_slice(&text[start..end]));
         }
-        let h = self.handle(fh)?;
         if let Some(f) = self.open_file(h.ino) {
             let st = f.state.lock().await;
             if let Some(staged) = st.staged.as_ref().filter(|s| h.write || !s.upload_failed) {
@@ -176,7 +190,7 @@ impl Fs {
                     Ok(buf.into())
                 })
                 .await
-                .map_err(|e| FsError::Io(e.to_string()))?;
+                .map_err(FsError::from)?;
             }
         }
         let Some(etag) = h.etag.clone() else {
@@ -229,7 +243,6 @@ impl Fs {
 
     /// Closes a handle; the last one saves (if `flush` did not already) and drops local state.
     pub async fn release(&self, fh: u64) -> FsResult<()> {
-        lock(&self.status_handles).remove(&fh);
         let Some(h) = lock(&self.handles).remove(&fh) else {
             return Ok(());
         };

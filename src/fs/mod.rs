@@ -92,8 +92,8 @@ pub struct Fs {
     /// Each with the etag the index listed then: once the index names another version, the
     /// index has moved past it.
     fresher: Mutex<HashMap<String, (Entry, std::time::Instant, String)>>,
-    /// Open handles of the status file: the snapshot each one reads.
-    status_handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// Failures reported to users (not routine answers), for the status file.
+    failures: AtomicU64,
 }
 
 impl Fs {
@@ -132,7 +132,7 @@ impl Fs {
             content,
             locks: LockTable::default(),
             fresher: Mutex::new(HashMap::new()),
-            status_handles: Mutex::new(HashMap::new()),
+            failures: AtomicU64::new(0),
         })
     }
 

@@ -55,14 +55,7 @@ impl Fs {
         st.written = flags & libc::O_TRUNC != 0;
         st.handles += 1;
         drop(st);
-        let fh = self.new_handle(Handle {
-            ino,
-            write: true,
-            append: flags & libc::O_APPEND != 0,
-            etag: None,
-            sizes: None,
-            value: None,
-        });
+        let fh = self.new_handle(Handle::new(ino, true, flags & libc::O_APPEND != 0));
         Ok((self.getattr(ino).await?, fh))
     }
 

@@ -68,7 +68,7 @@ impl Fs {
                     std::io::copy(&mut src, &mut dst)
                 })
                 .await
-                .map_err(|e| FsError::Io(e.to_string()))??;
+                .map_err(FsError::from)??;
             } else {
                 // A value too large for the disk cache is decoded straight into the staged copy.
                 transfer::download_to(
@@ -148,9 +148,6 @@ impl Fs {
 
     /// Uploads unsaved changes of a handle's file (flush on close).
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
-        if lock(&self.status_handles).contains_key(&fh) {
-            return Ok(());
-        }
         let h = self.handle(fh)?;
         if !h.write {
             return Ok(());
@@ -254,5 +251,15 @@ impl Fs {
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Before unmounting: saves every unsaved change, waits for the index to list them, and
+    /// releases every lease this host holds. Failures are logged (nothing is left to return
+    /// them to).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.save_all().await {
+            log::error!("unmount: some changes could not be saved: {e}");
+        }
+        self.release_all_locks().await;
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use super::{lock, Attr, DirEntry, Fs, FsResult, NodeKind};
+use super::{lock, Attr, DirEntry, Fs, FsError, FsResult, NodeKind};
 use crate::layout::RESERVED_DIR;
 
 /// Inode of the virtual `.remotedict` directory.
@@ -67,6 +67,14 @@ impl Fs {
         })
     }
 
+    /// Counts `e` for the status file's `errors_since_start` unless it is a routine answer
+    /// (ENOENT on lookup, EEXIST ...). The adapter calls it for every failed request.
+    pub fn note_failure(&self, e: &FsError) {
+        if !e.is_routine() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The status snapshot, as JSON.
     pub async fn status_json(&self) -> FsResult<Vec<u8>> {
         let index = self.index.cached();
@@ -112,7 +120,7 @@ impl Fs {
             "leases_held": self.locks.held_keys(),
             "uploads_pending": pending,
             "open_handles": lock(&self.handles).len(),
-            "errors_since_start": crate::fuse::ERRORS.load(Ordering::Relaxed),
+            "errors_since_start": self.failures.load(Ordering::Relaxed),
         });
         let mut text = serde_json::to_vec_pretty(&status).unwrap_or_default();
         text.push(b'\n');

@@ -95,7 +95,7 @@ pub async fn download_to(
                 tx: progress,
             },
         );
-        let mut dec = codec::decoder(source).map_err(|e| TransferError::Io(e.to_string()))?;
+        let mut dec = codec::decoder(source).map_err(TransferError::from)?;
         let n = io::copy(&mut dec, &mut out).map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other => {
                 TransferError::Corrupt {
@@ -103,9 +103,9 @@ pub async fn download_to(
                     message: e.to_string(),
                 }
             }
-            _ => TransferError::Io(e.to_string()),
+            _ => TransferError::from(e),
         })?;
-        out.flush().map_err(|e| TransferError::Io(e.to_string()))?;
+        out.flush().map_err(TransferError::from)?;
         Ok(n)
     });
 
@@ -138,9 +138,7 @@ pub async fn download_to(
     };
     let fed: Result<(), TransferError> = feed.await;
     drop(tx);
-    let decoded = decoder
-        .await
-        .map_err(|e| TransferError::Io(e.to_string()))?;
+    let decoded = decoder.await.map_err(TransferError::from)?;
     fed?;
     Ok(Downloaded {
         etag: props.etag,

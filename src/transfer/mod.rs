@@ -14,6 +14,8 @@ pub use copy::copy_stored;
 pub use download::{download_to, Downloaded};
 pub use upload::{upload_file, Uploaded};
 
+use std::sync::Arc;
+
 use crate::store::StoreError;
 
 /// Sizes and parallelism of transfers.
@@ -37,7 +39,9 @@ impl Default for TransferConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a transfer failed; clonable (a download's outcome is shared by every reader waiting on
+/// it), with sources kept behind `Arc`.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TransferError {
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -46,5 +50,19 @@ pub enum TransferError {
     #[error("blob {0:?} changed while it was being read")]
     Changed(String),
     #[error("local I/O: {0}")]
-    Io(String),
+    Io(#[source] Arc<std::io::Error>),
+    #[error("a transfer task failed: {0}")]
+    Task(#[source] Arc<tokio::task::JoinError>),
+}
+
+impl From<std::io::Error> for TransferError {
+    fn from(e: std::io::Error) -> Self {
+        TransferError::Io(Arc::new(e))
+    }
+}
+
+impl From<tokio::task::JoinError> for TransferError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        TransferError::Task(Arc::new(e))
+    }
 }

@@ -95,8 +95,8 @@ pub async fn upload_file(
     });
     let finish_encoder = |h: tokio::task::JoinHandle<io::Result<(u64, u64)>>| async move {
         h.await
-            .map_err(|e| TransferError::Io(e.to_string()))?
-            .map_err(|e| TransferError::Io(e.to_string()))
+            .map_err(TransferError::from)?
+            .map_err(TransferError::from)
     };
 
     let first = rx.recv().await.unwrap_or_default();
@@ -125,7 +125,7 @@ pub async fn upload_file(
         let Some(data) = next_chunk.take() else { break };
         while staging.len() >= cfg.parallel.max(1) {
             if let Some(r) = staging.join_next().await {
-                r.map_err(|e| TransferError::Io(e.to_string()))??;
+                r.map_err(TransferError::from)??;
             }
         }
         let id = block_id(ids.len());
@@ -138,7 +138,7 @@ pub async fn upload_file(
         };
     }
     while let Some(r) = staging.join_next().await {
-        r.map_err(|e| TransferError::Io(e.to_string()))??;
+        r.map_err(TransferError::from)??;
     }
     let (size, stored) = finish_encoder(encoder).await?;
     opts.metadata

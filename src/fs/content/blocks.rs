@@ -166,7 +166,12 @@ impl Blocks {
             let r = self.table.stored_range(i, i);
             let slice = data
                 .get((r.start - range.start) as usize..(r.end - range.start) as usize)
-                .ok_or_else(|| FsError::Io(format!("{}: short block read", self.blob)))?;
+                .ok_or_else(|| {
+                    FsError::from(TransferError::Corrupt {
+                        blob: self.blob.clone(),
+                        message: "the blob is shorter than its seek table says".into(),
+                    })
+                })?;
             let corrupt = |message: String| {
                 log::error!("reading {:?}: block {i}: {message}", self.blob);
                 FsError::from(TransferError::Corrupt {
@@ -232,7 +237,11 @@ impl Blocks {
         let start = raw.start + (offset - i as u64 * self.table.block_size);
         let data = self.get_range(start..start + (end - offset)).await?;
         if data.len() as u64 != end - offset {
-            return Err(FsError::Io(format!("{}: short read", self.blob)));
+            return Err(TransferError::Corrupt {
+                blob: self.blob.clone(),
+                message: "a ranged read answered fewer bytes than asked for".into(),
+            }
+            .into());
         }
         Ok(Some(data))
     }

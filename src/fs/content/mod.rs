@@ -81,7 +81,9 @@ impl CachedValue {
                 let fill = rx
                     .wait_for(|f| f.written >= want || f.done.is_some())
                     .await
-                    .map_err(|_| FsError::Io("download task ended".into()))?
+                    .map_err(|_| {
+                        FsError::Internal("a download task ended without its result".into())
+                    })?
                     .clone();
                 let available = match fill.done {
                     Some(Err(e)) if fill.written < want => return Err(e),
@@ -167,15 +169,14 @@ impl CachedValue {
         match &self.fetch {
             Fetch::Whole(fill) => {
                 let mut rx = fill.clone();
-                let fill = rx
-                    .wait_for(|f| f.done.is_some())
-                    .await
-                    .map_err(|_| FsError::Io("download task ended".into()))?;
-                fill.done
-                    .clone()
-                    .unwrap_or(Err(FsError::Io("download task ended".into())))
+                let fill = rx.wait_for(|f| f.done.is_some()).await.map_err(|_| {
+                    FsError::Internal("a download task ended without its result".into())
+                })?;
+                fill.done.clone().unwrap_or(Err(FsError::Internal(
+                    "a download task ended without its result".into(),
+                )))
             }
-            Fetch::ByBlock(b) if b.mem.is_some() => Err(FsError::Io(format!(
+            Fetch::ByBlock(b) if b.mem.is_some() => Err(FsError::Internal(format!(
                 "{}: a streamed value is not kept whole on disk",
                 b.blob
             ))),
