@@ -143,6 +143,7 @@ impl AzureStore {
     }
 }
 
+/// Account names as Azure takes them.
 fn check_account_name(a: &str) -> Result<()> {
     if (3..=24).contains(&a.len())
         && a.bytes()
@@ -156,6 +157,7 @@ fn check_account_name(a: &str) -> Result<()> {
     }
 }
 
+/// An account key must be non-empty base64.
 fn check_account_key(key: &str) -> Result<()> {
     match azure_core::base64::decode(key) {
         Ok(bytes) if !bytes.is_empty() => Ok(()),
@@ -213,6 +215,7 @@ fn account_from_endpoint(ep: &str) -> String {
     }
 }
 
+/// The credentials of a SAS token (with or without its leading `?`).
 fn sas_credentials(sas: &str) -> Result<StorageCredentials> {
     let token = sas.trim().trim_start_matches('?');
     if token.is_empty() || !token.contains('=') {

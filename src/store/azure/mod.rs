@@ -19,8 +19,8 @@
 //!   codes, URLs lose their query string, and the key and SAS are redacted from any text that
 //!   leaves this module ([`credentials`], [`redact`]).
 //!
-//! This file holds the store itself and its [`BlobStore`] implementation; writes ([`write`]),
-//! leases ([`leases`]) and reads live beside it.
+//! This file holds the store itself and its [`BlobStore`] implementation, which hands reads
+//! ([`read`]), writes ([`write`]) and leases ([`leases`]) to the methods beside it.
 
 mod convert;
 mod credentials;

@@ -7,7 +7,6 @@
 //! encoding) with `<redacted>`.
 
 /// The secrets of one store, to be removed from any text passed on (defence in depth).
-#[derive(Clone, Default)]
 pub(super) struct Redactor {
     secrets: Vec<String>,
 }
