@@ -1,0 +1,158 @@
+//! Azure's errors in the terms of [`StoreError`].
+//!
+//! The same HTTP status and error code mean different things to different requests (a 409
+//! `LeaseIdMismatchWithLeaseOperation` is someone else's lease when acquiring, our lost lease when
+//! renewing), so the mapping takes the kind of request ([`Op`]). Messages are built from status
+//! codes, error codes and the store's description; any text taken from the error itself goes
+//! through the store's [`Redactor`](super::redact::Redactor).
+
+use azure_core::error::ErrorKind;
+
+use super::redact::truncate;
+use super::AzureStore;
+use crate::store::{BlobStore, StoreError};
+
+/// Which kind of request failed: the same Azure error code means different things to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Op {
+    /// Reads and writes of blobs.
+    Blob,
+    /// Acquiring a lease.
+    Acquire,
+    /// Renewing or releasing a lease we hold.
+    Renew,
+    /// Breaking a lease.
+    Break,
+    /// Container-level requests.
+    Container,
+}
+
+/// The HTTP status and Azure error code of an error that is an HTTP answer.
+pub(super) fn http_status(err: &azure_core::Error) -> Option<(u16, Option<&str>)> {
+    match err.kind() {
+        ErrorKind::HttpResponse { status, error_code } => {
+            Some((u16::from(*status), error_code.as_deref()))
+        }
+        _ => None,
+    }
+}
+
+/// ` CODE`, or nothing when there is no error code: the tail of `HTTP 409 CODE`.
+fn code_suffix(code: &str) -> String {
+    if code.is_empty() {
+        String::new()
+    } else {
+        format!(" {code}")
+    }
+}
+
+impl AzureStore {
+    /// Translates an Azure error into our terms, without credentials.
+    pub(super) fn map_error(
+        &self,
+        err: &azure_core::Error,
+        name: &str,
+        what: &str,
+        op: Op,
+    ) -> StoreError {
+        let name_s = name.to_string();
+        match err.kind() {
+            ErrorKind::HttpResponse { status, error_code } => {
+                let status = u16::from(*status);
+                let code = error_code.as_deref().unwrap_or("");
+                self.map_status(status, code, err, name_s, what, op)
+            }
+            ErrorKind::Io => StoreError::Transient {
+                name: name_s,
+                message: format!("{what}: {}", self.error_text(err)),
+            },
+            ErrorKind::Credential => StoreError::Auth(format!(
+                "{what} on {}: credential error: {}",
+                self.describe(),
+                self.error_text(err)
+            )),
+            _ => StoreError::Other(format!(
+                "azure {what} {name:?} on {}: {}",
+                self.describe(),
+                self.error_text(err)
+            )),
+        }
+    }
+
+    fn map_status(
+        &self,
+        status: u16,
+        code: &str,
+        err: &azure_core::Error,
+        name: String,
+        what: &str,
+        op: Op,
+    ) -> StoreError {
+        use StoreError::*;
+        match (status, code) {
+            (404, "ContainerNotFound") => ContainerNotFound(self.container_name.clone()),
+            (404, _) if op == Op::Container => ContainerNotFound(self.container_name.clone()),
+            (404, _) => NotFound(name),
+            (412, "LeaseIdMissing" | "LeaseIdMismatchWithBlobOperation") => LeaseConflict(name),
+            (412, "LeaseNotPresentWithBlobOperation" | "LeaseLost") => LeaseLost(name),
+            (412, _) => PreconditionFailed(name),
+            (409, "BlobAlreadyExists") => PreconditionFailed(name),
+            (409, "LeaseAlreadyPresent" | "LeaseIsBreakingAndCannotBeAcquired") => {
+                LeaseConflict(name)
+            }
+            (409, "LeaseIdMismatchWithLeaseOperation") if op == Op::Acquire => LeaseConflict(name),
+            (409, "LeaseIdMismatchWithLeaseOperation")
+            | (409, "LeaseNotPresentWithLeaseOperation")
+            | (409, "LeaseIsBrokenAndCannotBeRenewed")
+            | (409, "LeaseIsBreakingAndCannotBeChanged") => LeaseLost(name),
+            (401 | 403, _) => Auth(format!(
+                "{what} on {} was refused (HTTP {status}{})",
+                self.describe(),
+                code_suffix(code)
+            )),
+            (400, "InvalidResourceName" | "InvalidUri") => InvalidName {
+                name,
+                reason: format!("Azure rejected it ({code})"),
+            },
+            (500, "FeatureNotSupported") => Other(format!(
+                "azure {what} {name:?} on {}: the service does not support a feature of the request \
+                 (HTTP 500 FeatureNotSupported; Azurite in strict mode?)",
+                self.describe()
+            )),
+            (408 | 429 | 500 | 502..=504 | 506..=599, _) => Transient {
+                name,
+                message: format!("{what}: HTTP {status}{}", code_suffix(code)),
+            },
+            _ => {
+                let detail = err
+                    .as_http_error()
+                    .and_then(|h| h.error_message())
+                    .and_then(|m| m.lines().next())
+                    .map(|m| format!(": {}", self.redactor.scrub(&truncate(m, 200))))
+                    .unwrap_or_default();
+                Other(format!(
+                    "azure {what} {name:?} on {} failed: HTTP {status}{}{detail}",
+                    self.describe(),
+                    code_suffix(code)
+                ))
+            }
+        }
+    }
+
+    /// The messages of an error and its sources, without URLs' query strings or secrets, and
+    /// without HTTP error dumps (their headers and bodies are not ours to print).
+    fn error_text(&self, err: &azure_core::Error) -> String {
+        let mut parts: Vec<String> = vec![err.to_string()];
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            if s.downcast_ref::<azure_core::error::HttpError>().is_none() {
+                let m = s.to_string();
+                if !parts.iter().any(|p| p.contains(&m)) {
+                    parts.push(m);
+                }
+            }
+            source = s.source();
+        }
+        self.redactor.scrub(&truncate(&parts.join(": "), 600))
+    }
+}
