@@ -1,4 +1,5 @@
-//! One suite of blob-store semantics, run against the local backend and against Azurite.
+//! One suite of blob-store semantics, run against the local backend, against Azurite and against
+//! the in-memory test double (`MemStore`).
 
 mod common;
 
