@@ -331,6 +331,8 @@ impl BlobStore for MemStore {
     ) -> Result<String> {
         validate_blob_name(name)?;
         self.with(|s| {
+            // Azure checks the conditions (lease, etags) before the block list.
+            s.check_conditions(name, &opts.conditions)?;
             let staged = s.staged.get(name);
             let mut data = BytesMut::new();
             for id in block_ids {
