@@ -219,7 +219,9 @@ async fn delays_hold_the_call_back_before_or_after_the_store_acts() {
         content(mem.as_ref(), "after").await.is_some(),
         "applied before the answer came back"
     );
-    assert!(!second.is_finished(), "the answer is still held back");
+    if started.elapsed() < delay - Duration::from_millis(50) {
+        assert!(!second.is_finished(), "the answer is still held back");
+    }
     second.await.unwrap().unwrap();
     assert!(started.elapsed() >= delay);
 
