@@ -7,6 +7,12 @@
 //! [`MemStore::advance`], so a test can let a 15 s lease expire without waiting for it.
 //!
 //! Clones share one container, like two hosts pointed at the same Azure container.
+//!
+//! Where the two backends answer differently, this one follows Azure (Azurite): staging a block
+//! on a leased blob without its lease id is `LeaseConflict` (local accepts it), releasing a lease
+//! on a missing blob is `NotFound` (local: `LeaseLost`), and a commit checks its conditions
+//! before its block list. Like local, it accepts lease ids that are not UUIDs, any metadata
+//! names, and the blob names `local::validate_blob_name` accepts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Bound, Range};
