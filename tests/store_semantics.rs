@@ -1,4 +1,5 @@
-//! One suite of blob-store semantics, run against the local backend and against Azurite.
+//! One suite of blob-store semantics, run against the local backend, against Azurite and against
+//! the in-memory test double (`MemStore`).
 
 mod common;
 
@@ -356,6 +357,68 @@ async fn leases_expire(store: Arc<dyn BlobStore>) {
     store.release_lease("e", &second).await.unwrap();
 }
 
+async fn edge_cases_answer_alike(store: Arc<dyn BlobStore>) {
+    // A commit naming a block that was never staged is refused, and writes nothing.
+    let never = [remotedict::store::block_id(7)];
+    assert!(matches!(
+        store
+            .commit_blocks("u", &never, &PutOptions::default())
+            .await,
+        Err(StoreError::Other(_))
+    ));
+    assert!(matches!(
+        store.head("u").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A range starting past the end reads nothing.
+    store
+        .put("r", Bytes::from_static(b"abc"), &PutOptions::default())
+        .await
+        .unwrap();
+    match store.get("r", Some(10..20), None).await.unwrap() {
+        GetResult::Found { props, data } => assert!(data.is_empty() && props.size == 3),
+        GetResult::NotModified => panic!(),
+    }
+    // A lease id on a blob without a lease: the lease was lost.
+    let stray = "11111111-2222-3333-4444-555555555555";
+    assert!(matches!(
+        store
+            .delete("r", &Conditions::default().with_lease(Some(stray.into())))
+            .await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    // Metadata of a leased blob needs the lease; acquiring again under the same id renews.
+    let id = store
+        .acquire_lease("r", LeaseDuration::Seconds(15), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .set_metadata("r", &meta(&[("a", "1")]), &Conditions::default())
+            .await,
+        Err(StoreError::LeaseConflict(_))
+    ));
+    assert_eq!(
+        store
+            .acquire_lease("r", LeaseDuration::Seconds(20), Some(&id))
+            .await
+            .unwrap(),
+        id
+    );
+    // Breaking an unleased or broken blob is no error; the holder of a broken lease may release it.
+    store.break_lease("r").await.unwrap();
+    store.break_lease("r").await.unwrap();
+    assert_eq!(
+        store.head("r").await.unwrap().lease_state,
+        LeaseState::Broken
+    );
+    store.release_lease("r", &id).await.unwrap();
+    assert_eq!(
+        store.head("r").await.unwrap().lease_state,
+        LeaseState::Available
+    );
+}
+
 on_both_backends!(
     put_get_head_and_ranges,
     missing_blobs_are_not_found,
@@ -366,4 +429,5 @@ on_both_backends!(
     metadata_updates_are_conditional,
     leases_exclude_other_writers,
     leases_expire,
+    edge_cases_answer_alike,
 );

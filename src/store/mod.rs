@@ -9,6 +9,7 @@
 pub mod azure;
 pub mod local;
 pub mod retry;
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::ops::Range;

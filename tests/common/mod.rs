@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use remotedict::store::azure::{AzureOptions, AzureStore};
 use remotedict::store::local::LocalStore;
+use remotedict::store::testing::MemStore;
 use remotedict::store::BlobStore;
 
 /// A fresh, empty local store in a temporary directory (kept alive by the returned guard).
@@ -15,6 +16,11 @@ pub async fn local_store() -> (tempfile::TempDir, Arc<dyn BlobStore>) {
     let store = LocalStore::new(dir.path().join("store"));
     store.create_container().await.expect("create local store");
     (dir, Arc::new(store))
+}
+
+/// A fresh, empty in-memory store.
+pub fn mem_store() -> Arc<dyn BlobStore> {
+    Arc::new(MemStore::new())
 }
 
 /// The Azurite connection string `scripts/test` exports, if any.
@@ -57,7 +63,8 @@ pub async fn azure_store() -> Option<Arc<dyn BlobStore>> {
     Some(Arc::new(store))
 }
 
-/// Runs each listed async test function `fn(Arc<dyn BlobStore>)` against both backends.
+/// Runs each listed async test function `fn(Arc<dyn BlobStore>)` against both backends, and
+/// against the in-memory test double, which must keep their semantics.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -77,6 +84,14 @@ macro_rules! on_both_backends {
                     if let Some(store) = $crate::common::azure_store().await {
                         super::$name(store).await;
                     }
+                }
+            )*
+        }
+        mod mem_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::mem_store()).await;
                 }
             )*
         }
