@@ -109,8 +109,13 @@ impl ConfigFile {
         Figment::from(Toml::string(&self.text))
     }
 
+    /// A value of the wrong type: only the file can hold one (clap checked flags and
+    /// variables), so the message names the file and the key.
     fn bad(&self, e: figment::Error) -> anyhow::Error {
-        anyhow::anyhow!("{}: {e}", self.path.display())
+        match e.path.last() {
+            Some(key) => anyhow::anyhow!("{}: `{key}`: {}", self.path.display(), e.kind),
+            None => anyhow::anyhow!("{}: {}", self.path.display(), e.kind),
+        }
     }
 
     fn has(&self, key: &str) -> bool {

@@ -90,8 +90,11 @@ pub enum Backend {
     /// The embedded local store: containers are subdirectories of `root`.
     Local {
         root: PathBuf,
-        /// Whether `root` is the default one because no credential was found.
-        #[serde(skip)]
+        /// Whether this is the default store because no Azure credential was found.
+        #[serde(
+            rename = "no_credential_found",
+            skip_serializing_if = "std::ops::Not::not"
+        )]
         default: bool,
     },
     Azure {

@@ -188,3 +188,31 @@ fn print_config_redacts_secrets() {
     assert!(!shown.contains("TOPSECRET"), "{shown}");
     assert!(shown.contains("AZURE_STORAGE_ACCOUNT=acct"), "{shown}");
 }
+
+#[test]
+fn the_example_file_is_accepted() {
+    let example = include_str!("../../contrib/config.toml");
+    let c = config(&["t", "/mnt"], &[], example, Default::default()).unwrap();
+    assert_eq!(c.store.container, "mycontainer");
+    assert_eq!(c.options, ["allow_other,uid=1000,gid=1000"]);
+    let mut keys = known_keys();
+    keys.sort();
+    let mut readme: Vec<&str> = vec![
+        "cache_dir",
+        "cache_size",
+        "connection_string",
+        "connection_string_file",
+        "container",
+        "create_container",
+        "folder",
+        "index_ttl",
+        "lease_duration",
+        "local",
+        "log_file",
+        "options",
+        "request_timeout",
+        "retries",
+    ];
+    readme.sort();
+    assert_eq!(keys, readme, "the README lists the file's keys");
+}
