@@ -48,7 +48,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
 fn run(command: Command, sub: &clap::ArgMatches, argv: Vec<OsString>) -> Result<i32> {
     let store_of = |store: &StoreArgs| -> Result<config::StoreConfig> {
         let file = ConfigFile::read(store.config.as_deref())?;
-        config::store_config(&store.settings, sub, &file)
+        Ok(config::store_config(&store.settings, sub, &file)?)
     };
     match command {
         Command::Mount(args) => {

@@ -6,12 +6,12 @@
 //! configuration and opens the store. `--print-config` prints [`MountConfig`] itself, so what it
 //! shows is what the mount uses.
 
+pub mod error;
 pub mod settings;
 pub mod store;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use figment::providers::{Format, Serialized, Toml};
@@ -20,6 +20,7 @@ use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use error::ConfigError;
 pub use settings::{MountSettings, StoreSettings};
 pub use store::{
     default_cache_dir, default_config_path, default_local_root, open_store, Backend, Credential,
@@ -48,8 +49,8 @@ pub struct MountConfig {
 
 impl MountConfig {
     /// The configuration as TOML, secrets redacted.
-    pub fn to_toml(&self) -> Result<String> {
-        toml::to_string(self).context("printing the configuration")
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(ConfigError::Print)
     }
 }
 
@@ -64,7 +65,7 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Reads `explicit` (an error if missing) or the default file (skipped if missing) and
     /// refuses keys no setting has.
-    pub fn read(explicit: Option<&Path>) -> Result<Self> {
+    pub fn read(explicit: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, must_exist) = match explicit {
             Some(p) => (p.to_path_buf(), true),
             None => (default_config_path(), false),
@@ -78,25 +79,24 @@ impl ConfigFile {
                     text: String::new(),
                 })
             }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading the configuration file {}", path.display()))
-            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
         };
         Self::parse(path, text)
     }
 
     /// A file's contents, checked for unknown keys.
-    pub fn parse(path: PathBuf, text: String) -> Result<Self> {
-        let table: toml::Table =
-            toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    pub fn parse(path: PathBuf, text: String) -> Result<Self, ConfigError> {
+        let table: toml::Table = match toml::from_str(&text) {
+            Ok(t) => t,
+            Err(source) => return Err(ConfigError::NotToml { path, source }),
+        };
         let known = known_keys();
-        if let Some(k) = table.keys().find(|k| !known.contains(k)) {
-            bail!(
-                "{}: unknown setting `{k}` (known: {})",
-                path.display(),
-                known.join(", ")
-            );
+        if let Some(key) = table.keys().find(|k| !known.contains(k)) {
+            return Err(ConfigError::UnknownKey {
+                path,
+                key: key.clone(),
+                known: known.join(", "),
+            });
         }
         Ok(ConfigFile {
             path,
@@ -110,11 +110,17 @@ impl ConfigFile {
     }
 
     /// A value of the wrong type: only the file can hold one (clap checked flags and
-    /// variables), so the message names the file and the key.
-    fn bad(&self, e: figment::Error) -> anyhow::Error {
-        match e.path.last() {
-            Some(key) => anyhow::anyhow!("{}: `{key}`: {}", self.path.display(), e.kind),
-            None => anyhow::anyhow!("{}: {}", self.path.display(), e.kind),
+    /// variables), so the error names the file and the key.
+    fn bad(&self, e: figment::Error) -> ConfigError {
+        ConfigError::BadValue {
+            path: self.path.clone(),
+            key: e.path.last().cloned().unwrap_or_default(),
+            kind: match &e.kind {
+                figment::error::Kind::InvalidType(figment::error::Actual::Str(_), want) => {
+                    format!("found a string, expected {want}")
+                }
+                kind => kind.to_string(),
+            },
         }
     }
 
@@ -123,7 +129,7 @@ impl ConfigFile {
     }
 
     /// `connection_string`, warning when others may read the file.
-    fn connection_string(&self) -> Result<Option<Secret>> {
+    fn connection_string(&self) -> Result<Option<Secret>, ConfigError> {
         if !self.has("connection_string") {
             return Ok(None);
         }
@@ -162,11 +168,11 @@ fn layered<T: Serialize + DeserializeOwned>(
     given: &T,
     matches: &ArgMatches,
     file: &ConfigFile,
-) -> Result<T> {
+) -> Result<T, ConfigError> {
     let all = Value::serialize(given)
         .ok()
         .and_then(|v| v.into_dict())
-        .context("the settings do not serialize to a table")?;
+        .ok_or(ConfigError::NotATable)?;
     let from = |source: ValueSource| -> Dict {
         all.iter()
             .filter(|(k, _)| matches.value_source(k) == Some(source))
@@ -186,7 +192,7 @@ pub fn store_config(
     given: &StoreSettings,
     matches: &ArgMatches,
     file: &ConfigFile,
-) -> Result<StoreConfig> {
+) -> Result<StoreConfig, ConfigError> {
     store_config_with(
         given,
         matches,
@@ -200,7 +206,7 @@ fn store_config_with(
     matches: &ArgMatches,
     file: &ConfigFile,
     mut sources: CredentialSources,
-) -> Result<StoreConfig> {
+) -> Result<StoreConfig, ConfigError> {
     let settings = layered(given, matches, file)?;
     let above_file = matches!(
         matches.value_source("local"),
@@ -227,7 +233,7 @@ pub fn mount_config(
     req: MountRequest<'_>,
     matches: &ArgMatches,
     file: &ConfigFile,
-) -> Result<MountConfig> {
+) -> Result<MountConfig, ConfigError> {
     mount_config_with(
         req,
         matches,
@@ -241,7 +247,7 @@ fn mount_config_with(
     matches: &ArgMatches,
     file: &ConfigFile,
     sources: CredentialSources,
-) -> Result<MountConfig> {
+) -> Result<MountConfig, ConfigError> {
     let store = store_config_with(req.store, matches, file, sources)?;
     let m = layered(req.mount, matches, file)?;
     let cache_dir = m.cache_dir.unwrap_or_else(default_cache_dir);
