@@ -123,9 +123,9 @@ pub struct CredentialSources {
     /// `connection_string` from the configuration file.
     pub file_connection_string: Option<Secret>,
     /// AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT, AZURE_STORAGE_SAS_TOKEN.
-    pub env_connection_string: Option<String>,
+    pub env_connection_string: Option<Secret>,
     pub env_account: Option<String>,
-    pub env_sas_token: Option<String>,
+    pub env_sas_token: Option<Secret>,
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -135,9 +135,9 @@ fn env_nonempty(name: &str) -> Option<String> {
 impl CredentialSources {
     /// Reads the `AZURE_STORAGE_*` variables.
     pub fn with_azure_env(mut self) -> Self {
-        self.env_connection_string = env_nonempty("AZURE_STORAGE_CONNECTION_STRING");
+        self.env_connection_string = env_nonempty("AZURE_STORAGE_CONNECTION_STRING").map(Secret);
         self.env_account = env_nonempty("AZURE_STORAGE_ACCOUNT");
-        self.env_sas_token = env_nonempty("AZURE_STORAGE_SAS_TOKEN");
+        self.env_sas_token = env_nonempty("AZURE_STORAGE_SAS_TOKEN").map(Secret);
         self
     }
 }
@@ -161,14 +161,11 @@ impl StoreConfig {
             }
         } else if let Some(c) = src.env_connection_string {
             Backend::Azure {
-                credential: Credential::EnvConnectionString(Secret(c)),
+                credential: Credential::EnvConnectionString(c),
             }
         } else if let (Some(account), Some(token)) = (src.env_account, src.env_sas_token) {
             Backend::Azure {
-                credential: Credential::SasToken {
-                    account,
-                    token: Secret(token),
-                },
+                credential: Credential::SasToken { account, token },
             }
         } else if let Some(root) = local_file {
             Backend::Local {

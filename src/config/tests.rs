@@ -145,7 +145,7 @@ fn credential_precedence() {
     let c = config(&["t", "/mnt"], &[], file_local, Default::default()).unwrap();
     assert_eq!(local(&c), Some((PathBuf::from("/srv/file"), false)));
     let env_conn = || CredentialSources {
-        env_connection_string: Some("AccountName=a;AccountKey=k".into()),
+        env_connection_string: Some(Secret::new("AccountName=a;AccountKey=k")),
         ..Default::default()
     };
     let c = config(&["t", "/mnt"], &[], file_local, env_conn()).unwrap();
@@ -182,7 +182,7 @@ fn print_config_redacts_secrets() {
     assert!(!format!("{c:?}").contains("SECRETKEY"), "Debug redacts too");
     let sas = CredentialSources {
         env_account: Some("acct".into()),
-        env_sas_token: Some("sig=TOPSECRET".into()),
+        env_sas_token: Some(Secret::new("sig=TOPSECRET")),
         ..Default::default()
     };
     let shown = config(&["t", "/mnt"], &[], "", sas)
