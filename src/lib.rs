@@ -1,9 +1,10 @@
 //! remotedict: a folder of an Azure Blob Storage container, mounted as a directory.
 //!
-//! Layers, top-down: `cli` (commands) and `mount` (the daemon) → `config` (the typed
-//! configuration and the store factory) → `fuse` (thin adapter) → `fs` (filesystem semantics) →
-//! `lock` (leases), `index` (the index blob) and `codec` (LZ4 frames) → `store` (Azure or local
-//! blobs). See docs/ARCHITECTURE.md.
+//! Layers, top-down: `cli` (commands) and `mount` (the daemon) → `fuse` (thin adapter) → `fs`
+//! (filesystem semantics) → `lock` (leases), `index` (the index blob) and `codec` (LZ4 frames) →
+//! `store` (Azure or local blobs). `config` (the typed configuration and the store factory) sits
+//! on `store`, below `cli` and `mount`; `runtime` builds the one kind of tokio runtime. See
+//! docs/ARCHITECTURE.md.
 
 pub mod cli;
 pub mod codec;

@@ -1,6 +1,8 @@
 //! One typed configuration, filled in layers: each setting's default, then the TOML file, then
 //! its `REMOTEDICT_*` environment variable, then its flag — only flags and variables actually
-//! given count, so a default never hides the file. The file may hold only known keys.
+//! given count, so a default never hides the file. clap reads flags and variables (only the
+//! variables settings declare: other `REMOTEDICT_*` ones are never looked at) and says where each
+//! value came from; figment layers them over the file. The file may hold only known keys.
 //!
 //! Settings are declared once, in [`settings`]; [`store`] turns them into the typed store
 //! configuration and opens the store. `--print-config` prints [`MountConfig`] itself, so what it
