@@ -1,0 +1,139 @@
+//! The command line's clap definitions. The settings themselves (flags that are also
+//! configuration-file keys) are declared in `config::settings` and flattened in here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{MountSettings, StoreSettings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "remotedict",
+    version,
+    about = "Mount a folder of an Azure Blob Storage container (or a local store) as a directory"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount a folder as a directory (daemonizes unless --foreground).
+    Mount(Box<MountArgs>),
+    /// Compare the index with the folder's blobs; report (exit code 1 when not clean) or repair.
+    Fsck {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Fix the index from the blobs (concurrent writers keep their updates).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// List keys (from the index: instant), optionally under a prefix.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only keys starting with this.
+        prefix: Option<String>,
+        /// Kind, size, stored size and mtime of each key.
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key's value to FILE (or stdout, with `-` or nothing).
+    Get {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+        #[arg(value_name = "FILE|-")]
+        dest: Option<String>,
+    },
+    /// Store values: `put KEY [FILE|-]`, or `put K1=F1 K2=F2 …` — all keys change in one index
+    /// commit, or none does.
+    Put {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(required = true, value_name = "KEY [FILE|-] | KEY=FILE...")]
+        items: Vec<String>,
+    },
+    /// Remove keys (blobs and index entries).
+    Rm {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Show a key's sizes, etag, times, mode and lease state.
+    Stat {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+    },
+    /// Lock a key with a blob lease (like the original `lock_item`): prints the lease id.
+    Lock {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+        /// Seconds (15–60), or -1 for infinite; the lease is not renewed.
+        #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
+        duration: i64,
+        /// Wait until the lock is free instead of failing at once.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Unlock a key: release the lease with its id, or break any lease without one.
+    Unlock {
+        #[command(flatten)]
+        store: StoreArgs,
+        key: String,
+        #[arg(long)]
+        lease_id: Option<String>,
+    },
+    /// Show what mounted daemons are doing: index size and age, cache use, leases held, uploads
+    /// pending, errors (all remotedict mounts, or one).
+    Status { mountpoint: Option<PathBuf> },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
+    /// Unmount a remotedict mount (same as `fusermount3 -u MOUNTPOINT`).
+    Unmount {
+        /// The mount point to unmount.
+        mountpoint: PathBuf,
+    },
+}
+
+/// The store flags every store command takes, and the configuration file.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub settings: StoreSettings,
+    /// TOML configuration file (default: /etc/remotedict/config.toml for root, else
+    /// $XDG_CONFIG_HOME/remotedict/config.toml, when it exists). Flags win over environment
+    /// variables, which win over the file.
+    #[arg(long, value_name = "FILE", env = "REMOTEDICT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Directory to mount on.
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Stay in the foreground (log to stderr) instead of daemonizing.
+    #[arg(short, long)]
+    pub foreground: bool,
+    #[command(flatten)]
+    pub settings: MountSettings,
+    /// Before mounting, rebuild the index from the folder's blobs (for a container filled by
+    /// other tools), as `remotedict fsck --repair` does.
+    #[arg(long)]
+    pub rebuild_index: bool,
+    /// Print the configuration this mount would use (secrets redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}

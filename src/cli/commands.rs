@@ -1,0 +1,161 @@
+//! The command runners: the dictionary commands, fsck, status, completions and the man page.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::args::{Cli, Command};
+use crate::config::{open_store, StoreConfig};
+
+/// `remotedict fsck [--repair]`: returns whether the folder is (now) consistent.
+pub fn fsck(cfg: &StoreConfig, repair: bool) -> Result<bool> {
+    crate::runtime::build(2)?.block_on(async {
+        let store = open_store(cfg).await?;
+        let layout = crate::layout::Layout::new(&cfg.folder)?;
+        let (report, blobs) = crate::fsck::check(&store, &layout).await?;
+        for line in report.lines() {
+            println!("{line}");
+        }
+        println!(
+            "{}: {} keys in the index, {} blobs; {}",
+            store.describe(),
+            report.keys,
+            report.blobs,
+            if report.is_clean() {
+                "clean"
+            } else {
+                "problems found"
+            }
+        );
+        if report.is_clean() || !repair {
+            return Ok(report.is_clean());
+        }
+        let n = crate::fsck::repair(&store, &layout, &report, &blobs).await?;
+        println!("repaired: {n} index change(s)");
+        Ok(true)
+    })
+}
+
+/// Runs one of the dictionary commands.
+pub fn dict_command(command: Command, cfg: &StoreConfig) -> Result<()> {
+    use crate::dict::{Dict, Endpoint};
+    crate::runtime::build(2)?.block_on(async {
+        let open = || async {
+            let s = open_store(cfg).await?;
+            anyhow::Ok(Dict::new(s, crate::layout::Layout::new(&cfg.folder)?))
+        };
+        match command {
+            Command::Ls {
+                prefix, long, json, ..
+            } => {
+                let d = open().await?;
+                let entries = d.ls(prefix.as_deref().unwrap_or("")).await?;
+                print!("{}", Dict::render_ls(&entries, long, json));
+            }
+            Command::Get { key, dest, .. } => {
+                open()
+                    .await?
+                    .get(&key, Endpoint::parse(dest.as_deref()))
+                    .await?;
+            }
+            Command::Put { items, .. } => {
+                let pairs: Vec<(String, Endpoint)> = if items.len() <= 2 && !items[0].contains('=')
+                {
+                    vec![(
+                        items[0].clone(),
+                        Endpoint::parse(items.get(1).map(String::as_str)),
+                    )]
+                } else {
+                    items
+                        .iter()
+                        .map(|i| match i.split_once('=') {
+                            Some((k, f)) => Ok((k.to_string(), Endpoint::parse(Some(f)))),
+                            None => Err(anyhow::anyhow!(
+                                "{i:?}: use KEY=FILE for each key when putting several"
+                            )),
+                        })
+                        .collect::<Result<_>>()?
+                };
+                let n = open().await?.put(pairs).await?;
+                log::info!("{n} key(s) stored in one index commit");
+            }
+            Command::Rm { keys, .. } => open().await?.rm(&keys).await?,
+            Command::Stat { key, .. } => print!("{}", open().await?.stat(&key).await?),
+            Command::Lock {
+                key,
+                duration,
+                wait,
+                ..
+            } => {
+                let d = crate::store::LeaseDuration::from_secs(duration)
+                    .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+                println!("{}", open().await?.lock(&key, d, wait).await?);
+            }
+            Command::Unlock { key, lease_id, .. } => {
+                open().await?.unlock(&key, lease_id.as_deref()).await?;
+            }
+            _ => bail!("not a dictionary command"),
+        }
+        Ok(())
+    })
+}
+
+/// `remotedict completions SHELL` and `remotedict man`.
+pub fn generate(command: Command) -> Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    match command {
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "remotedict", &mut buf);
+            write_stdout(&buf)?;
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut buf)
+                .context("rendering the man page")?;
+            write_stdout(&buf)?;
+        }
+        _ => bail!("not a generator command"),
+    }
+    Ok(())
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(buf: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
+/// `remotedict status [MOUNTPOINT]`: prints each mount's status file.
+pub fn status(mountpoint: Option<&Path>) -> Result<()> {
+    let mounts: Vec<PathBuf> = match mountpoint {
+        Some(m) => vec![m.to_path_buf()],
+        None => crate::mount::mountinfo::read()
+            .into_iter()
+            .filter(|m| m.is_remotedict())
+            .map(|m| m.mount_point)
+            .collect(),
+    };
+    if mounts.is_empty() {
+        println!("no remotedict mounts");
+    }
+    for m in mounts {
+        let file = m.join(crate::layout::RESERVED_DIR).join("status");
+        match std::fs::read_to_string(&file) {
+            Ok(text) => println!("{}:\n{text}", m.display()),
+            Err(e) if mountpoint.is_some() => {
+                bail!(
+                    "{}: no status ({e}); is it a remotedict mount?",
+                    m.display()
+                )
+            }
+            Err(e) => println!("{}: no status ({e})\n", m.display()),
+        }
+    }
+    Ok(())
+}

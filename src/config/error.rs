@@ -1,0 +1,38 @@
+//! What can be wrong with the configuration: the file cannot be read, is not TOML, holds a key
+//! no setting has or a value of the wrong type. Each error names the file.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading the configuration file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not valid TOML", path.display())]
+    NotToml {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{}: unknown setting `{key}` (known: {known})", path.display())]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        known: String,
+    },
+    /// `kind` says what was found and what was wanted; a string found is not quoted (it could
+    /// be a secret in the wrong place).
+    #[error("{}: `{key}`: {kind}", path.display())]
+    BadValue {
+        path: PathBuf,
+        key: String,
+        kind: String,
+    },
+    #[error("the settings do not serialize to a table")]
+    NotATable,
+    #[error("printing the configuration")]
+    Print(#[source] toml::ser::Error),
+}

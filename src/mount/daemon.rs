@@ -1,0 +1,103 @@
+//! Daemonizing: re-run this binary in the foreground as a child in its own session, its stderr
+//! sent to the log file, and wait on a pipe for the child to say the mount is ready (or why it
+//! failed): the parent's exit code tells whether the mount worked, like mount(8).
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+
+/// The variable that hands the child the readiness pipe's write end.
+const READY_FD_ENV: &str = "REMOTEDICT_READY_FD";
+
+/// The child's end of the readiness pipe: says `ready`, or why the mount failed.
+pub struct Readiness(Option<std::fs::File>);
+
+impl Readiness {
+    /// The pipe our parent opened for us, if any (taken out of the environment).
+    pub fn from_env() -> Self {
+        let fd = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok());
+        // SAFETY: the fd number comes from our own parent, which opened it for us.
+        let file = fd.map(|fd| unsafe { std::fs::File::from(OwnedFd::from_raw_fd(fd)) });
+        std::env::remove_var(READY_FD_ENV);
+        Readiness(file)
+    }
+
+    /// Tells the parent the mount failed (and why); returns the error.
+    pub fn fail(&mut self, e: anyhow::Error) -> anyhow::Error {
+        if let Some(r) = self.0.as_mut() {
+            let _ = writeln!(r, "{e:#}");
+        }
+        e
+    }
+
+    /// Tells the parent the mount is ready; the parent then exits.
+    pub fn ready(&mut self) {
+        if let Some(mut r) = self.0.take() {
+            let _ = writeln!(r, "ready");
+        }
+    }
+}
+
+/// Runs `argv` (the command line, program name first) again with `--foreground` as a daemon
+/// logging to `log_path`, and waits until it says the mount on `mountpoint` is ready.
+pub fn daemonize(
+    argv: &[OsString],
+    cache_dir: &Path,
+    log_path: &Path,
+    mountpoint: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .with_context(|| format!("opening the log file {}", log_path.display()))?;
+    let (mut reader, writer) = std::io::pipe().context("creating a pipe")?;
+    let write_fd = writer.as_raw_fd();
+    let exe = std::env::current_exe().context("finding the remotedict executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(argv.iter().skip(1))
+        .arg("--foreground")
+        .env(READY_FD_ENV, write_fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            // Let the child inherit the write end of the readiness pipe.
+            libc::fcntl(write_fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the remotedict daemon")?;
+    drop(writer);
+    let mut answer = String::new();
+    let _ = reader.read_to_string(&mut answer);
+    if answer.starts_with("ready") {
+        println!(
+            "remotedict: mounted on {} (log: {})",
+            mountpoint.display(),
+            log_path.display()
+        );
+        return Ok(());
+    }
+    let _ = child.wait();
+    let reason = answer.trim();
+    if reason.is_empty() {
+        bail!(
+            "the daemon exited before the mount was ready; see {}",
+            log_path.display()
+        );
+    }
+    bail!("{reason}")
+}

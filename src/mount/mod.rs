@@ -1,0 +1,184 @@
+//! `remotedict mount`: checks, daemonizing, running the FUSE session, clean unmount on signals.
+//!
+//! [`run`] takes the typed [`MountConfig`]; [`daemon`] re-runs the command line in the
+//! foreground as a daemon, which then serves the mount until [`signals`] says it ends.
+
+pub mod checks;
+pub mod daemon;
+pub mod mountinfo;
+pub mod options;
+pub mod signals;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{open_store, MountConfig};
+use crate::fs::{Fs, FsConfig};
+use crate::fuse::FuseAdapter;
+use crate::layout::Layout;
+use crate::transfer::TransferConfig;
+use daemon::Readiness;
+pub use options::MountOptions;
+use signals::Ending;
+
+/// Entry point of `remotedict mount`. `argv` is the command line (program name first), run again
+/// in the foreground when daemonizing.
+pub fn run(cfg: MountConfig, argv: Vec<OsString>) -> Result<()> {
+    let opts = MountOptions::parse(&cfg.options)?;
+    let mountpoint = checks::check_mountpoint(&cfg.mountpoint)?;
+    Layout::new(&cfg.store.folder)?;
+    let lease_duration = crate::store::LeaseDuration::from_secs(cfg.lease_duration)
+        .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?;
+    if !(cfg.index_ttl.is_finite() && cfg.index_ttl >= 0.0 && cfg.index_ttl <= 3600.0) {
+        bail!("--index-ttl must be between 0 and 3600 seconds");
+    }
+    if cfg.foreground {
+        let ready = Readiness::from_env();
+        let result = serve(&cfg, &opts, lease_duration, &mountpoint, ready);
+        if let Err(e) = &result {
+            log::error!("{e:#}");
+        }
+        result
+    } else {
+        daemon::daemonize(&argv, &cfg.cache_dir, &cfg.log_file, &mountpoint)
+    }
+}
+
+/// The fuser options and access rule the `-o` options ask for.
+fn fuse_config(opts: &MountOptions, fsname: String) -> fuser::Config {
+    let mut options = vec![
+        fuser::MountOption::FSName(fsname),
+        fuser::MountOption::Subtype("remotedict".into()),
+        fuser::MountOption::NoAtime,
+    ];
+    if opts.default_permissions {
+        options.push(fuser::MountOption::DefaultPermissions);
+    }
+    options.push(if opts.read_only {
+        fuser::MountOption::RO
+    } else {
+        fuser::MountOption::RW
+    });
+    if opts.auto_unmount {
+        options.push(fuser::MountOption::AutoUnmount);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else if opts.allow_root {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(2);
+    config
+}
+
+fn serve(
+    cfg: &MountConfig,
+    opts: &MountOptions,
+    lease_duration: crate::store::LeaseDuration,
+    mountpoint: &Path,
+    mut ready: Readiness,
+) -> Result<()> {
+    let rt = crate::runtime::build(4)?;
+    let setup = rt.block_on(async {
+        let store = open_store(&cfg.store).await?;
+        let layout = Layout::new(&cfg.store.folder)?;
+        if cfg.rebuild_index {
+            let (report, blobs) = crate::fsck::check(&store, &layout).await?;
+            if !report.is_clean() {
+                let n = crate::fsck::repair(&store, &layout, &report, &blobs).await?;
+                log::info!(
+                    "--rebuild-index: {n} index change(s) from {} blobs",
+                    report.blobs
+                );
+            }
+        }
+        // SAFETY: plain libc getters.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let fs_cfg = FsConfig {
+            uid: opts.uid.unwrap_or(uid),
+            gid: opts.gid.unwrap_or(gid),
+            read_only: opts.read_only,
+            cache_dir: cfg.cache_dir.join("data"),
+            cache_bytes: cfg.cache_size.saturating_mul(1 << 20),
+            transfer: TransferConfig::default(),
+            lease_duration,
+        };
+        let what = format!("{}/{}", store.describe(), layout.folder());
+        let ttl = Duration::from_secs_f64(cfg.index_ttl);
+        let fs = Fs::new(store, layout, ttl, fs_cfg)?;
+        let keys = fs.warm_up().await.context("reading the index")?;
+        anyhow::Ok((Arc::new(fs), what, keys))
+    });
+    let (fs, what, keys) = setup.map_err(|e| ready.fail(e))?;
+
+    let config = fuse_config(opts, format!("remotedict:{what}"));
+    let ttl = Duration::from_secs_f64(cfg.index_ttl);
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone(), ttl);
+    let mut session = fuser::Session::new(adapter, mountpoint, &config)
+        .with_context(|| format!("mounting on {}", mountpoint.display()))
+        .map_err(|e| ready.fail(e))?;
+    let mut unmounter = session.unmount_callable();
+    log::info!("serving {what} ({keys} keys) on {}", mountpoint.display());
+    ready.ready();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let runner = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = done_tx.send(());
+            r
+        })
+        .context("starting the FUSE session")?;
+    rt.block_on(async {
+        match signals::wait_for_end(done_rx).await? {
+            Ending::Unmounted => {
+                log::info!("unmounted (fusermount3 -u or remotedict unmount); exiting");
+                return anyhow::Ok(());
+            }
+            Ending::Signal(name) => {
+                log::info!("{name}: saving pending changes and unmounting")
+            }
+        }
+        // The same sequence as `FuseAdapter::destroy` (fuse.rs), which runs on a plain unmount.
+        if let Err(e) = fs.save_all().await {
+            log::error!("some changes could not be saved before unmounting: {e}");
+        }
+        fs.release_all_locks().await;
+        // Wait for in-flight operations (an upload ending in a close) to finish, then unmount.
+        if let Err(e) = unmounter.unmount() {
+            log::warn!("unmount failed: {e}; trying fusermount3 -u");
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(mountpoint)
+                .status();
+        }
+        Ok(())
+    })?;
+    match runner.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e).context("FUSE session"),
+        Err(_) => bail!("the FUSE session thread panicked"),
+    }
+}
+
+/// `remotedict unmount MOUNTPOINT`.
+pub fn unmount(mountpoint: &Path) -> Result<()> {
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .status()
+        .context("running fusermount3 (install the fuse3 package)")?;
+    if !status.success() {
+        bail!("fusermount3 -u {} failed", mountpoint.display());
+    }
+    Ok(())
+}
