@@ -148,10 +148,7 @@ fn serve(
             }
         }
         // The same sequence as `FuseAdapter::destroy` (fuse.rs), which runs on a plain unmount.
-        if let Err(e) = fs.save_all().await {
-            log::error!("some changes could not be saved before unmounting: {e}");
-        }
-        fs.release_all_locks().await;
+        fs.shutdown().await;
         // Wait for in-flight operations (an upload ending in a close) to finish, then unmount.
         if let Err(e) = unmounter.unmount() {
             log::warn!("unmount failed: {e}; trying fusermount3 -u");
