@@ -131,13 +131,51 @@ fn mount_point_problems() {
     let out = mount_cmd(&m.dir, None, &local);
     fails_with(&out, "already a remotedict mount");
     m.unmount();
+    let with_local = |extra: &[&'static str]| [&local[..], extra].concat();
     fails_with(
-        &mount_cmd(dir.path(), None, &["-o", "bogus_option"]),
+        &mount_cmd(dir.path(), None, &with_local(&["-o", "bogus_option"])),
         "unknown mount option",
     );
     fails_with(
-        &mount_cmd(dir.path(), None, &["--lease-duration", "5"]),
+        &mount_cmd(dir.path(), None, &with_local(&["--lease-duration", "5"])),
         "15 to 60",
+    );
+}
+
+/// A mount (or an fstab line) that names a container but lost its credential fails and says
+/// what it looked at; it never mounts a local store that would keep the writes on this disk.
+#[test]
+fn no_credential_is_an_error_not_a_local_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let empty_config = dir.path().join("config.toml");
+    std::fs::write(&empty_config, "").unwrap();
+    let home = dir.path().join("home");
+    let out = Command::new(env!("CARGO_BIN_EXE_remotedict"))
+        .arg("mount")
+        .arg(&mnt)
+        .args(["--container", "c", "--folder", "f", "--config"])
+        .arg(&empty_config)
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env_remove("AZURE_STORAGE_ACCOUNT")
+        .env_remove("AZURE_STORAGE_SAS_TOKEN")
+        .env_remove("REMOTEDICT_LOCAL")
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .output()
+        .unwrap();
+    let mounted = is_mounted(&mnt);
+    if mounted {
+        let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    }
+    assert!(!mounted, "mounted without a credential");
+    fails_with(&out, "no credential was found");
+    fails_with(&out, "AZURE_STORAGE_CONNECTION_STRING");
+    fails_with(&out, "--local DIR");
+    assert!(
+        !dir.path().join("data").exists(),
+        "a local store was created in XDG_DATA_HOME"
     );
 }
 

@@ -31,6 +31,13 @@ pub enum ConfigError {
         key: String,
         kind: String,
     },
+    #[error(
+        "no store to use: no credential was found (looked at --connection-string-file, \
+         AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_SAS_TOKEN, and \
+         `connection_string_file`, `connection_string` and `local` in the configuration file); \
+         set one of them, or pass --local DIR to use the embedded local store in DIR"
+    )]
+    NoStore,
     #[error("the settings do not serialize to a table")]
     NotATable,
     #[error("printing the configuration")]

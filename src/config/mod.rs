@@ -217,7 +217,7 @@ fn store_config_with(
     sources.local_flag = settings.local.clone().filter(|_| above_file);
     sources.local_file = settings.local.clone().filter(|_| !above_file);
     sources.file_connection_string = file.connection_string()?;
-    Ok(StoreConfig::resolve(settings, sources))
+    StoreConfig::resolve(settings, sources)
 }
 
 /// What a mount command gave besides settings.

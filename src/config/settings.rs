@@ -19,9 +19,16 @@ pub struct StoreSettings {
     /// Read the Azure connection string from this file instead of AZURE_STORAGE_CONNECTION_STRING.
     #[arg(long, value_name = "FILE")]
     pub connection_string_file: Option<PathBuf>,
-    /// Use the embedded local store in DIR (the default when no Azure credential is set;
-    /// default DIR: $XDG_DATA_HOME/remotedict or ~/.local/share/remotedict).
-    #[arg(long, value_name = "DIR", env = "REMOTEDICT_LOCAL")]
+    /// Use the embedded local store in DIR instead of Azure (`--local` alone:
+    /// $XDG_DATA_HOME/remotedict or ~/.local/share/remotedict). Without it and without an Azure
+    /// credential there is no store: an error, never a silent local one.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "REMOTEDICT_LOCAL",
+        num_args = 0..=1,
+        default_missing_value = super::store::default_local_root_arg()
+    )]
     pub local: Option<PathBuf>,
     /// Create the container if it does not exist.
     #[arg(long)]

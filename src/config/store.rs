@@ -3,8 +3,8 @@
 //!
 //! Credential precedence (documented in the README): `--local` (flag or environment) >
 //! `--connection-string-file` > `AZURE_STORAGE_CONNECTION_STRING` > `AZURE_STORAGE_ACCOUNT` +
-//! `AZURE_STORAGE_SAS_TOKEN` > `local` in the file > `connection_string` in the file > the
-//! embedded local store in its default directory.
+//! `AZURE_STORAGE_SAS_TOKEN` > `local` in the file > `connection_string` in the file. With none
+//! of them there is no store: an error that names what was looked at (never a silent local store).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Serialize, Serializer};
 
+use super::error::ConfigError;
 use super::settings::StoreSettings;
 use crate::store::azure::{AzureOptions, AzureStore};
 use crate::store::local::LocalStore;
@@ -90,12 +91,6 @@ pub enum Backend {
     /// The embedded local store: containers are subdirectories of `root`.
     Local {
         root: PathBuf,
-        /// Whether this is the default store because no Azure credential was found.
-        #[serde(
-            rename = "no_credential_found",
-            skip_serializing_if = "std::ops::Not::not"
-        )]
-        default: bool,
     },
     Azure {
         credential: Credential,
@@ -144,17 +139,14 @@ impl CredentialSources {
 
 impl StoreConfig {
     /// The typed store configuration from the layered settings and the credential sources.
-    pub fn resolve(s: StoreSettings, src: CredentialSources) -> Self {
+    pub fn resolve(s: StoreSettings, src: CredentialSources) -> Result<Self, ConfigError> {
         let azure_env = src.env_connection_string.is_some() || src.env_sas_token.is_some();
         // The file's `local` yields to any credential from a flag or the environment.
         let local_file = src
             .local_file
             .filter(|_| !azure_env && s.connection_string_file.is_none());
         let backend = if let Some(root) = src.local_flag {
-            Backend::Local {
-                root,
-                default: false,
-            }
+            Backend::Local { root }
         } else if let Some(f) = s.connection_string_file {
             Backend::Azure {
                 credential: Credential::ConnectionStringFile(f),
@@ -168,33 +160,35 @@ impl StoreConfig {
                 credential: Credential::SasToken { account, token },
             }
         } else if let Some(root) = local_file {
-            Backend::Local {
-                root,
-                default: false,
-            }
+            Backend::Local { root }
         } else if let Some(c) = src.file_connection_string {
             Backend::Azure {
                 credential: Credential::FileConnectionString(c),
             }
         } else {
-            Backend::Local {
-                root: default_local_root(),
-                default: true,
-            }
+            // No silent stand-in: a mount or fstab line that lost its credential must not
+            // write to the local disk instead of Azure.
+            return Err(ConfigError::NoStore);
         };
-        StoreConfig {
+        Ok(StoreConfig {
             backend,
             container: s.container,
             folder: s.folder,
             create_container: s.create_container,
             request_timeout: s.request_timeout,
             retries: s.retries,
-        }
+        })
     }
 }
 
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+/// [`default_local_root`] as the value of a bare `--local` (clap wants a `'static` text).
+pub fn default_local_root_arg() -> &'static str {
+    static ROOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| default_local_root().to_string_lossy().into_owned())
 }
 
 /// Default root of the embedded local store.

@@ -55,7 +55,10 @@ const FILE: &str = "container = \"fromfile\"\nfolder = \"f\"\nindex_ttl = 3\nret
 
 #[test]
 fn flag_beats_environment_beats_file_beats_default() {
-    let none = CredentialSources::default;
+    let none = || CredentialSources {
+        env_connection_string: Some(Secret::new("AccountName=a;AccountKey=k")),
+        ..Default::default()
+    };
     let c = config(&["t", "/mnt"], &[], FILE, none()).unwrap();
     assert_eq!(
         (c.store.container.as_str(), c.index_ttl, c.store.retries),
@@ -98,7 +101,13 @@ fn other_remotedict_variables_are_ignored() {
         ("REMOTEDICT_TEST_AZURE", "AccountName=x;AccountKey=y"),
         ("REMOTEDICT_RETRIES", "9"),
     ];
-    let c = config(&["t", "/mnt"], &env, "", CredentialSources::default()).unwrap();
+    let c = config(
+        &["t", "/mnt", "--local", "/srv"],
+        &env,
+        "",
+        CredentialSources::default(),
+    )
+    .unwrap();
     assert_eq!(c.store.retries, 4);
 }
 
@@ -138,12 +147,12 @@ fn a_missing_given_file_is_an_error() {
 #[test]
 fn credential_precedence() {
     let local = |c: &MountConfig| match &c.store.backend {
-        Backend::Local { root, default } => Some((root.clone(), *default)),
+        Backend::Local { root } => Some(root.clone()),
         Backend::Azure { .. } => None,
     };
     let file_local = "local = \"/srv/file\"\n";
     let c = config(&["t", "/mnt"], &[], file_local, Default::default()).unwrap();
-    assert_eq!(local(&c), Some((PathBuf::from("/srv/file"), false)));
+    assert_eq!(local(&c), Some(PathBuf::from("/srv/file")));
     let env_conn = || CredentialSources {
         env_connection_string: Some(Secret::new("AccountName=a;AccountKey=k")),
         ..Default::default()
@@ -160,9 +169,23 @@ fn credential_precedence() {
     );
     let argv = ["t", "/mnt", "--local", "/srv/flag"];
     let c = config(&argv, &[], "", env_conn()).unwrap();
-    assert_eq!(local(&c), Some((PathBuf::from("/srv/flag"), false)));
-    let c = config(&["t", "/mnt"], &[], "", Default::default()).unwrap();
-    assert_eq!(local(&c), Some((default_local_root(), true)));
+    assert_eq!(local(&c), Some(PathBuf::from("/srv/flag")));
+    let c = config(&["t", "/mnt", "--local"], &[], "", Default::default()).unwrap();
+    assert_eq!(
+        local(&c),
+        Some(default_local_root()),
+        "--local alone: the default directory"
+    );
+    // Nothing at all: an error naming what was looked at, not a local store.
+    let e = config(&["t", "/mnt"], &[], "", Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no credential was found")
+            && e.contains("AZURE_STORAGE_CONNECTION_STRING")
+            && e.contains("--local DIR"),
+        "{e}"
+    );
 }
 
 #[test]
