@@ -13,7 +13,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use remotedict::index::apply::{apply_change, apply_changes, saved_check};
 use remotedict::index::{decode, encode, Change, Entry, EntryKind, Index, SharedIndex};
-use remotedict::store::{BlobStore, PutOptions};
+use remotedict::store::{self, BlobStore, PutOptions};
 
 /// Few keys (some nested) and few etags, so changes collide and conditions both hold and fail.
 const KEYS: &[&str] = &["a", "b", "d", "d/a", "d/b"];
@@ -404,5 +404,140 @@ async fn a_stale_writers_no_op_commit_drops_a_change() {
         !now.entries.contains_key("k"),
         "b's remove of k was dropped: {:?}",
         now.entries.get("k")
+    );
+}
+
+/// A store whose next write of the index blob waits until told to go on (the test then makes
+/// other requests overtake it).
+struct HeldPut {
+    inner: Arc<dyn BlobStore>,
+    hold: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for HeldPut {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn check_container(&self) -> store::Result<()> {
+        self.inner.check_container().await
+    }
+    async fn create_container(&self) -> store::Result<()> {
+        self.inner.create_container().await
+    }
+    async fn get(
+        &self,
+        name: &str,
+        range: Option<std::ops::Range<u64>>,
+        if_none_match: Option<&str>,
+    ) -> store::Result<store::GetResult> {
+        self.inner.get(name, range, if_none_match).await
+    }
+    async fn head(&self, name: &str) -> store::Result<store::BlobProps> {
+        self.inner.head(name).await
+    }
+    async fn put(&self, name: &str, data: Bytes, opts: &PutOptions) -> store::Result<String> {
+        let held = if name == INDEX_BLOB {
+            self.hold.lock().expect("hold").take()
+        } else {
+            None
+        };
+        if let Some(go) = held {
+            let _ = go.await;
+        }
+        self.inner.put(name, data, opts).await
+    }
+    async fn put_block(
+        &self,
+        name: &str,
+        block_id: &str,
+        data: Bytes,
+        lease_id: Option<&str>,
+    ) -> store::Result<()> {
+        self.inner.put_block(name, block_id, data, lease_id).await
+    }
+    async fn commit_blocks(
+        &self,
+        name: &str,
+        block_ids: &[String],
+        opts: &PutOptions,
+    ) -> store::Result<String> {
+        self.inner.commit_blocks(name, block_ids, opts).await
+    }
+    async fn delete(&self, name: &str, conditions: &store::Conditions) -> store::Result<()> {
+        self.inner.delete(name, conditions).await
+    }
+    async fn list(&self, prefix: &str, marker: Option<String>) -> store::Result<store::ListPage> {
+        self.inner.list(prefix, marker).await
+    }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: &store::Metadata,
+        conditions: &store::Conditions,
+    ) -> store::Result<String> {
+        self.inner.set_metadata(name, metadata, conditions).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        duration: store::LeaseDuration,
+        proposed_id: Option<&str>,
+    ) -> store::Result<String> {
+        self.inner.acquire_lease(name, duration, proposed_id).await
+    }
+    async fn renew_lease(&self, name: &str, lease_id: &str) -> store::Result<()> {
+        self.inner.renew_lease(name, lease_id).await
+    }
+    async fn release_lease(&self, name: &str, lease_id: &str) -> store::Result<()> {
+        self.inner.release_lease(name, lease_id).await
+    }
+    async fn break_lease(&self, name: &str) -> store::Result<()> {
+        self.inner.break_lease(name).await
+    }
+}
+
+/// A revalidation sent while this process's own commit is being written can be answered with
+/// the index from before that commit; it is a newer request, so its (older) copy wins and the
+/// commit's own result is not installed: for up to a TTL this process does not see the change it
+/// just committed, and submitted changes the commit settled vanish from its view. (Found by
+/// `tests/model_fs.rs`, where a close's submitted entry and a TTL-expired lookup raced: a later
+/// unlink's commit, made against that stale copy, then changed nothing there and was not written.)
+#[tokio::test]
+#[ignore = "known issue: an overtaking revalidation hides this process's own commit"]
+async fn a_commit_stays_visible_when_a_revalidation_overtakes_it() {
+    let (_dir, inner) = test_store().await;
+    let (go, held) = tokio::sync::oneshot::channel();
+    let store: Arc<dyn BlobStore> = Arc::new(HeldPut {
+        inner,
+        hold: std::sync::Mutex::new(Some(held)),
+    });
+    let ttl = Duration::from_millis(200);
+    let idx = SharedIndex::new(store, INDEX_BLOB.into(), ttl);
+    idx.current().await.unwrap();
+    let commit = {
+        let idx = idx.clone();
+        tokio::spawn(async move {
+            idx.commit(vec![Change::Put {
+                key: "k".into(),
+                entry: Entry::file(1, 1, 0, "\"e1\""),
+            }])
+            .await
+        })
+    };
+    // The commit's write is held; the copy goes past its TTL.
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    let (read, ()) = tokio::join!(idx.current(), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = go.send(());
+    });
+    assert!(
+        !read.unwrap().entries.contains_key("k"),
+        "sent before the write"
+    );
+    commit.await.unwrap().unwrap();
+    assert!(
+        idx.current().await.unwrap().entries.contains_key("k"),
+        "this process's own commit returned, yet its copy does not list k"
     );
 }
