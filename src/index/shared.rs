@@ -20,47 +20,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::format::{self, Entry, Index, IndexFormatError};
+use super::apply::{apply_change, saved_check, SavedCheck};
+use super::format::{self, Index, IndexFormatError};
 use super::journal::Journal;
+use crate::mutex::lock;
 use crate::store::{BlobStore, Conditions, GetResult, PutOptions, StoreError};
+
+// Kept reachable here, where they were defined before `apply` held them.
+pub use super::apply::{apply_changes, Change};
 
 /// How long a failed revalidation's error is handed to further callers without asking again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(2);
 
 /// Commits retried this many times on etag conflicts before giving up.
 const MAX_CONFLICT_RETRIES: u32 = 200;
-
-/// One change to the index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// Adds or replaces a key's entry.
-    Put { key: String, entry: Entry },
-    /// Adds a key's entry only if the key is not listed (never replaces a newer entry).
-    Insert { key: String, entry: Entry },
-    /// Replaces a key's entry only while it still names the blob version `if_etag`.
-    Update {
-        key: String,
-        if_etag: String,
-        entry: Entry,
-    },
-    /// Removes a key; with `if_etag`, only while its entry still names that blob version (so a
-    /// delete never drops a newer value another writer just committed).
-    Remove {
-        key: String,
-        if_etag: Option<String>,
-    },
-    /// Lists the value this process just wrote to `blob`, replacing the entry `replaces` (the
-    /// etag listed when the write began; `None`: the key was not listed). Submitted changes land
-    /// later, so when the listed entry has changed meanwhile the commit asks the store whether
-    /// `blob` is still this version and lists it only then: a late commit never puts back an
-    /// older value over another writer's newer one.
-    Saved {
-        key: String,
-        blob: String,
-        entry: Entry,
-        replaces: Option<String>,
-    },
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexError {
@@ -121,7 +94,7 @@ impl Cached {
         } else {
             let mut v = (*self.index).clone();
             for (_, c) in &self.unsettled {
-                apply_changes(&mut v, std::slice::from_ref(c));
+                apply_change(&mut v, c);
             }
             Some(Arc::new(v))
         };
@@ -171,52 +144,6 @@ pub struct SharedIndex {
     submits: AtomicU64,
     /// Wakes a lingering leader when a caller waits for a commit.
     urgent: tokio::sync::Notify,
-}
-
-use crate::mutex::lock;
-
-/// Applies changes to an index; returns whether anything changed.
-pub fn apply_changes(index: &mut Index, changes: &[Change]) -> bool {
-    let mut changed = false;
-    for c in changes {
-        match c {
-            Change::Put { key, entry } | Change::Saved { key, entry, .. } => {
-                if index.entries.get(key) != Some(entry) {
-                    index.entries.insert(key.clone(), entry.clone());
-                    changed = true;
-                }
-            }
-            Change::Insert { key, entry } => {
-                if !index.entries.contains_key(key) {
-                    index.entries.insert(key.clone(), entry.clone());
-                    changed = true;
-                }
-            }
-            Change::Update {
-                key,
-                if_etag,
-                entry,
-            } => {
-                if let Some(e) = index.entries.get_mut(key) {
-                    if &e.etag == if_etag && e != entry {
-                        *e = entry.clone();
-                        changed = true;
-                    }
-                }
-            }
-            Change::Remove { key, if_etag } => {
-                let matches = index
-                    .entries
-                    .get(key)
-                    .is_some_and(|e| if_etag.as_ref().is_none_or(|t| &e.etag == t));
-                if matches {
-                    index.entries.remove(key);
-                    changed = true;
-                }
-            }
-        }
-    }
-    changed
 }
 
 impl SharedIndex {
@@ -523,30 +450,20 @@ impl SharedIndex {
     ) -> Result<bool, IndexError> {
         let mut changed = false;
         for c in changes {
-            if let Change::Saved {
-                key,
-                blob,
-                entry,
-                replaces,
-            } = c
-            {
-                let listed = next.entries.get(key).map(|e| e.etag.as_str());
-                let current = listed == replaces.as_deref() || listed == Some(&entry.etag);
-                if !current {
-                    match self.store.head(blob).await {
-                        Ok(p) if p.etag == entry.etag => {}
-                        Ok(_) | Err(StoreError::NotFound(_)) => {
-                            log::info!(
-                                "index: {key:?} was rewritten elsewhere after this host's \
-                                 save; listing the newer value"
-                            );
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
+            if let Some(SavedCheck { key, blob, etag }) = saved_check(next, c) {
+                match self.store.head(blob).await {
+                    Ok(p) if p.etag == etag => {}
+                    Ok(_) | Err(StoreError::NotFound(_)) => {
+                        log::info!(
+                            "index: {key:?} was rewritten elsewhere after this host's \
+                             save; listing the newer value"
+                        );
+                        continue;
                     }
+                    Err(e) => return Err(e.into()),
                 }
             }
-            changed |= apply_changes(next, std::slice::from_ref(c));
+            changed |= apply_change(next, c);
         }
         Ok(changed)
     }
