@@ -323,12 +323,6 @@ async fn shared_index_follows_the_model(ops: Vec<Op>) -> Result<(), TestCaseErro
             w.invalidate();
         }
         let batch = stage(&store, &op.batch, &mut serial).await;
-        // KNOWN ISSUE (see `a_stale_writers_no_op_commit_drops_a_change` below): a commit whose
-        // changes change nothing in the writer's own copy is not written at all, even when that
-        // copy is stale and the change would matter to the newest index. The model follows
-        // what SharedIndex does there.
-        let mut base = (*w.cached()).clone();
-        let dropped = w.age().is_some() && !commit_apply(&mut base, &batch);
         let changes: Vec<Change> = batch.iter().map(|(c, _)| c.clone()).collect();
         match op.via {
             Via::Commit => w.commit(changes).await,
@@ -338,20 +332,16 @@ async fn shared_index_follows_the_model(ops: Vec<Op>) -> Result<(), TestCaseErro
             }
         }
         .map_err(|e| TestCaseError::fail(format!("commit failed: {e}")))?;
-        if !dropped {
-            for (c, now) in &batch {
-                model_apply(&mut model, c, Some(*now == BlobNow::Ours));
-            }
+        for (c, now) in &batch {
+            model_apply(&mut model, c, Some(*now == BlobNow::Ours));
         }
         prop_assert_eq!(w.unsettled(), 0);
-        if !dropped {
-            prop_assert_eq!(
-                as_map(&w.cached()),
-                model.clone(),
-                "writer's copy after {:?}",
-                op
-            );
-        }
+        prop_assert_eq!(
+            as_map(&w.cached()),
+            model.clone(),
+            "writer's copy after {:?}",
+            op
+        );
         let fresh = shared(&store)
             .current()
             .await
@@ -382,7 +372,6 @@ proptest! {
 /// In the filesystem a stale copy rarely issues such changes (it removes only keys it lists, and
 /// puts carry new etags), but `commit` promises the change lands against the newest index.
 #[tokio::test]
-#[ignore = "known issue: a no-op against a stale cached copy is not committed"]
 async fn a_stale_writers_no_op_commit_drops_a_change() {
     let (_dir, store) = test_store().await;
     let (a, b) = (shared(&store), shared(&store));
@@ -504,7 +493,6 @@ impl BlobStore for HeldPut {
 /// `tests/model_fs.rs`, where a close's submitted entry and a TTL-expired lookup raced: a later
 /// unlink's commit, made against that stale copy, then changed nothing there and was not written.)
 #[tokio::test]
-#[ignore = "known issue: an overtaking revalidation hides this process's own commit"]
 async fn a_commit_stays_visible_when_a_revalidation_overtakes_it() {
     let (_dir, inner) = test_store().await;
     let (go, held) = tokio::sync::oneshot::channel();

@@ -30,9 +30,14 @@ impl Fs {
             let mut complete = true;
             for (key, entry) in &orphan.entries {
                 match self.store.head(&self.layout.blob_name(key)).await {
-                    Ok(p) if p.etag == entry.etag => changes.push(Change::Put {
+                    // Conditional, like the save it replays: if another host lists a newer
+                    // value by the time this lands, the commit checks the blob again and keeps
+                    // the newer one.
+                    Ok(p) if p.etag == entry.etag => changes.push(Change::Saved {
                         key: key.clone(),
+                        blob: self.layout.blob_name(key),
                         entry: entry.clone(),
+                        replaces: None,
                     }),
                     Ok(_) | Err(StoreError::NotFound(_)) => {} // replaced or removed since
                     Err(e) => {

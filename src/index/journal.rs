@@ -25,7 +25,14 @@ pub struct Journal {
     path: PathBuf,
     /// Whether anything was appended since the last clear.
     dirty: bool,
+    /// Records in the file.
+    records: usize,
 }
+
+/// A journal is rewritten when it holds more than this many records ...
+const COMPACT_MIN: usize = 64;
+/// ... and more than this many times the records still waiting.
+const COMPACT_FACTOR: usize = 2;
 
 /// A journal left by a mount that ended before its entries landed.
 pub struct Orphan {
@@ -36,39 +43,25 @@ pub struct Orphan {
 }
 
 impl Journal {
-    /// Creates this process's journal for the folder identified by `stem`, in `dir`.
+    /// Creates this process's journal for the folder identified by `stem`, in `dir`: a new
+    /// file of its own, never one an earlier mount left (those are [`Journal::orphans`]).
     pub fn create(dir: &Path, stem: &str) -> std::io::Result<Journal> {
-        let path = dir.join(format!("{stem}-{}.journal", std::process::id()));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        if !file.try_lock_exclusive()? {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                format!("{} is locked by another process", path.display()),
-            ));
-        }
+        let (file, path) = new_locked(dir, stem, "journal")?;
         Ok(Journal {
             file,
             path,
             dirty: false,
+            records: 0,
         })
     }
 
-    /// Appends one entry.
+    /// Appends one entry and syncs it to disk.
     pub fn append(&mut self, key: &str, entry: &Entry) -> std::io::Result<()> {
-        let mut one = Index::default();
-        one.entries.insert(key.to_string(), entry.clone());
-        let body = format::encode(&one);
-        let mut record = Vec::with_capacity(4 + body.len());
-        record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        record.extend_from_slice(&body);
         // One write per record: a kill can tear only the last one.
-        self.file.write_all(&record)?;
+        self.file.write_all(&record(key, entry))?;
+        self.file.sync_data()?;
         self.dirty = true;
+        self.records += 1;
         Ok(())
     }
 
@@ -78,7 +71,50 @@ impl Journal {
             self.file.set_len(0)?;
             std::io::Seek::seek(&mut self.file, std::io::SeekFrom::Start(0))?;
             self.dirty = false;
+            self.records = 0;
         }
+        Ok(())
+    }
+
+    /// Whether most records have landed, so [`Journal::rewrite`] with the `waiting` ones is due.
+    pub fn wants_rewrite(&self, waiting: usize) -> bool {
+        self.records > COMPACT_MIN && self.records > COMPACT_FACTOR * waiting.max(1)
+    }
+
+    /// Replaces the journal with one holding only `waiting` (the entries not landed yet): a new
+    /// file, synced, then renamed over the old one, so a crash at any point leaves one journal
+    /// with every waiting entry.
+    pub fn rewrite<'a>(
+        &mut self,
+        waiting: impl IntoIterator<Item = (&'a str, &'a Entry)>,
+    ) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let stem = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".journal"))
+            .unwrap_or("journal")
+            .to_string();
+        // Not named `.journal` until complete: a scan for orphans never reads it half-written.
+        let (mut file, tmp) = new_locked(dir, &stem, "journal-new")?;
+        let mut records = 0;
+        let mut bytes = Vec::new();
+        for (key, entry) in waiting {
+            bytes.extend_from_slice(&record(key, entry));
+            records += 1;
+        }
+        let written = file
+            .write_all(&bytes)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.file = file;
+        self.records = records;
+        self.dirty = records > 0;
         Ok(())
     }
 
@@ -93,7 +129,19 @@ impl Journal {
         for item in listing {
             let path = item?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if !name.starts_with(&prefix) || !name.ends_with(".journal") {
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            if name.ends_with(".journal-new") {
+                // A rewrite a crash interrupted (the journal it was to replace is still there).
+                if let Ok(f) = File::open(&path) {
+                    if matches!(f.try_lock_exclusive(), Ok(true)) {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+                continue;
+            }
+            if !name.ends_with(".journal") {
                 continue;
             }
             let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
@@ -128,12 +176,50 @@ impl Drop for Journal {
 }
 
 impl Orphan {
-    /// Removes the journal once its entries are listed again.
+    /// Removes the journal once its entries are listed again (unless its name now belongs to
+    /// another file: a live mount's rewritten journal).
     pub fn settle(self) {
+        use std::os::unix::fs::MetadataExt;
+        let same = match (self._file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if !same {
+            return;
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             log::warn!("cannot remove {}: {e}", self.path.display());
         }
     }
+}
+
+/// A new file `<stem>-<random id>.<suffix>` in `dir`, created here (never an existing one) and
+/// locked.
+fn new_locked(dir: &Path, stem: &str, suffix: &str) -> std::io::Result<(File, PathBuf)> {
+    let path = dir.join(format!("{stem}-{}.{suffix}", uuid::Uuid::new_v4().simple()));
+    let file = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    if !file.try_lock_exclusive()? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!("{} is locked by another process", path.display()),
+        ));
+    }
+    Ok((file, path))
+}
+
+/// One record: a little-endian `u32` length, then an index holding the one entry.
+fn record(key: &str, entry: &Entry) -> Vec<u8> {
+    let mut one = Index::default();
+    one.entries.insert(key.to_string(), entry.clone());
+    let body = format::encode(&one);
+    let mut record = Vec::with_capacity(4 + body.len());
+    record.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    record.extend_from_slice(&body);
+    record
 }
 
 /// The entries of a journal's bytes, up to the first torn or unreadable record.
@@ -192,5 +278,44 @@ mod tests {
         j.clear().unwrap();
         drop(j);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// A daemon restarted with the same pid (in a container, pid 1 again) must not wipe the
+    /// journal its crashed predecessor left: each journal is a new file of its own.
+    #[test]
+    fn a_new_journal_never_replaces_an_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Entry::file(5, 20, 1, "\"0x1\"");
+        let mut crashed = Journal::create(dir.path(), "stem").unwrap();
+        crashed.append("k", &e).unwrap();
+        drop(crashed); // dies with the entry unlanded
+        let _next = Journal::create(dir.path(), "stem").unwrap();
+        let orphans = Journal::orphans(dir.path(), "stem").unwrap();
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].entries, vec![("k".to_string(), e)]);
+    }
+
+    /// A rewrite keeps exactly the waiting entries, leaves no temporary file, and a crash after
+    /// it leaves a journal a later mount reads.
+    #[test]
+    fn a_rewrite_keeps_only_the_waiting_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "stem").unwrap();
+        let entries: Vec<(String, Entry)> = (0..100)
+            .map(|i| (format!("k{i}"), Entry::file(i, i, 1, format!("\"{i}\""))))
+            .collect();
+        for (k, e) in &entries {
+            j.append(k, e).unwrap();
+        }
+        assert!(j.wants_rewrite(2) && !j.wants_rewrite(60));
+        j.rewrite(entries[98..].iter().map(|(k, e)| (k.as_str(), e)))
+            .unwrap();
+        assert!(!j.wants_rewrite(2));
+        j.append("late", &entries[0].1).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        drop(j);
+        let orphans = Journal::orphans(dir.path(), "stem").unwrap();
+        let keys: Vec<&str> = orphans[0].entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["k98", "k99", "late"]);
     }
 }

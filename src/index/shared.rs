@@ -17,11 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::panic::AssertUnwindSafe;
+
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::apply::{apply_change, saved_check, SavedCheck};
-use super::format::{self, Index, IndexFormatError};
+use super::format::{self, Entry, Index, IndexFormatError};
 use super::journal::Journal;
 use crate::mutex::lock;
 use crate::store::{BlobStore, Conditions, GetResult, PutOptions, StoreError};
@@ -79,12 +82,26 @@ impl Cached {
         let before = self.unsettled.len();
         self.unsettled.retain(|(seq, _)| !settled.contains(seq));
         let dropped = self.unsettled.len() != before;
-        if dropped && self.unsettled.is_empty() {
+        if !dropped {
+            return false;
+        }
+        if self.unsettled.is_empty() {
             if let Some(Err(e)) = self.journal.as_mut().map(Journal::clear) {
                 log::warn!("index journal: cannot clear it: {e}");
             }
+        } else if let Some(j) = self.journal.as_mut() {
+            let waiting: Vec<(&str, &Entry)> = self
+                .unsettled
+                .iter()
+                .filter_map(|(_, c)| journaled(c))
+                .collect();
+            if j.wants_rewrite(waiting.len()) {
+                if let Err(e) = j.rewrite(waiting) {
+                    log::warn!("index journal: cannot rewrite it: {e}");
+                }
+            }
         }
-        dropped
+        true
     }
 
     /// Rebuilds the view after the base copy or the unsettled changes changed.
@@ -98,6 +115,16 @@ impl Cached {
             }
             Some(Arc::new(v))
         };
+    }
+}
+
+/// The entry a change puts in the journal: what it lists (removals need no replay).
+fn journaled(c: &Change) -> Option<(&str, &Entry)> {
+    match c {
+        Change::Put { key, entry }
+        | Change::Insert { key, entry }
+        | Change::Saved { key, entry, .. } => Some((key.as_str(), entry)),
+        _ => None,
     }
 }
 
@@ -344,14 +371,9 @@ impl SharedIndex {
             c.unsettled
                 .extend(changes.iter().map(|ch| (seq, ch.clone())));
             if let Some(j) = c.journal.as_mut() {
-                for ch in &changes {
-                    if let Change::Put { key, entry }
-                    | Change::Insert { key, entry }
-                    | Change::Saved { key, entry, .. } = ch
-                    {
-                        if let Err(e) = j.append(key, entry) {
-                            log::warn!("index journal: cannot record {key:?}: {e}");
-                        }
+                for (key, entry) in changes.iter().filter_map(journaled) {
+                    if let Err(e) = j.append(key, entry) {
+                        log::warn!("index journal: cannot record {key:?}: {e}");
                     }
                 }
             }
@@ -410,7 +432,16 @@ impl SharedIndex {
                     Waiting::Commit(..) => None,
                 })
                 .collect();
-            let result = self.apply_batch(&all, &settled).await;
+            // A panic while committing (a bug) fails this batch like a store error: waiters get
+            // an error, submitted changes stay queued, and later commits still run.
+            let result = AssertUnwindSafe(self.apply_batch(&all, &settled))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(IndexError::Abandoned(
+                        "the index commit panicked (a bug; see the log)".into(),
+                    ))
+                });
             let mut kept = Vec::new();
             for w in batch {
                 match w {
@@ -470,8 +501,15 @@ impl SharedIndex {
 
     /// One read–modify–write, redone from the newest index while another writer wins the race.
     async fn apply_batch(&self, changes: &[Change], settled: &[u64]) -> Result<(), IndexError> {
+        if changes.is_empty() {
+            // A flush with nothing queued: everything before it has landed.
+            self.settle(settled);
+            return Ok(());
+        }
+        let mut revalidated = false;
         if lock(&self.cache).checked.is_none() {
             self.revalidate().await?;
+            revalidated = true;
         }
         for attempt in 0..=MAX_CONFLICT_RETRIES {
             let (base, etag) = {
@@ -480,11 +518,17 @@ impl SharedIndex {
             };
             let mut next = (*base).clone();
             if !self.apply_resolved(&mut next, changes).await? {
+                if !revalidated {
+                    // A no-op against a copy that may be stale (another writer may have listed
+                    // what this batch removes): decide again from the newest index.
+                    self.revalidate().await?;
+                    revalidated = true;
+                    continue;
+                }
                 self.settle(settled);
                 return Ok(());
             }
             let started = Instant::now();
-            let ticket = self.ticket();
             let body = tokio::task::spawn_blocking(move || (format::encode(&next), next))
                 .await
                 .map_err(|e| IndexError::Abandoned(e.to_string()))?;
@@ -505,6 +549,11 @@ impl SharedIndex {
                 .insert("remotedict_keys".into(), next.entries.len().to_string());
             match self.store.put(&self.blob, Bytes::from(bytes), &opts).await {
                 Ok(new_etag) => {
+                    // The ticket is taken once the write is known to have landed: a
+                    // revalidation sent before that may have been answered with the copy this
+                    // write replaced, and must not hide this process's own commit. One sent
+                    // after it sees this write or a later one.
+                    let ticket = self.ticket();
                     self.writes.fetch_add(1, Ordering::Relaxed);
                     log::debug!(
                         "index {}: wrote {} change(s) in one commit",
@@ -530,6 +579,7 @@ impl SharedIndex {
                     ));
                     tokio::time::sleep(backoff).await;
                     self.revalidate().await?;
+                    revalidated = true;
                 }
                 Err(e) => return Err(e.into()),
             }
