@@ -227,6 +227,7 @@ impl Fs {
             entry: entry.clone(),
             replaces,
         }]);
+        self.index.sync_journal().await;
         self.content.forget(&blob);
         st.base = Some(entry);
         st.perms = None;

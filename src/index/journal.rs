@@ -55,14 +55,18 @@ impl Journal {
         })
     }
 
-    /// Appends one entry and syncs it to disk.
+    /// Appends one entry (on disk once [`Journal::sync_handle`]'s file is synced).
     pub fn append(&mut self, key: &str, entry: &Entry) -> std::io::Result<()> {
         // One write per record: a kill can tear only the last one.
         self.file.write_all(&record(key, entry))?;
-        self.file.sync_data()?;
         self.dirty = true;
         self.records += 1;
         Ok(())
+    }
+
+    /// A handle to sync the journal with (`sync_data`), without holding the journal.
+    pub fn sync_handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
     }
 
     /// Forgets every entry (they all landed).

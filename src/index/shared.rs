@@ -381,6 +381,22 @@ impl SharedIndex {
         self.enqueue(Waiting::Submitted(seq, changes));
     }
 
+    /// Syncs the journal to disk, so entries submitted so far survive a crash of the machine
+    /// too (off the async threads, without holding the index copy while the disk works).
+    pub async fn sync_journal(&self) {
+        let handle = lock(&self.cache).journal.as_ref().map(Journal::sync_handle);
+        let synced = match handle {
+            None => return,
+            Some(Ok(file)) => tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Some(Err(e)) => Err(e),
+        };
+        if let Err(e) = synced {
+            log::warn!("index journal: cannot sync it: {e}");
+        }
+    }
+
     /// Waits until every change submitted before this call is durable; the error of the last
     /// attempt if they could not be written (they stay queued and are retried).
     pub async fn flush(self: &Arc<Self>) -> Result<(), IndexError> {
