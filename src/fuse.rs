@@ -138,12 +138,18 @@ impl Filesystem for FuseAdapter {
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
-            move |fs| async move { fs.lookup(parent.0, &name?).await },
+            move |fs| async move { fs.lookup_entry(parent.0, &name?).await },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("lookup", &e)),
             },
         );
+    }
+
+    /// The kernel drops `nlookup` references to `ino`. (`batch_forget` keeps fuser's default,
+    /// which calls this for each inode: its `ForgetOne` cannot be named outside fuser 0.18.)
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -204,7 +210,7 @@ impl Filesystem for FuseAdapter {
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
-            move |fs| async move { fs.mkdir(parent.0, &name?, mode).await },
+            move |fs| async move { fs.mkdir_entry(parent.0, &name?, mode).await },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
@@ -224,7 +230,7 @@ impl Filesystem for FuseAdapter {
         let name = name_str(link_name);
         let target = name_str(target.as_os_str());
         self.spawn(
-            move |fs| async move { fs.symlink(parent.0, &name?, &target?).await },
+            move |fs| async move { fs.symlink_entry(parent.0, &name?, &target?).await },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("symlink", &e)),
@@ -328,7 +334,7 @@ impl Filesystem for FuseAdapter {
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
-            move |fs| async move { fs.create(parent.0, &name?, mode, flags).await },
+            move |fs| async move { fs.create_entry(parent.0, &name?, mode, flags).await },
             move |r| match r {
                 Ok((a, fh)) => reply.created(
                     &ttl,
@@ -533,11 +539,13 @@ impl Filesystem for FuseAdapter {
         mut reply: ReplyDirectoryPlus,
     ) {
         let ttl = self.ttl;
+        let fs = self.fs.clone();
         self.spawn(
             move |fs| async move { fs.readdir_plus(fh.0, offset as usize).await },
             move |r| match r {
                 Ok(entries) => {
-                    for (next, e, a) in &entries {
+                    let mut sent = entries.len();
+                    for (i, (next, e, a)) in entries.iter().enumerate() {
                         if reply.add(
                             INodeNo(e.ino),
                             *next,
@@ -546,9 +554,12 @@ impl Filesystem for FuseAdapter {
                             &file_attr(a),
                             Generation(0),
                         ) {
+                            sent = i;
                             break;
                         }
                     }
+                    // The kernel counts a lookup for each entry it received, not for the rest.
+                    fs.readdir_plus_unsent(&entries[sent..]);
                     reply.ok();
                 }
                 Err(e) => reply.error(errno("readdirplus", &e)),

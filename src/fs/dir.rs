@@ -1,5 +1,6 @@
 //! Directory listings: `opendir` snapshots a folder's children from the index (plus files created
-//! here and not yet saved); `readdirplus` serves them in slices that adapt to what the kernel takes.
+//! here and not yet saved) and pins their inodes until releasedir; `readdirplus` serves them in
+//! slices that adapt to what the kernel takes, counting each entry as a lookup.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,22 +25,7 @@ impl Fs {
             return Err(FsError::NotDir);
         }
         let index = self.index.current().await?;
-        let mut list = vec![
-            DirEntry {
-                ino,
-                name: ".".into(),
-                kind: NodeKind::Dir,
-            },
-            DirEntry {
-                ino: if ino == ROOT_INO {
-                    ROOT_INO
-                } else {
-                    self.parent_ino(&key)
-                },
-                name: "..".into(),
-                kind: NodeKind::Dir,
-            },
-        ];
+        let mut list = Vec::new();
         let mut names = children(&index, &key);
         // Files created here and not yet saved.
         let pending: Vec<(u64, String)> = {
@@ -59,10 +45,25 @@ impl Fs {
             }
         }
         {
+            // Every inode the listing names is pinned until releasedir: its number stays valid
+            // while the kernel may still be handed it (see forget.rs).
             let mut inodes = lock(&self.inodes);
-            list.reserve(names.len());
+            list.reserve(names.len() + 2);
+            let parent = if ino == ROOT_INO {
+                ROOT_INO
+            } else {
+                inodes.ino(parent_key(&key))
+            };
+            for dot in [(ino, "."), (parent, "..")] {
+                inodes.pin_ino(dot.0);
+                list.push(DirEntry {
+                    ino: dot.0,
+                    name: dot.1.into(),
+                    kind: NodeKind::Dir,
+                });
+            }
             for (name, kind) in names {
-                let child_ino = inodes.ino(&child_key(&key, &name));
+                let child_ino = inodes.pin(&child_key(&key, &name));
                 list.push(DirEntry {
                     ino: child_ino,
                     name,
@@ -73,10 +74,6 @@ impl Fs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs).insert(fh, Arc::new(list));
         Ok(fh)
-    }
-
-    pub(super) fn parent_ino(&self, key: &str) -> u64 {
-        lock(&self.inodes).ino(parent_key(key))
     }
 
     /// Entries of an open directory from position `offset` on.
@@ -114,6 +111,9 @@ impl Fs {
         loop {
             let out = self.attrs_of_slice(&entries, start, max).await?;
             if !out.is_empty() || start + max >= entries.len() {
+                // Each entry handed out is a lookup the kernel counts (the adapter gives back
+                // those that did not fit: `readdir_plus_unsent`).
+                self.count_listed(&out);
                 return Ok(out);
             }
             start += max;
@@ -168,7 +168,10 @@ impl Fs {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.dirs).remove(&fh);
+        let list = lock(&self.dirs).remove(&fh);
         lock(&self.dir_slices).remove(&fh);
+        if let Some(list) = list {
+            self.unpin_listing(&list);
+        }
     }
 }

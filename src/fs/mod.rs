@@ -17,6 +17,7 @@ pub mod content;
 mod dir;
 pub mod error;
 mod flock;
+mod forget;
 mod handles;
 pub mod inode;
 pub mod locks;

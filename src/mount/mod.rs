@@ -28,6 +28,7 @@ use signals::Ending;
 /// Entry point of `remotedict mount`. `argv` is the command line (program name first), run again
 /// in the foreground when daemonizing.
 pub fn run(cfg: MountConfig, argv: Vec<OsString>) -> Result<()> {
+    raise_nofile_limit();
     let opts = MountOptions::parse(&cfg.options)?;
     let mountpoint = checks::check_mountpoint(&cfg.mountpoint)?;
     Layout::new(&cfg.store.folder)?;
@@ -46,6 +47,41 @@ pub fn run(cfg: MountConfig, argv: Vec<OsString>) -> Result<()> {
     } else {
         daemon::daemonize(&argv, &cfg.cache_dir, &cfg.log_file, &mountpoint)
     }
+}
+
+/// Raises the soft limit on open descriptors to the hard limit: every open file handle of a
+/// value read from a local copy holds one, and systemd starts services with a soft limit of 1,024.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        log::debug!(
+            "RLIMIT_NOFILE: getrlimit failed: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let was = lim.rlim_cur;
+    if was < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            log::debug!(
+                "RLIMIT_NOFILE: raising the soft limit {was} to {} failed: {}",
+                lim.rlim_max,
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+    }
+    log::debug!(
+        "RLIMIT_NOFILE: soft limit was {was}, is {} (hard limit {})",
+        lim.rlim_cur,
+        lim.rlim_max
+    );
 }
 
 /// The fuser options and access rule the `-o` options ask for.

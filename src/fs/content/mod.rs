@@ -11,12 +11,19 @@
 //!   4 KiB read costs one block, not the whole prefix. Values larger than an eighth of the cache
 //!   are streamed: their recent blocks are kept in memory, not on disk.
 //!
+//! Values of at most [`SMALL_MAX`] (256 KiB) are held in memory instead (`small`: one GET, no
+//! local file), up to [`small::SMALL_BUDGET`] in all.
+//!
 //! Entries are keyed by (blob, etag): a value rewritten by another host has a new etag and is
 //! fetched again. The least recently used entries not in use are dropped when the total passes
-//! the configured size; their files vanish with them (and with the process).
+//! the configured size, or when more than [`MAX_FILES`] values keep a local file open (each is
+//! a descriptor: the daemon must not run out of them however many values it has read); their
+//! files vanish with them (and with the process). A value dropped is fetched again when read.
+//! A value in use (a handle reading it) keeps its file.
 
 mod blocks;
 mod read_ahead;
+mod small;
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
@@ -33,9 +40,12 @@ use crate::store::{BlobStore, GetResult};
 use crate::transfer::{self, TransferConfig, TransferError};
 use blocks::{Block, Blocks};
 use read_ahead::plan_read_ahead;
+pub use small::SMALL_MAX;
 
 /// Values at least this large are read by block when they carry a seek table.
 pub const BY_BLOCK_MIN: u64 = 8 << 20;
+/// Most values that keep a local file (a descriptor) open while no handle reads them.
+pub const MAX_FILES: usize = 64;
 /// A value read by block that is larger than this fraction of the cache size is streamed: its
 /// decoded blocks are kept in memory only (the most recent [`STREAM_BLOCKS`]), not written to
 /// disk — copying a gigabyte into the disk cache costs more CPU than decoding it.
@@ -63,11 +73,14 @@ struct Fill {
 enum Fetch {
     Whole(watch::Receiver<Fill>),
     ByBlock(Arc<Blocks>),
+    /// A small value, in memory (and the cache's directory, for [`CachedValue::file`]).
+    Small(small::Small, Arc<std::path::Path>),
 }
 
 /// One value being or having been fetched.
 pub struct CachedValue {
-    file: Arc<std::fs::File>,
+    /// The local copy (`None` for a small value).
+    file: Option<Arc<std::fs::File>>,
     fetch: Fetch,
 }
 
@@ -75,7 +88,18 @@ impl CachedValue {
     /// Reads up to `len` bytes at `offset`.
     pub async fn read(&self, offset: u64, len: u32) -> FsResult<Bytes> {
         let want = offset.saturating_add(u64::from(len));
+        let file = match (&self.fetch, &self.file) {
+            (Fetch::Small(s, _), _) => {
+                let value = small::wait(s).await?;
+                let end = want.min(value.len() as u64) as usize;
+                let start = (offset as usize).min(end);
+                return Ok(value.slice(start..end));
+            }
+            (_, Some(file)) => file,
+            (_, None) => return Err(FsError::Internal("a cached value lost its file".into())),
+        };
         let end = match &self.fetch {
+            Fetch::Small(..) => return Err(FsError::Internal("a small value has no file".into())),
             Fetch::Whole(fill) => {
                 let mut rx = fill.clone();
                 let fill = rx
@@ -101,19 +125,19 @@ impl CachedValue {
                 let (first, last) = ((offset / bs) as usize, ((end - 1) / bs) as usize);
                 if first == last && b.next.load(Ordering::Relaxed) != offset {
                     if let Some(part) = b.read_part(first, offset, end).await? {
-                        self.read_ahead(b, offset, end, last);
+                        self.read_ahead(b, file, offset, end, last);
                         return Ok(part);
                     }
                 }
-                b.ensure(&self.file, first, last).await?;
-                self.read_ahead(b, offset, end, last);
+                b.ensure(file, first, last).await?;
+                self.read_ahead(b, file, offset, end, last);
                 if b.mem.is_some() {
                     // A block can be pushed out between `ensure` and the copy: fetch it again.
                     loop {
                         if let Some(out) = b.read_memory(offset, end) {
                             return Ok(out);
                         }
-                        b.ensure(&self.file, first, last).await?;
+                        b.ensure(file, first, last).await?;
                     }
                 }
                 end
@@ -123,12 +147,19 @@ impl CachedValue {
             return Ok(Bytes::new());
         }
         let mut buf = vec![0u8; (end - offset) as usize];
-        self.file.read_exact_at(&mut buf, offset)?;
+        file.read_exact_at(&mut buf, offset)?;
         Ok(buf.into())
     }
 
     /// While reads are sequential, fetch a growing window of blocks ahead in the background.
-    fn read_ahead(&self, b: &Arc<Blocks>, offset: u64, end: u64, last: usize) {
+    fn read_ahead(
+        &self,
+        b: &Arc<Blocks>,
+        file: &Arc<std::fs::File>,
+        offset: u64,
+        end: u64,
+        last: usize,
+    ) {
         let sequential = b.next.swap(end, Ordering::Relaxed) == offset;
         let window = if sequential {
             (b.window.load(Ordering::Relaxed) * 2).clamp(2, MAX_WINDOW)
@@ -154,7 +185,7 @@ impl CachedValue {
             plan
         };
         for (start, end) in plan {
-            let (b, file) = (b.clone(), self.file.clone());
+            let (b, file) = (b.clone(), file.clone());
             tokio::spawn(async move {
                 if let Err(e) = b.fetch_claimed(&file, start, end).await {
                     log::debug!("read-ahead of {:?}: {e}", b.blob);
@@ -167,6 +198,7 @@ impl CachedValue {
     /// streamed values ([`Self::on_disk`]).
     pub async fn complete(&self) -> FsResult<u64> {
         match &self.fetch {
+            Fetch::Small(s, _) => Ok(small::wait(s).await?.len() as u64),
             Fetch::Whole(fill) => {
                 let mut rx = fill.clone();
                 let fill = rx.wait_for(|f| f.done.is_some()).await.map_err(|_| {
@@ -182,28 +214,49 @@ impl CachedValue {
             ))),
             Fetch::ByBlock(b) => {
                 if !b.table.blocks.is_empty() {
-                    b.ensure(&self.file, 0, b.table.blocks.len() - 1).await?;
+                    b.ensure(self.disk()?, 0, b.table.blocks.len() - 1).await?;
                 }
                 Ok(b.table.content_size)
             }
         }
     }
 
-    /// Whether the whole value can be read from the local file (after `complete`); streamed
-    /// values are not kept on disk.
+    /// Whether the whole value is kept locally, so that [`Self::file`] can give it whole after
+    /// `complete` (on disk, or a small value in memory); streamed values are not.
     pub fn on_disk(&self) -> bool {
         !matches!(&self.fetch, Fetch::ByBlock(b) if b.mem.is_some())
     }
 
-    /// A handle on the local copy (for copying it whole, after `complete`).
+    /// A file holding the whole local copy (for copying it whole, after `complete`): the cache's
+    /// own file, or for a small value a temporary file written from memory.
     pub fn file(&self) -> FsResult<std::fs::File> {
-        Ok(self.file.try_clone()?)
+        if let Fetch::Small(s, dir) = &self.fetch {
+            let value = match &*s.borrow() {
+                Some(Ok(v)) => v.clone(),
+                _ => {
+                    return Err(FsError::Internal(
+                        "a small value was not fetched yet".into(),
+                    ))
+                }
+            };
+            let mut file = tempfile::tempfile_in(dir)?;
+            std::io::Write::write_all(&mut file, &value)?;
+            return Ok(file);
+        }
+        Ok(self.disk()?.try_clone()?)
+    }
+
+    fn disk(&self) -> FsResult<&Arc<std::fs::File>> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| FsError::Internal("a small value has no file".into()))
     }
 
     fn bytes(&self) -> u64 {
         match &self.fetch {
             Fetch::Whole(fill) => fill.borrow().written,
             Fetch::ByBlock(b) => b.held_bytes(),
+            Fetch::Small(..) => 0,
         }
     }
 
@@ -211,36 +264,51 @@ impl CachedValue {
         match &self.fetch {
             Fetch::Whole(fill) => matches!(fill.borrow().done, Some(Err(_))),
             Fetch::ByBlock(_) => false,
+            Fetch::Small(s, _) => small::failed(s),
         }
     }
 }
 
 type Key = (String, String);
 
-/// The disk cache of decompressed values.
+/// The cache's entries.
+struct Entries {
+    /// Values with a local file (or streamed), least recently used last.
+    files: LruCache<Key, Arc<CachedValue>>,
+    /// Small values in memory, with the sizes they were counted at, and the sum of those.
+    small: LruCache<Key, (Arc<CachedValue>, u64)>,
+    small_bytes: u64,
+}
+
+/// The cache of decompressed values: on disk, small ones in memory.
 pub struct ContentCache {
-    dir: std::path::PathBuf,
+    dir: Arc<std::path::Path>,
     max_bytes: u64,
     cfg: TransferConfig,
-    entries: Mutex<LruCache<Key, Arc<CachedValue>>>,
+    entries: Mutex<Entries>,
 }
 
 impl ContentCache {
     pub fn new(dir: std::path::PathBuf, max_bytes: u64, cfg: TransferConfig) -> Self {
         ContentCache {
-            dir,
+            dir: Arc::from(dir),
             max_bytes,
             cfg,
-            entries: Mutex::new(LruCache::unbounded()),
+            entries: Mutex::new(Entries {
+                files: LruCache::unbounded(),
+                small: LruCache::unbounded(),
+                small_bytes: 0,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Key, Arc<CachedValue>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         crate::mutex::lock(&self.entries)
     }
 
     /// The cached value of `blob` at `etag`, fetching it if it is not there. `sizes` (value size,
-    /// stored size, from the index) let a large value be read by block.
+    /// stored size, from the index) let a small value be held in memory and a large one be read
+    /// by block.
     pub async fn get(
         &self,
         store: &Arc<dyn BlobStore>,
@@ -249,11 +317,33 @@ impl ContentCache {
         sizes: Option<(u64, u64)>,
     ) -> FsResult<Arc<CachedValue>> {
         let key = (blob.to_string(), etag.to_string());
-        if let Some(v) = self.lock().get(&key) {
-            // A streamed value is shared by the readers it has, not kept for later ones.
-            if !v.failed() && (v.on_disk() || Arc::strong_count(v) > 1) {
-                return Ok(v.clone());
+        {
+            let mut entries = self.lock();
+            if let Some((v, _)) = entries.small.get(&key) {
+                if !v.failed() {
+                    return Ok(v.clone());
+                }
             }
+            if let Some(v) = entries.files.get(&key) {
+                // A streamed value is shared by the readers it has, not kept for later ones.
+                if !v.failed() && (v.on_disk() || Arc::strong_count(v) > 1) {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        if small::is_small(sizes) {
+            let value = Arc::new(CachedValue {
+                file: None,
+                fetch: Fetch::Small(small::start(store, blob, etag), self.dir.clone()),
+            });
+            let size = sizes.map_or(0, |(size, _)| size);
+            let mut entries = self.lock();
+            if let Some((_, (_, old))) = entries.small.push(key, (value.clone(), size)) {
+                entries.small_bytes = entries.small_bytes.saturating_sub(old);
+            }
+            entries.small_bytes += size;
+            self.evict_small(&mut entries);
+            return Ok(value);
         }
         let table = match sizes {
             Some((size, stored)) if size >= BY_BLOCK_MIN => {
@@ -270,7 +360,7 @@ impl ContentCache {
                 }
                 let n = table.blocks.len();
                 Arc::new(CachedValue {
-                    file: Arc::new(file),
+                    file: Some(Arc::new(file)),
                     fetch: Fetch::ByBlock(Arc::new(Blocks {
                         store: store.clone(),
                         blob: blob.to_string(),
@@ -293,8 +383,8 @@ impl ContentCache {
             None => self.start_whole(store, blob, etag, file)?,
         };
         let mut entries = self.lock();
-        entries.put(key, value.clone());
-        self.evict(&mut entries);
+        entries.files.put(key, value.clone());
+        self.evict(&mut entries.files);
         Ok(value)
     }
 
@@ -307,7 +397,7 @@ impl ContentCache {
     ) -> FsResult<Arc<CachedValue>> {
         let (tx, rx) = watch::channel(Fill::default());
         let value = Arc::new(CachedValue {
-            file: Arc::new(file.try_clone()?),
+            file: Some(Arc::new(file.try_clone()?)),
             fetch: Fetch::Whole(rx),
         });
         let (progress_tx, mut progress_rx) = watch::channel(0u64);
@@ -352,43 +442,73 @@ impl ContentCache {
     pub fn forget(&self, blob: &str) {
         let mut entries = self.lock();
         let stale: Vec<Key> = entries
+            .files
             .iter()
             .filter(|(k, _)| k.0 == blob)
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {
-            entries.pop(&k);
+            entries.files.pop(&k);
+        }
+        let stale: Vec<Key> = entries
+            .small
+            .iter()
+            .filter(|(k, _)| k.0 == blob)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some((_, size)) = entries.small.pop(&k) {
+                entries.small_bytes = entries.small_bytes.saturating_sub(size);
+            }
         }
     }
 
-    fn evict(&self, entries: &mut LruCache<Key, Arc<CachedValue>>) {
+    /// Drops the least recently used small values past their budget. One in use stays with its
+    /// readers (it is in memory, not in a file that could be reused).
+    fn evict_small(&self, entries: &mut Entries) {
+        let budget = small::SMALL_BUDGET.min(self.max_bytes / 4);
+        while entries.small_bytes > budget {
+            let Some((_, (_, size))) = entries.small.pop_lru() else {
+                break;
+            };
+            entries.small_bytes = entries.small_bytes.saturating_sub(size);
+        }
+    }
+
+    fn evict(&self, files: &mut LruCache<Key, Arc<CachedValue>>) {
         // A streamed value nobody reads any more gives its blocks in memory back at once.
-        let idle_streams: Vec<Key> = entries
+        let idle_streams: Vec<Key> = files
             .iter()
             .filter(|(_, v)| !v.on_disk() && Arc::strong_count(v) == 1)
             .map(|(k, _)| k.clone())
             .collect();
         for k in idle_streams {
-            entries.pop(&k);
+            files.pop(&k);
         }
-        let mut total: u64 = entries.iter().map(|(_, v)| v.bytes()).sum();
-        while total > self.max_bytes {
-            // Oldest first, skipping values some reader still holds.
-            let victim = entries
+        let mut total: u64 = files.iter().map(|(_, v)| v.bytes()).sum();
+        while total > self.max_bytes || files.len() > MAX_FILES {
+            // Oldest first, skipping values some reader still holds (they keep their files).
+            let victim = files
                 .iter()
                 .rev()
                 .find(|(_, v)| Arc::strong_count(v) == 1)
                 .map(|(k, _)| k.clone());
             let Some(k) = victim else { break };
-            if let Some(v) = entries.pop(&k) {
+            if let Some(v) = files.pop(&k) {
                 total = total.saturating_sub(v.bytes());
             }
         }
     }
 
-    /// Bytes of values held on disk.
+    /// Bytes of values held: on disk, and small ones in memory.
     pub fn used_bytes(&self) -> u64 {
-        self.lock().iter().map(|(_, v)| v.bytes()).sum()
+        let entries = self.lock();
+        entries.files.iter().map(|(_, v)| v.bytes()).sum::<u64>() + entries.small_bytes
+    }
+
+    /// Values that keep a local file open (each a descriptor).
+    pub fn open_files(&self) -> usize {
+        self.lock().files.len()
     }
 }
 
