@@ -8,8 +8,12 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
 
 use common::mount::{pseudo_random, Backend, Mount};
 use remotedict::fs::{Fs, FsConfig, SetAttr};
@@ -17,7 +21,10 @@ use remotedict::layout::Layout;
 use remotedict::store::retry::Backoff;
 use remotedict::store::retrying::RetryingStore;
 use remotedict::store::testing::{Fault, FaultStore, MemStore, Op, When};
-use remotedict::store::BlobStore;
+use remotedict::store::{
+    self, BlobProps, BlobStore, Conditions, GetResult, LeaseDuration, ListPage, Metadata,
+    PutOptions,
+};
 use remotedict::transfer::TransferConfig;
 
 const ROOT: u64 = 1;
@@ -229,22 +236,121 @@ async fn a_chmod_after_a_metadata_write_the_index_never_learnt_repairs_the_entry
     assert_eq!(read_fresh(&store, "f").await, b"data");
 }
 
-/// Two hosts write different multi-block values onto one name at once, several rounds: the
-/// value left is exactly one of them, a close that failed lost to the other, and at least one
-/// close succeeded. Staging is slowed so that the two uploads interleave.
+/// Forwards to a store, and after every successful block-list commit reads the blob back and
+/// keeps its decoded value: what any reader could have seen at that moment.
+struct Audit {
+    inner: Arc<dyn BlobStore>,
+    committed: Mutex<Vec<Vec<u8>>>,
+}
+
+#[async_trait]
+impl BlobStore for Audit {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn check_container(&self) -> store::Result<()> {
+        self.inner.check_container().await
+    }
+    async fn create_container(&self) -> store::Result<()> {
+        self.inner.create_container().await
+    }
+    async fn get(
+        &self,
+        name: &str,
+        range: Option<Range<u64>>,
+        inm: Option<&str>,
+    ) -> store::Result<GetResult> {
+        self.inner.get(name, range, inm).await
+    }
+    async fn head(&self, name: &str) -> store::Result<BlobProps> {
+        self.inner.head(name).await
+    }
+    async fn put(&self, name: &str, data: Bytes, opts: &PutOptions) -> store::Result<String> {
+        self.inner.put(name, data, opts).await
+    }
+    async fn put_block(
+        &self,
+        name: &str,
+        id: &str,
+        data: Bytes,
+        lease: Option<&str>,
+    ) -> store::Result<()> {
+        self.inner.put_block(name, id, data, lease).await
+    }
+    async fn commit_blocks(
+        &self,
+        name: &str,
+        ids: &[String],
+        opts: &PutOptions,
+    ) -> store::Result<String> {
+        let etag = self.inner.commit_blocks(name, ids, opts).await?;
+        if let Ok(GetResult::Found { data, .. }) = self.inner.get(name, None, None).await {
+            let value = remotedict::codec::decompress(&data).unwrap_or_default();
+            self.committed.lock().unwrap().push(value);
+        }
+        Ok(etag)
+    }
+    async fn delete(&self, name: &str, c: &Conditions) -> store::Result<()> {
+        self.inner.delete(name, c).await
+    }
+    async fn list(&self, prefix: &str, marker: Option<String>) -> store::Result<ListPage> {
+        self.inner.list(prefix, marker).await
+    }
+    async fn set_metadata(
+        &self,
+        name: &str,
+        m: &Metadata,
+        c: &Conditions,
+    ) -> store::Result<String> {
+        self.inner.set_metadata(name, m, c).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        d: LeaseDuration,
+        id: Option<&str>,
+    ) -> store::Result<String> {
+        self.inner.acquire_lease(name, d, id).await
+    }
+    async fn renew_lease(&self, name: &str, id: &str) -> store::Result<()> {
+        self.inner.renew_lease(name, id).await
+    }
+    async fn release_lease(&self, name: &str, id: &str) -> store::Result<()> {
+        self.inner.release_lease(name, id).await
+    }
+    async fn break_lease(&self, name: &str) -> store::Result<()> {
+        self.inner.break_lease(name).await
+    }
+}
+
+/// Two hosts write different multi-block values onto one name at once, several rounds: every
+/// value ever committed, and the value left, is exactly one of them; a close that failed lost to
+/// the other, and at least one close succeeded. Staging and commits are
+/// slowed so that one upload commits while the other is half-way through staging.
 async fn concurrent_uploads_leave_one_whole_value(backend: Arc<dyn BlobStore>) {
-    let faults = Arc::new(FaultStore::new(backend));
-    faults.plan(
+    let audit = Arc::new(Audit {
+        inner: backend,
+        committed: Mutex::new(Vec::new()),
+    });
+    // Host a commits while host b is half-way through staging (b stages slowly, a waits before
+    // its commit); b commits last.
+    let (fa, fb) = (
+        Arc::new(FaultStore::new(audit.clone())),
+        Arc::new(FaultStore::new(audit.clone())),
+    );
+    fa.plan(
+        Op::CommitBlocks,
+        When::Always,
+        Fault::DelayBefore(Duration::from_millis(15)),
+    );
+    fb.plan(
         Op::PutBlock,
         When::Always,
-        Fault::DelayAfter(Duration::from_millis(5)),
+        Fault::DelayAfter(Duration::from_millis(10)),
     );
-    let store: Arc<dyn BlobStore> = faults.clone();
+    let store: Arc<dyn BlobStore> = audit.clone();
     let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (
-        fs_on(store.clone(), ca.path()),
-        fs_on(store.clone(), cb.path()),
-    );
+    let (a, b) = (fs_on(fa, ca.path()), fs_on(fb, cb.path()));
     for round in 0..4u64 {
         let x = pseudo_random(6 * BLOCK + 17, 2 * round + 10);
         let y = pseudo_random(7 * BLOCK + 5, 2 * round + 11);
@@ -270,6 +376,15 @@ async fn concurrent_uploads_leave_one_whole_value(backend: Arc<dyn BlobStore>) {
             rb.is_ok() || is_x,
             "round {round}: b failed, yet its value is left"
         );
+        let committed: Vec<Vec<u8>> = audit.committed.lock().unwrap().drain(..).collect();
+        assert!(!committed.is_empty(), "round {round}: block-list uploads");
+        for v in committed {
+            assert!(
+                v == x || v == y,
+                "round {round}: a commit made a value of {} bytes that is neither (torn)",
+                v.len()
+            );
+        }
     }
 }
 
