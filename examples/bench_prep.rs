@@ -13,7 +13,7 @@ use futures::stream::{self, StreamExt};
 use remotedict::index::{meta::blob_metadata, Change, Entry, SharedIndex};
 use remotedict::layout::Layout;
 use remotedict::store::azure::{AzureOptions, AzureStore};
-use remotedict::store::{block_id, BlobStore, PutOptions};
+use remotedict::store::{BlobStore, BlockIds, PutOptions};
 use remotedict::transfer::{upload_file, TransferConfig};
 
 fn data(len: usize, compressible: bool) -> Vec<u8> {
@@ -154,7 +154,10 @@ async fn main() -> anyhow::Result<()> {
         (e.size, e.stored_size, e.etag) = (up.size, up.stored_size, up.etag);
         index.commit(vec![Change::Put { key, entry: e }]).await?;
         let raw = format!("raw/{name}");
-        let ids: Vec<String> = (0..bytes.len().div_ceil(8 << 20)).map(block_id).collect();
+        let upload = BlockIds::new();
+        let ids: Vec<String> = (0..bytes.len().div_ceil(8 << 20))
+            .map(|i| upload.id(i))
+            .collect();
         stream::iter(ids.iter().enumerate())
             .map(|(i, id)| {
                 let chunk = Bytes::copy_from_slice(

@@ -60,7 +60,7 @@ async fn a_lost_answer_leaves_the_put_applied() {
 #[tokio::test]
 async fn a_retried_commit_whose_answer_was_lost_meets_its_own_success() {
     let (mem, store) = faulty();
-    let ids = vec![remotedict::store::block_id(0)];
+    let ids = vec![remotedict::store::BlockIds::new().id(0)];
     store
         .put_block("v", &ids[0], data("value"), None)
         .await

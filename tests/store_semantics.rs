@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use remotedict::store::{
-    list_all, BlobStore, Conditions, GetResult, LeaseDuration, LeaseState, Metadata, PutOptions,
-    StoreError,
+    list_all, BlobStore, BlockIds, Conditions, GetResult, LeaseDuration, LeaseState, Metadata,
+    PutOptions, StoreError,
 };
 
 async fn get_all(store: &Arc<dyn BlobStore>, name: &str) -> (Bytes, String) {
@@ -147,7 +147,8 @@ async fn conditional_writes(store: Arc<dyn BlobStore>) {
 }
 
 async fn block_uploads_commit_atomically(store: Arc<dyn BlobStore>) {
-    let ids: Vec<String> = (0..3).map(remotedict::store::block_id).collect();
+    let upload = BlockIds::new();
+    let ids: Vec<String> = (0..3).map(|i| upload.id(i)).collect();
     for (i, id) in ids.iter().enumerate() {
         store
             .put_block("big", id, Bytes::from(vec![b'a' + i as u8; 1000]), None)
@@ -359,12 +360,12 @@ async fn leases_expire(store: Arc<dyn BlobStore>) {
 
 async fn edge_cases_answer_alike(store: Arc<dyn BlobStore>) {
     // A commit naming a block that was never staged is refused, and writes nothing.
-    let never = [remotedict::store::block_id(7)];
+    let never = [BlockIds::new().id(7)];
     assert!(matches!(
         store
             .commit_blocks("u", &never, &PutOptions::default())
             .await,
-        Err(StoreError::Other(_))
+        Err(StoreError::BlockListInvalid(_))
     ));
     assert!(matches!(
         store.head("u").await,
@@ -419,7 +420,64 @@ async fn edge_cases_answer_alike(store: Arc<dyn BlobStore>) {
     );
 }
 
+/// Stages `n` blocks of `byte` for `name` under `upload`'s ids; returns the ids.
+async fn stage(
+    store: &Arc<dyn BlobStore>,
+    name: &str,
+    upload: &BlockIds,
+    n: usize,
+    byte: u8,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = upload.id(i);
+        store
+            .put_block(name, &id, Bytes::from(vec![byte; 100]), None)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// Two uploads of one name at once: each commit holds only its own blocks, a commit discards the
+/// other upload's staged blocks (so the later commit fails, whole, instead of mixing), and blocks
+/// staged after a commit are kept.
+async fn concurrent_uploads_never_mix(store: Arc<dyn BlobStore>) {
+    let (a, b) = (BlockIds::new(), BlockIds::new());
+    let a_ids = stage(&store, "same", &a, 2, b'a').await;
+    let b_ids = stage(&store, "same", &b, 3, b'b').await;
+    store
+        .commit_blocks("same", &b_ids, &PutOptions::default())
+        .await
+        .unwrap();
+    let r = store
+        .commit_blocks("same", &a_ids, &PutOptions::default())
+        .await;
+    assert!(matches!(r, Err(StoreError::BlockListInvalid(_))), "{r:?}");
+    let (data, _) = get_all(&store, "same").await;
+    assert_eq!(
+        &data[..],
+        &[b'b'; 300][..],
+        "the first commit's value, whole"
+    );
+    // The loser starts again: its new blocks, staged after that commit, are kept.
+    let again = stage(&store, "same", &BlockIds::new(), 2, b'a').await;
+    store
+        .commit_blocks("same", &again, &PutOptions::default())
+        .await
+        .unwrap();
+    let (data, _) = get_all(&store, "same").await;
+    assert_eq!(&data[..], &[b'a'; 200][..]);
+    // A commit uses up its own blocks: committing the same list again is refused.
+    let r = store
+        .commit_blocks("same", &again, &PutOptions::default())
+        .await;
+    assert!(matches!(r, Err(StoreError::BlockListInvalid(_))), "{r:?}");
+}
+
 on_both_backends!(
+    concurrent_uploads_never_mix,
     put_get_head_and_ranges,
     missing_blobs_are_not_found,
     conditional_get_answers_not_modified,

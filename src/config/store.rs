@@ -1,5 +1,7 @@
 //! The typed store configuration — which backend, which credential — and the one store factory,
-//! [`open_store`], that the commands and the mount daemon share.
+//! [`open_store`], that the commands and the mount daemon share: it wraps every backend in the
+//! one retry layer ([`RetryingStore`]), which `--retries` configures (`--request-timeout` bounds
+//! each attempt inside the Azure backend).
 //!
 //! Credential precedence (documented in the README): `--local` (flag or environment) >
 //! `--connection-string-file` > `AZURE_STORAGE_CONNECTION_STRING` > `AZURE_STORAGE_ACCOUNT` +
@@ -17,6 +19,8 @@ use super::error::ConfigError;
 use super::settings::StoreSettings;
 use crate::store::azure::{AzureOptions, AzureStore};
 use crate::store::local::LocalStore;
+use crate::store::retry::Backoff;
+use crate::store::retrying::RetryingStore;
 use crate::store::{BlobStore, StoreError};
 
 /// A secret (connection string, SAS token): its `Debug` and `Serialize` never show it.
@@ -221,10 +225,9 @@ pub fn default_config_path() -> PathBuf {
 pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
     let opts = AzureOptions {
         request_timeout: Duration::from_secs(cfg.request_timeout.max(1)),
-        max_retries: cfg.retries,
     };
     let container = cfg.container.as_str();
-    let store: Arc<dyn BlobStore> = match &cfg.backend {
+    let backend: Arc<dyn BlobStore> = match &cfg.backend {
         Backend::Local { root, .. } => local_store(root, container)?,
         Backend::Azure { credential } => Arc::new(match credential {
             Credential::ConnectionStringFile(file) => {
@@ -246,6 +249,10 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
             }
         }),
     };
+    // Every backend's requests are retried in one place, which recognises a retried write's own
+    // earlier success (see `store::retrying`).
+    let store: Arc<dyn BlobStore> =
+        Arc::new(RetryingStore::new(backend, Backoff::new(cfg.retries)));
     let is_local = matches!(cfg.backend, Backend::Local { .. });
     match store.check_container().await {
         Ok(()) => {}

@@ -1,15 +1,16 @@
 //! `setattr`: truncation through the staged copy; mode, owner and mtime as blob metadata mirrored in
-//! the index entry (If-Match on the blob, retried from the newest entry when another host won).
+//! the index entry (If-Match on the blob, retried from the newest entry when another host won;
+//! an entry that lists an older etag of the same blob is repaired from the blob's own metadata).
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
 use super::*;
-use crate::index::meta::blob_metadata;
+use crate::index::meta::{blob_metadata, entry_from_props, META_CTIME, META_WRITE_ID};
 use crate::index::{Change, Entry, EntryKind};
 use crate::mutex::lock;
-use crate::store::{Conditions, PutOptions, StoreError};
+use crate::store::{Conditions, Metadata, PutOptions, StoreError};
 use crate::time::to_ns;
 
 impl Fs {
@@ -166,13 +167,88 @@ impl Fs {
                     self.content.forget(&blob);
                     return Ok(e);
                 }
-                // Another host changed it meanwhile: start again from the newest entry.
-                Err(StoreError::PreconditionFailed(_)) => continue,
+                Err(StoreError::PreconditionFailed(_)) => {
+                    // The index may list an older etag of this very blob (a metadata write whose
+                    // listing was lost): then the blob is the truth, and the entry is repaired.
+                    if let Some(old) = &existing {
+                        if let Some(e) = self.repair_stale_entry(key, &blob, old, &change).await? {
+                            return Ok(e);
+                        }
+                    }
+                    // Another host changed it meanwhile: start again from the newest entry.
+                    continue;
+                }
                 Err(err) => return Err(err.into()),
             }
         }
         Err(FsError::Store(StoreError::PreconditionFailed(
             key.to_string(),
         )))
+    }
+
+    /// After a refused metadata write on `key`: if the blob still holds the value `old`
+    /// describes (same kind and sizes) under a newer etag — its attributes were changed and the
+    /// index never learnt it — applies `change` to the blob's own attributes (unless the blob
+    /// already carries it) and lists the result. `None` when the blob holds another value (a
+    /// write whose listing is on its way) or changed again meanwhile.
+    async fn repair_stale_entry(
+        &self,
+        key: &str,
+        blob: &str,
+        old: &Entry,
+        change: &impl Fn(&mut Entry),
+    ) -> FsResult<Option<Entry>> {
+        let props = match self.store.head(blob).await {
+            Ok(p) => p,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let on_blob = entry_from_props(&props);
+        let same_value = props.etag != old.etag
+            && on_blob.kind == old.kind
+            && on_blob.stored_size == old.stored_size
+            && (old.kind != EntryKind::File || on_blob.size == old.size);
+        if !same_value {
+            return Ok(None);
+        }
+        let mut e = old.clone();
+        if on_blob.mode != 0 {
+            (e.mode, e.uid, e.gid) = (on_blob.mode, on_blob.uid, on_blob.gid);
+        }
+        (e.mtime_ns, e.ctime_ns) = (on_blob.mtime_ns, on_blob.ctime_ns);
+        change(&mut e);
+        let metadata = blob_metadata(&e);
+        let carries = |m: &Metadata| {
+            let mut m = m.clone();
+            m.remove(META_CTIME);
+            m.remove(META_WRITE_ID);
+            m
+        };
+        if carries(&props.metadata) == carries(&metadata) {
+            log::info!("{key:?}: the blob already carries this change; listing it");
+            e.etag = props.etag;
+        } else {
+            e.ctime_ns = to_ns(SystemTime::now());
+            let cond =
+                Conditions::if_match(props.etag.clone()).with_lease(self.locks.lease_id(key));
+            match self
+                .store
+                .set_metadata(blob, &blob_metadata(&e), &cond)
+                .await
+            {
+                Ok(etag) => e.etag = etag,
+                Err(StoreError::PreconditionFailed(_)) => return Ok(None),
+                Err(err) => return Err(err.into()),
+            }
+            log::info!("{key:?}: the index listed an older etag of this blob; repaired");
+        }
+        self.index
+            .commit(vec![Change::Put {
+                key: key.to_string(),
+                entry: e.clone(),
+            }])
+            .await?;
+        self.content.forget(blob);
+        Ok(Some(e))
     }
 }

@@ -12,6 +12,9 @@ pub const META_MTIME: &str = "remotedict_mtime_ns";
 pub const META_CTIME: &str = "remotedict_ctime_ns";
 /// Marks a symbolic link: the blob's content is the link target, raw.
 pub const META_SYMLINK: &str = "remotedict_symlink";
+/// The id of the write that produced the blob's current state, set by the retry layer so that a
+/// retried write recognises its own earlier success (see `store::retrying`).
+pub use crate::store::retrying::META_WRITE_ID;
 /// Marks a directory (the convention of ADLS Gen2 and blobfuse).
 pub const META_IS_FOLDER: &str = "hdi_isfolder";
 

@@ -10,7 +10,9 @@
 //! - `blobs/<hash>`: magic `RDLBLOB1`, u32 LE header length, JSON header (name, etag, mtime,
 //!   metadata), then the content;
 //! - `leases/<hash>`: JSON lease record (id, expiry, broken);
-//! - `staging/<hash>/<block id>`: staged blocks of an uncommitted block-list upload;
+//! - `staging/<hash>/<block id>`: staged blocks of uncommitted block-list uploads; a commit
+//!   discards all of them (as Azure does), so a commit whose blocks went that way fails with
+//!   [`StoreError::BlockListInvalid`];
 //! - `tmp/`: temporary files, renamed into place once fsynced;
 //! - `store.lock`: `flock`ed by every mutation while it checks conditions and renames.
 
@@ -279,6 +281,7 @@ impl Paths {
         mut content: File,
         metadata: &Metadata,
         cond: &Conditions,
+        blocks: Option<&[String]>,
     ) -> Result<String> {
         let header = Header {
             name: name.to_string(),
@@ -302,9 +305,21 @@ impl Paths {
             let _ = fs::remove_file(self.lease_path(name));
         }
         self.check_conditions(name, current.as_ref(), cond)?;
+        let staging = self.staging_dir(name);
+        if let Some(ids) = blocks {
+            // As Azure: a commit whose blocks another commit discarded meanwhile fails, even
+            // though they were assembled before.
+            if !ids.iter().all(|id| staging.join(id).is_file()) {
+                return Err(StoreError::BlockListInvalid(name.to_string()));
+            }
+        }
         out.persist(self.blob_path(name))
             .map_err(|e| io_err("renaming blob into place", e.error))?;
         sync_dir(&self.root.join("blobs"));
+        if blocks.is_some() {
+            // A commit discards every staged block of the blob, whichever upload staged it.
+            let _ = fs::remove_dir_all(&staging);
+        }
         Ok(header.etag)
     }
 }
@@ -425,6 +440,7 @@ impl BlobStore for LocalStore {
                 tmp.reopen().map_err(|e| io_err("reopen", e))?,
                 &opts.metadata,
                 &opts.conditions,
+                None,
             )
         })
         .await
@@ -457,13 +473,15 @@ impl BlobStore for LocalStore {
                 )?;
             }
             let dir = p.staging_dir(&name);
-            fs::create_dir_all(&dir).map_err(|e| io_err("creating staging dir", e))?;
             let mut tmp = p.temp_file()?;
             tmp.write_all(&data)
                 .map_err(|e| io_err("writing block", e))?;
             tmp.as_file()
                 .sync_all()
                 .map_err(|e| io_err("fsync block", e))?;
+            // Under the lock: a commit discards the blocks staged before it, not after it.
+            let _guard = p.lock()?;
+            fs::create_dir_all(&dir).map_err(|e| io_err("creating staging dir", e))?;
             tmp.persist(dir.join(&block_id))
                 .map_err(|e| io_err("staging block", e.error))?;
             Ok(())
@@ -489,20 +507,13 @@ impl BlobStore for LocalStore {
                 if !valid_block_id(id) {
                     return Err(StoreError::Other(format!("invalid block id {id:?}")));
                 }
-                let mut block = File::open(dir.join(id)).map_err(|_| {
-                    StoreError::Other(format!("block {id:?} of {name:?} was never staged"))
-                })?;
+                let mut block = File::open(dir.join(id))
+                    .map_err(|_| StoreError::BlockListInvalid(name.clone()))?;
                 io::copy(&mut block, tmp.as_file_mut())
                     .map_err(|e| io_err("assembling blocks", e))?;
             }
-            let etag = p.commit_file(
-                &name,
-                tmp.reopen().map_err(|e| io_err("reopen", e))?,
-                &opts.metadata,
-                &opts.conditions,
-            )?;
-            let _ = fs::remove_dir_all(&dir);
-            Ok(etag)
+            let content = tmp.reopen().map_err(|e| io_err("reopen", e))?;
+            p.commit_file(&name, content, &opts.metadata, &opts.conditions, Some(&ids))
         })
         .await
     }

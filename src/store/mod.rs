@@ -9,6 +9,7 @@
 pub mod azure;
 pub mod local;
 pub mod retry;
+pub mod retrying;
 pub mod testing;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,10 @@ pub enum StoreError {
     Auth(String),
     #[error("invalid blob name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
+    /// A block-list commit named a block that is not staged (any more): another upload's
+    /// commit of the same blob discarded it, or this commit's own earlier attempt used it up.
+    #[error("the block list of {0:?} names blocks that are not staged (another upload of it committed first?)")]
+    BlockListInvalid(String),
     #[error("no space left on the device: {0}")]
     NoSpace(String),
     #[error("{0}")]
@@ -265,7 +270,30 @@ pub async fn list_all(store: &dyn BlobStore, prefix: &str) -> Result<Vec<BlobPro
     }
 }
 
-/// Block ids of a block-list upload: fixed-width, so Azure accepts them in any number.
-pub fn block_id(index: usize) -> String {
-    format!("{index:010}")
+/// The block ids of one block-list upload: `<upload>-<index>`, all of one length (Azure refuses
+/// block ids of different lengths for one blob), with a random part of their own so that two
+/// uploads of one name at once never stage, and so never commit, each other's blocks.
+#[derive(Clone, Debug)]
+pub struct BlockIds {
+    upload: String,
+}
+
+impl BlockIds {
+    /// The ids of a new upload.
+    pub fn new() -> Self {
+        BlockIds {
+            upload: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    /// The id of the `index`th block (41 bytes whatever the index, up to Azure's 50,000 blocks).
+    pub fn id(&self, index: usize) -> String {
+        format!("{}-{index:08}", self.upload)
+    }
+}
+
+impl Default for BlockIds {
+    fn default() -> Self {
+        Self::new()
+    }
 }

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 
 use super::{Result, StoreError};
 
@@ -34,6 +34,11 @@ impl Backoff {
             first_delay: FIRST_DELAY,
             max_delay: MAX_DELAY,
         }
+    }
+
+    /// The delays before each retry, in order: `max_retries` of them.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send {
+        self.builder().build()
     }
 
     fn builder(&self) -> ExponentialBuilder {

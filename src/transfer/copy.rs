@@ -1,8 +1,9 @@
 //! Copy: a blob's stored bytes (no decoding, no re-compression) under a new name, in ranged GETs
-//! and staged blocks for large values. Used by rename.
+//! and staged blocks for large values, with block ids of its own ([`BlockIds`]). Used by rename;
+//! a copy that another upload of the target overtakes fails (`BlockListInvalid`), whole.
 
 use super::{TransferConfig, TransferError};
-use crate::store::{block_id, BlobStore, GetResult, PutOptions, StoreError};
+use crate::store::{BlobStore, BlockIds, GetResult, PutOptions, StoreError};
 
 /// Copies blob `from` to `to` with its metadata; returns the new etag. Fails with
 /// [`TransferError::Changed`] if `from` is rewritten while it is copied.
@@ -30,6 +31,7 @@ pub async fn copy_stored(
         };
         return Ok(store.put(to, data, &opts).await?);
     }
+    let block_ids = BlockIds::new();
     let mut ids = Vec::new();
     let mut offset = 0;
     while offset < props.size {
@@ -38,7 +40,7 @@ pub async fn copy_stored(
             GetResult::Found { data, props: p } if p.etag == props.etag => data,
             _ => return Err(TransferError::Changed(from.to_string())),
         };
-        let id = block_id(ids.len());
+        let id = block_ids.id(ids.len());
         store.put_block(to, &id, data, None).await?;
         ids.push(id);
         offset = end;

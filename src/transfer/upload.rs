@@ -1,5 +1,11 @@
 //! Streaming upload: a blocking thread reads a local file and compresses it into an LZ4 frame cut
 //! into blocks, staged in parallel and committed once (one plain put when it fits in one block).
+//!
+//! Each upload stages block ids of its own ([`BlockIds`]), so two uploads of one name at once
+//! never mix: each commit is all of one upload. A commit discards every other upload's staged
+//! blocks, so the upload that commits second finds its blocks gone (`BlockListInvalid`): it then
+//! starts again from the local file, up to [`UPLOAD_ATTEMPTS`] times — the last writer wins, as
+//! on a local filesystem — and fails loudly after that.
 
 use std::io::{self, BufReader, Write};
 use std::sync::Arc;
@@ -10,7 +16,10 @@ use tokio::task::JoinSet;
 
 use super::{TransferConfig, TransferError};
 use crate::codec;
-use crate::store::{block_id, BlobStore, PutOptions, StoreError};
+use crate::store::{BlobStore, BlockIds, PutOptions, StoreError};
+
+/// Uploads of one value, started again each time another upload's commit discarded its blocks.
+pub const UPLOAD_ATTEMPTS: u32 = 4;
 
 /// What an upload produced.
 #[derive(Clone, Debug)]
@@ -60,6 +69,33 @@ impl Write for ChunkSink {
 /// Compresses `src` (read from its start) into the blob `blob`; `opts` carries the conditions,
 /// and the size metadata is added here.
 pub async fn upload_file(
+    store: &Arc<dyn BlobStore>,
+    blob: &str,
+    src: std::fs::File,
+    opts: PutOptions,
+    cfg: &TransferConfig,
+) -> Result<Uploaded, TransferError> {
+    let mut attempt = 1;
+    loop {
+        let r = upload_once(store, blob, src.try_clone()?, opts.clone(), cfg).await;
+        match r {
+            Err(TransferError::Store(StoreError::BlockListInvalid(_)))
+                if attempt < UPLOAD_ATTEMPTS =>
+            {
+                log::info!(
+                    "upload of {blob:?}: another upload's commit discarded this one's blocks; \
+                     uploading again (attempt {})",
+                    attempt + 1
+                );
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One attempt of [`upload_file`].
+async fn upload_once(
     store: &Arc<dyn BlobStore>,
     blob: &str,
     src: std::fs::File,
@@ -117,6 +153,7 @@ pub async fn upload_file(
     };
 
     let lease = opts.conditions.lease_id.clone();
+    let block_ids = BlockIds::new();
     let mut ids = Vec::new();
     let mut staging: JoinSet<Result<(), StoreError>> = JoinSet::new();
     let mut next_chunk = Some(first);
@@ -128,7 +165,7 @@ pub async fn upload_file(
                 r.map_err(TransferError::from)??;
             }
         }
-        let id = block_id(ids.len());
+        let id = block_ids.id(ids.len());
         ids.push(id.clone());
         let (store, blob, lease) = (store.clone(), blob.to_string(), lease.clone());
         staging.spawn(async move { store.put_block(&blob, &id, data, lease.as_deref()).await });

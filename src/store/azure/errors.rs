@@ -110,6 +110,7 @@ impl AzureStore {
                 self.describe(),
                 code_suffix(code)
             )),
+            (400, "InvalidBlockList") => BlockListInvalid(name),
             (400, "InvalidResourceName" | "InvalidUri") => InvalidName {
                 name,
                 reason: format!("Azure rejected it ({code})"),

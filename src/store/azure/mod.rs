@@ -3,9 +3,9 @@
 //! [`AzureStore`] talks to one container through the `azure_storage_blobs` crate. Its job, beyond
 //! issuing the requests, is to give Azure's answers the meaning the upper layers expect:
 //!
-//! * every request runs under a time limit and transient failures (time-outs, connection errors,
-//!   HTTP 408/429/5xx) are retried with exponential backoff ([`super::retry`]); azure_core's own
-//!   retry policy is switched off so that ours is the only one in charge ([`pipeline`]);
+//! * every request runs under a time limit, and transient failures (time-outs, connection errors,
+//!   HTTP 408/429/5xx) are reported as such; azure_core's own retry policy is switched off: the
+//!   retries are [`super::retrying`]'s, the same for every backend ([`pipeline`]);
 //! * requests share one pooled HTTP client ([`pipeline`]): azure_core's default opens a new
 //!   connection per request, which costs a handshake on every small request and caps throughput;
 //! * Azure errors are mapped onto [`StoreError`] (missing blob or container, failed precondition,
@@ -61,15 +61,12 @@ pub struct AzureOptions {
     /// Time limit of one request (one attempt). Requests carrying data get it once more per
     /// 4 MiB they carry.
     pub request_timeout: Duration,
-    /// How often a request failing transiently is retried (0: tried once).
-    pub max_retries: u32,
 }
 
 impl Default for AzureOptions {
     fn default() -> Self {
         AzureOptions {
             request_timeout: Duration::from_secs(30),
-            max_retries: 4,
         }
     }
 }

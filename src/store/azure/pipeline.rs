@@ -3,9 +3,10 @@
 //!
 //! * Requests share one pooled HTTP client ([`http_client`]): azure_core's default opens a new
 //!   connection per request, which costs a handshake on every small request and caps throughput.
-//! * azure_core's own retry policy is switched off, so that ours ([`crate::store::retry`]) is the
-//!   only one in charge: [`AzureStore::call`] gives each attempt a time limit that grows with the
-//!   bytes it carries and retries transient failures with exponential backoff.
+//! * azure_core's own retry policy is switched off, and this backend retries nothing itself:
+//!   [`AzureStore::call`] gives each attempt a time limit that grows with the bytes it carries
+//!   and reports running out of it as a transient error; the retries are
+//!   [`RetryingStore`](crate::store::retrying::RetryingStore)'s, the same for every backend.
 //! * One pipeline policy of ours, [`CaptureContentRange`], drops a header Azurite refuses and hands
 //!   the `Content-Range` of responses to ranged reads (the crate parses it but does not hand it out
 //!   in full).
@@ -24,7 +25,7 @@ use azure_core::{
 
 use super::errors::Op;
 use super::AzureStore;
-use crate::store::retry::{with_retry, with_timeout};
+use crate::store::retry::with_timeout;
 use crate::store::{Result, StoreError};
 
 /// A request carrying data gets `request_timeout` once more for each this many bytes.
@@ -64,7 +65,7 @@ impl AzureStore {
             .mul_f64(1.0 + bytes as f64 / TIMEOUT_UNIT)
     }
 
-    /// Runs a request built by `f` with a time limit, retrying transient failures.
+    /// Runs a request built by `f` under its time limit (once: retries are the caller's).
     pub(super) async fn call<T, F, Fut>(
         &self,
         what: &'static str,
@@ -76,12 +77,7 @@ impl AzureStore {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let limit = self.limit(bytes);
-        let label = format!("azure {what} {name:?}");
-        with_retry(&label, self.opts.max_retries, || {
-            with_timeout(what, name, limit, f())
-        })
-        .await
+        with_timeout(what, name, self.limit(bytes), f()).await
     }
 
     /// [`Self::call`] for requests whose Azure errors all map the ordinary way.

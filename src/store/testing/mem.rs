@@ -2,8 +2,9 @@
 //! backends (see `tests/store_semantics.rs`, which runs on all three).
 //!
 //! Etags change on every write; If-Match / If-None-Match and lease ids are checked atomically
-//! under one lock; staged blocks are invisible until committed; leases expire, renew, release and
-//! break as Azure's do. Lease expiry follows the wall clock, shifted by whatever a test adds with
+//! under one lock; staged blocks are invisible until committed, and a commit (or a delete)
+//! discards every block staged for that blob, whichever upload staged it, as Azure does; leases
+//! expire, renew, release and break as Azure's do. Lease expiry follows the wall clock, shifted by whatever a test adds with
 //! [`MemStore::advance`], so a test can let a 15 s lease expire without waiting for it.
 //!
 //! Clones share one container, like two hosts pointed at the same Azure container.
@@ -345,10 +346,10 @@ impl BlobStore for MemStore {
                 if !valid_block_id(id) {
                     return Err(StoreError::Other(format!("invalid block id {id:?}")));
                 }
-                // The local backend's answer; Azure's (400 InvalidBlockList) maps to `Other` too.
-                let block = staged.and_then(|m| m.get(id)).ok_or_else(|| {
-                    StoreError::Other(format!("block {id:?} of {name:?} was never staged"))
-                })?;
+                // As Azure's 400 InvalidBlockList and the local backend.
+                let block = staged
+                    .and_then(|m| m.get(id))
+                    .ok_or_else(|| StoreError::BlockListInvalid(name.to_string()))?;
                 data.extend_from_slice(block);
             }
             let etag = s.write(name, data.freeze(), opts)?;
@@ -584,7 +585,7 @@ mod tests {
             store
                 .commit_blocks("b", &unknown, &put_opts(Some(&id)))
                 .await,
-            Err(StoreError::Other(_))
+            Err(StoreError::BlockListInvalid(_))
         ));
         let ids = ["0001".to_string()];
         store
