@@ -12,6 +12,9 @@ pub const META_MTIME: &str = "remotedict_mtime_ns";
 pub const META_CTIME: &str = "remotedict_ctime_ns";
 /// Marks a symbolic link: the blob's content is the link target, raw.
 pub const META_SYMLINK: &str = "remotedict_symlink";
+/// Marks the empty blob of an `O_EXCL` create not yet saved (a claim of the name): the writer's
+/// token and the Unix time of its last heartbeat. Never listed as a value.
+pub const META_CLAIM: &str = "remotedict_claim";
 /// Marks a directory (the convention of ADLS Gen2 and blobfuse).
 pub const META_IS_FOLDER: &str = "hdi_isfolder";
 
