@@ -29,6 +29,10 @@ pub(super) struct FileState {
     /// Whether the user wrote or truncated the content. A file created here and never written
     /// does not overwrite a value another host saved under the same name meanwhile.
     pub(super) written: bool,
+    /// The claim of a file created here with `O_EXCL` and not saved yet (its heartbeat).
+    pub(super) claim: Option<claims::ClaimKeeper>,
+    /// The name was unlinked while open: nothing of it is saved any more.
+    pub(super) unlinked: bool,
 }
 
 /// An open file handle.
@@ -87,6 +91,8 @@ impl Fs {
                         handles: 0,
                         perms: None,
                         written: false,
+                        claim: None,
+                        unlinked: false,
                     }),
                 })
             })
@@ -264,6 +270,15 @@ impl Fs {
                 );
             }
             st.staged = None;
+            // A claim whose file was never saved does not outlive its last handle.
+            if let Some(claim) = st.claim.take() {
+                let key = self.key_of(h.ino).ok();
+                if let Some(key) = key.filter(|_| !st.unlinked) {
+                    if let Err(e) = self.drop_claim(&key, claim).await {
+                        log::warn!("could not remove the claim of {key:?}: {e}");
+                    }
+                }
+            }
             lock(&self.files).remove(&h.ino);
         }
         result

@@ -13,6 +13,7 @@
 //!   kind `Dir` plus a zero-length marker blob with metadata `hdi_isfolder=true`.
 
 mod attr;
+mod claims;
 pub mod content;
 mod dir;
 pub mod error;

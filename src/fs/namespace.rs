@@ -6,8 +6,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::*;
-use crate::codec;
-use crate::index::meta::blob_metadata;
+use crate::index::meta::{blob_metadata, entry_from_props};
 use crate::index::{Change, Entry, EntryKind};
 use crate::mutex::lock;
 use crate::store::{Conditions, PutOptions, StoreError};
@@ -36,10 +35,11 @@ impl Fs {
         let perms = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
         // O_EXCL holds across hosts: the name is claimed in the container right away (an empty
         // blob, listed in the index when the file is first saved).
-        let claimed = if flags & libc::O_EXCL != 0 {
-            Some(self.claim_new(&key, perms).await?)
+        let (claimed, keeper) = if flags & libc::O_EXCL != 0 {
+            let (entry, keeper) = self.claim_new(&key, perms).await?;
+            (Some(entry), Some(keeper))
         } else {
-            None
+            (None, None)
         };
         let ino = lock(&self.inodes).ino(&key);
         let f = self.file_state(ino);
@@ -52,21 +52,13 @@ impl Fs {
         });
         st.perms = Some(perms);
         st.base = claimed;
+        st.claim = keeper;
+        st.unlinked = false;
         st.written = flags & libc::O_TRUNC != 0;
         st.handles += 1;
         drop(st);
         let fh = self.new_handle(Handle::new(ino, true, flags & libc::O_APPEND != 0));
         Ok((self.getattr(ino).await?, fh))
-    }
-
-    /// Claims `key` for an `O_EXCL` create: an empty value, written only if no blob of that name
-    /// exists anywhere (EEXIST if another host got there first). It is listed at the first save.
-    pub(super) async fn claim_new(&self, key: &str, perms: (u32, u32, u32)) -> FsResult<Entry> {
-        let empty = Bytes::from(codec::compress(b""));
-        let mut entry = self.new_entry(EntryKind::File, perms.0);
-        (entry.uid, entry.gid) = (perms.1, perms.2);
-        entry.stored_size = empty.len() as u64;
-        self.put_if_absent(key, entry, empty).await
     }
 
     /// Writes `key`'s blob, carrying `entry`'s attributes, only if no blob of that name exists
@@ -87,7 +79,12 @@ impl Fs {
             .await
         {
             Ok(etag) => etag,
-            Err(StoreError::PreconditionFailed(_)) => return Err(FsError::Exists),
+            Err(StoreError::PreconditionFailed(_)) => {
+                // Taken: what holds it is listed here at once, so the EEXIST this returns
+                // agrees with what `stat` shows next (`mkdir -p` stats what it could not make).
+                self.holder(key).await?;
+                return Err(FsError::Exists);
+            }
             Err(e) => return Err(e.into()),
         };
         Ok(entry)
@@ -151,32 +148,9 @@ impl Fs {
         }
     }
 
-    /// Lists the blob of `key` as it is in the container (another host wrote it and may not have
-    /// committed its index entry yet; the same entry from both is harmless).
-    pub(super) async fn adopt_blob(&self, key: &str) -> FsResult<Option<Entry>> {
-        let props = match self.store.head(&self.layout.blob_name(key)).await {
-            Ok(p) => p,
-            Err(StoreError::NotFound(_)) => {
-                self.index.invalidate();
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let size = props
-            .metadata
-            .get(codec::META_SIZE)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(props.size);
-        let entry = Entry::file(size, props.size, to_ns(props.last_modified), props.etag);
-        self.index
-            .commit(vec![Change::Insert {
-                key: key.to_string(),
-                entry: entry.clone(),
-            }])
-            .await?;
-        Ok(self.index.cached().entries.get(key).cloned())
-    }
-
+    /// Removes a file. The blob is deleted only at the version this host decided on (If-Match);
+    /// when another host rewrote it meanwhile, `rm` removes the name as it is now (the newest
+    /// value, looked up again), so the blob and the index never disagree.
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         let key = self.child(parent, name)?;
@@ -186,33 +160,65 @@ impl Fs {
         let pending = ino.and_then(|i| self.open_file(i));
         match entry {
             Some(e) if e.kind == EntryKind::Dir => return Err(FsError::IsDir),
-            Some(e) => {
-                let blob = self.layout.blob_name(&key);
-                let cond = Conditions::default().with_lease(self.locks.lease_id(&key));
-                match self.store.delete(&blob, &cond).await {
-                    Ok(()) | Err(StoreError::NotFound(_)) => {}
-                    Err(err) => return Err(err.into()),
-                }
-                self.index
-                    .commit(vec![Change::Remove {
-                        key: key.clone(),
-                        if_etag: Some(e.etag),
-                    }])
-                    .await?;
-                self.content.forget(&blob);
-            }
+            Some(e) => self.delete_listed(&key, &e.etag).await?,
             None if pending.is_some() => {}
             None if has_children(&index, &key) => return Err(FsError::IsDir),
             None => return Err(FsError::NotFound),
         }
         if let Some(f) = pending {
-            // Open handles keep their data; it is not saved under the old name any more.
+            // Open handles keep their data; it is not saved under the old name any more, and a
+            // claim of a file created here and never saved goes with the name.
             let mut st = f.state.lock().await;
             if let Some(s) = st.staged.as_mut() {
                 s.dirty = false;
             }
+            st.unlinked = true;
+            if let Some(claim) = st.claim.take() {
+                self.drop_claim(&key, claim).await?;
+            }
         }
         lock(&self.inodes).remove_key(&key);
+        Ok(())
+    }
+
+    /// Deletes the blob of `key`, listed as version `etag`, and its index entry. A precondition
+    /// failure (rewritten elsewhere) is decided again on the version there now, a few times.
+    async fn delete_listed(&self, key: &str, etag: &str) -> FsResult<()> {
+        let blob = self.layout.blob_name(key);
+        let lease = self.locks.lease_id(key);
+        let mut seen = vec![etag.to_string()];
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let cond = Conditions::if_match(seen[seen.len() - 1].clone()).with_lease(lease.clone());
+            match self.store.delete(&blob, &cond).await {
+                // NotFound: gone already (or an earlier try of this delete landed).
+                Ok(()) | Err(StoreError::NotFound(_)) => break,
+                Err(StoreError::PreconditionFailed(_)) if attempts < 5 => {
+                    log::info!("{key:?} was rewritten elsewhere; removing the newest version");
+                    match self.store.head(&blob).await {
+                        Ok(p) if entry_from_props(&p).kind == EntryKind::Dir => {
+                            return Err(FsError::IsDir)
+                        }
+                        Ok(p) => seen.push(p.etag),
+                        Err(StoreError::NotFound(_)) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Whichever of those versions the index lists goes; a newer one committed later by its
+        // writer is checked against the store then (and finds the blob gone).
+        let changes = seen
+            .into_iter()
+            .map(|etag| Change::Remove {
+                key: key.to_string(),
+                if_etag: Some(etag),
+            })
+            .collect();
+        self.index.commit(changes).await?;
+        self.content.forget(&blob);
         Ok(())
     }
 
@@ -327,27 +333,32 @@ impl Fs {
             .map(|(k, e)| (k.clone(), e.clone()))
             .collect();
         let mut changes = Vec::new();
+        let mut moved = Vec::new();
         for (old, e) in &moving {
             let new = format!("{to}{}", &old[from.len()..]);
-            let etag = crate::transfer::copy_stored(
-                self.store.as_ref(),
-                &self.layout.blob_name(old),
-                &self.layout.blob_name(&new),
-                &self.cfg.transfer,
-            )
-            .await?;
+            // The copy is of the version this decision was based on, or, if another host
+            // rewrote it meanwhile, of the newest one (looked up again): never of an unknown one.
+            let Some((now, etag)) = self.copy_checked(old, &new, e).await? else {
+                if old == &from {
+                    return Err(FsError::NotFound); // deleted elsewhere meanwhile
+                }
+                continue;
+            };
             changes.push(Change::Put {
                 key: new,
                 entry: Entry {
                     etag,
                     ctime_ns: to_ns(SystemTime::now()),
-                    ..e.clone()
+                    ..now.clone()
                 },
             });
-            changes.push(Change::Remove {
-                key: old.clone(),
-                if_etag: Some(e.etag.clone()),
-            });
+            for listed in [&e.etag, &now.etag] {
+                changes.push(Change::Remove {
+                    key: old.clone(),
+                    if_etag: Some(listed.clone()),
+                });
+            }
+            moved.push((old.clone(), now.etag));
         }
         if let Some(d) = &dst_entry {
             if d.kind == EntryKind::Dir && src_entry.is_none() {
@@ -363,16 +374,73 @@ impl Fs {
             }
         }
         self.index.commit(changes).await?;
-        for (old, _) in &moving {
+        for (old, etag) in &moved {
             let blob = self.layout.blob_name(old);
-            let cond = Conditions::default().with_lease(self.locks.lease_id(old));
+            // Only the version copied: a value another host wrote there since stays (its
+            // writer lists it).
+            let cond = Conditions::if_match(etag.clone()).with_lease(self.locks.lease_id(old));
             match self.store.delete(&blob, &cond).await {
                 Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(StoreError::PreconditionFailed(_)) => {
+                    log::info!("rename: {blob:?} was rewritten elsewhere meanwhile; it stays")
+                }
                 Err(e) => log::warn!("rename: could not delete the old blob {blob:?}: {e}"),
             }
             self.content.forget(&blob);
         }
         lock(&self.inodes).rename(&from, &to);
         Ok(())
+    }
+
+    /// Copies the blob of `old` (listed as `listed`) to `new`, making sure the copy is of one
+    /// known version: the source is looked at before and after, and copied again if another
+    /// host rewrote it meanwhile. Returns that version's entry and the copy's etag; `None` if
+    /// the source is gone.
+    async fn copy_checked(
+        &self,
+        old: &str,
+        new: &str,
+        listed: &Entry,
+    ) -> FsResult<Option<(Entry, String)>> {
+        let src = self.layout.blob_name(old);
+        let dst = self.layout.blob_name(new);
+        let mut last_err = None;
+        for _ in 0..5 {
+            let before = match self.store.head(&src).await {
+                Ok(p) => p,
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let now = if before.etag == listed.etag {
+                listed.clone()
+            } else {
+                log::info!("rename: {old:?} was rewritten elsewhere; moving the newest version");
+                Entry {
+                    target: listed.target.clone(),
+                    ..entry_from_props(&before)
+                }
+            };
+            let copied =
+                crate::transfer::copy_stored(self.store.as_ref(), &src, &dst, &self.cfg.transfer)
+                    .await;
+            let etag = match copied {
+                Ok(etag) => etag,
+                Err(e @ crate::transfer::TransferError::Changed(_)) => {
+                    last_err = Some(FsError::from(e));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match self.store.head(&src).await {
+                // Unchanged from before the copy to after it: etags never come back, so the
+                // copy is of that version.
+                Ok(after) if after.etag == now.etag => return Ok(Some((now, etag))),
+                Ok(_) | Err(StoreError::NotFound(_)) => {
+                    last_err = Some(FsError::Store(StoreError::PreconditionFailed(src.clone())))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_err.unwrap_or(FsError::Internal("rename: no copy attempted".into())))
     }
 }

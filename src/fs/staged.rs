@@ -5,6 +5,7 @@
 use std::os::unix::fs::FileExt;
 use std::time::SystemTime;
 
+use super::claims::Holder;
 use super::*;
 use crate::index::meta::blob_metadata;
 use crate::index::{Change, Entry};
@@ -167,6 +168,13 @@ impl Fs {
         if !staged.dirty {
             return Ok(());
         }
+        if st.unlinked {
+            // Unlinked while open: its data lives on in the open handles, saved nowhere.
+            if let Some(s) = st.staged.as_mut() {
+                s.dirty = false;
+            }
+            return Ok(());
+        }
         let key = self.key_of(ino)?;
         let blob = self.layout.blob_name(&key);
         let src = staged.file.try_clone()?;
@@ -187,20 +195,48 @@ impl Fs {
         opts.metadata = blob_metadata(&entry);
         let create_only = st.base.is_none() && !st.written;
         opts.conditions.if_none_match_any = create_only;
-        let uploaded =
-            match transfer::upload_file(&self.store, &blob, src, opts, &self.cfg.transfer).await {
+        let mut attempts = 0;
+        let uploaded = loop {
+            attempts += 1;
+            let src = src.try_clone()?;
+            let result =
+                transfer::upload_file(&self.store, &blob, src, opts.clone(), &self.cfg.transfer)
+                    .await;
+            match result {
                 Err(TransferError::Store(
                     StoreError::PreconditionFailed(_) | StoreError::LeaseConflict(_),
-                )) if create_only => {
-                    // Another host saved this name since this host's index copy: the file this
-                    // open(O_CREAT) should have found exists. Adopt it instead of blanking it.
-                    log::info!("{key:?} was created elsewhere meanwhile; using that value");
-                    st.staged = None;
-                    st.perms = None;
-                    st.base = self.adopt_blob(&key).await?;
-                    return Ok(());
+                )) if create_only && attempts < 4 => {
+                    // Another host created this name since this host's index copy: the file
+                    // this open(O_CREAT) should have found exists.
+                    match self.holder(&key).await? {
+                        Holder::Value(found) => {
+                            // Adopt it instead of blanking it; this handle goes on writing to
+                            // it, as if the open had found it.
+                            log::info!("{key:?} was created elsewhere meanwhile; using that value");
+                            st.staged = None;
+                            st.perms = None;
+                            st.base = Some(found);
+                            return self.ensure_staged(&key, &mut st, false).await;
+                        }
+                        Holder::LiveClaim => {
+                            // Another host is writing it (O_EXCL) and nothing was written
+                            // here: the name is that host's.
+                            if let Some(s) = st.staged.as_mut() {
+                                s.dirty = false;
+                            }
+                            return Ok(());
+                        }
+                        Holder::StaleClaim(etag) => {
+                            opts.conditions.if_none_match_any = false;
+                            opts.conditions.if_match = Some(etag);
+                        }
+                        Holder::Nothing => {
+                            opts.conditions.if_none_match_any = true;
+                            opts.conditions.if_match = None;
+                        }
+                    }
                 }
-                Ok(uploaded) => uploaded,
+                Ok(uploaded) => break uploaded,
                 Err(e) => {
                     log::error!("saving {key:?} failed, the previous value stays: {e}");
                     if let Some(s) = st.staged.as_mut() {
@@ -208,7 +244,8 @@ impl Fs {
                     }
                     return Err(e.into());
                 }
-            };
+            }
+        };
         (entry.size, entry.stored_size, entry.etag) =
             (uploaded.size, uploaded.stored_size, uploaded.etag);
         // The listing follows in the next group commit (fsync waits for it): a copy of many
@@ -230,6 +267,8 @@ impl Fs {
         self.index.sync_journal().await;
         self.content.forget(&blob);
         st.base = Some(entry);
+        // Saved over the claim (if any): its heartbeat stops.
+        st.claim = None;
         st.perms = None;
         st.written = false;
         if let Some(s) = st.staged.as_mut() {

@@ -1,0 +1,413 @@
+//! Two hosts (two `Fs` over one store) acting on the same names, without a kernel: a stale
+//! host's `rm`/`mv`, `mkdir -p` and other creates that lose a race, claims of `O_EXCL` creates
+//! whose writer is gone, and a handle that adopts another host's value at its first save.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use remotedict::fs::{Fs, FsConfig, FsError, NodeKind};
+use remotedict::index::meta::META_CLAIM;
+use remotedict::layout::Layout;
+use remotedict::store::testing::{Fault, FaultStore, MemStore, Op, When};
+use remotedict::store::{BlobStore, Metadata, PutOptions, StoreError};
+use remotedict::transfer::TransferConfig;
+
+const ROOT: u64 = 1;
+
+/// How old a claim's heartbeat must be before it may be taken over, in these tests.
+const STALE_SECS: u64 = 2;
+
+fn host(store: &Arc<dyn BlobStore>, cache: &std::path::Path, ttl: Duration) -> Fs {
+    // The same value in every test of this binary (they share the environment).
+    std::env::set_var("REMOTEDICT_CLAIM_STALE_SECS", STALE_SECS.to_string());
+    let cfg = FsConfig {
+        uid: 1000,
+        gid: 1000,
+        read_only: false,
+        cache_dir: cache.to_path_buf(),
+        cache_bytes: 64 << 20,
+        transfer: TransferConfig {
+            block_size: 256 << 10,
+            parallel: 3,
+            range_size: 128 << 10,
+        },
+        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
+    };
+    Fs::new(store.clone(), Layout::new("folder").unwrap(), ttl, cfg).unwrap()
+}
+
+/// A host whose index copy stays trusted for 30 s (`--index-ttl 30`): it acts on a stale view.
+fn stale_host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
+    host(store, cache, Duration::from_secs(30))
+}
+
+fn fresh_host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
+    host(store, cache, Duration::from_millis(1))
+}
+
+async fn write_file(fs: &Fs, name: &str, data: &[u8]) {
+    let (_, fh) = fs
+        .create(
+            ROOT,
+            name,
+            0o644,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        )
+        .await
+        .unwrap();
+    fs.write(fh, 0, data).await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+}
+
+async fn read(fs: &Fs, name: &str) -> Result<Vec<u8>, FsError> {
+    let attr = fs.lookup(ROOT, name).await?;
+    fs.read_all(attr.ino).await
+}
+
+/// The name is either listed and readable on a new host, or neither listed nor in the store.
+async fn assert_consistent(store: &Arc<dyn BlobStore>, name: &str) -> Option<Vec<u8>> {
+    let cache = tempfile::tempdir().unwrap();
+    let fs = fresh_host(store, cache.path());
+    let blob = store.head(&format!("folder/{name}")).await;
+    match fs.lookup(ROOT, name).await {
+        Ok(_) => Some(read(&fs, name).await.expect("listed, so readable")),
+        Err(FsError::NotFound) => {
+            assert!(
+                matches!(blob, Err(StoreError::NotFound(_))),
+                "{name}: not listed, but its blob is there: {blob:?}"
+            );
+            None
+        }
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+fn mem() -> Arc<dyn BlobStore> {
+    Arc::new(MemStore::new())
+}
+
+/// Case 2: C's index copy still lists v1 when B has written v2; C's `rm` removes the name as it
+/// is now — the blob and the index agree afterwards, and no host lists a value without a blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_rm_removes_the_name_as_it_is_now() {
+    let store = mem();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (b, c) = (fresh_host(&store, cb.path()), stale_host(&store, cc.path()));
+    write_file(&b, "f", b"v1").await;
+    assert_eq!(read(&c, "f").await.unwrap(), b"v1"); // C's copy lists v1 for 30 s
+    write_file(&b, "f", b"version 2").await;
+    c.unlink(ROOT, "f").await.unwrap();
+    assert_eq!(assert_consistent(&store, "f").await, None);
+    assert!(matches!(b.lookup(ROOT, "f").await, Err(FsError::NotFound)));
+}
+
+/// Case 2: C's `mv` of a name B rewrote meanwhile moves the newest value, whole, and leaves no
+/// listed name without a blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_mv_moves_the_newest_value() {
+    let store = mem();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (b, c) = (fresh_host(&store, cb.path()), stale_host(&store, cc.path()));
+    write_file(&b, "f", b"v1").await;
+    assert_eq!(read(&c, "f").await.unwrap(), b"v1");
+    write_file(&b, "f", b"version 2").await;
+    c.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
+    assert_eq!(assert_consistent(&store, "f").await, None);
+    assert_eq!(
+        assert_consistent(&store, "g").await.as_deref(),
+        Some(&b"version 2"[..])
+    );
+}
+
+/// Case 2, at the worst moment: B rewrites `f` between C's copy and C's delete of the old
+/// blob. B's acknowledged write survives under `f`; `g` holds the version C copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rewrite_during_mv_is_not_undone() {
+    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = Arc::new(fresh_host(&store, cb.path()));
+    let c = fresh_host(&store, cc.path());
+    write_file(&b, "f", b"v1").await;
+    assert_eq!(read(&c, "f").await.unwrap(), b"v1");
+    let b2 = b.clone();
+    faults.plan(
+        Op::Delete,
+        When::Prefix("folder/f".into()),
+        Fault::hook(move || async move { write_file(&b2, "f", b"version 2").await }),
+    );
+    c.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
+    faults.clear();
+    assert_eq!(
+        assert_consistent(&store, "g").await.as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(
+        assert_consistent(&store, "f").await.as_deref(),
+        Some(&b"version 2"[..])
+    );
+}
+
+/// Case 3: `mkdir -p run/a` on A, then `mkdir -p run/b` on B (whose index copy predates A's):
+/// B's mkdir of `run` is EEXIST and `run` is at once a directory on B, so `run/b` follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mkdir_p_on_two_hosts() {
+    let store = mem();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (fresh_host(&store, ca.path()), stale_host(&store, cb.path()));
+    assert!(matches!(
+        b.lookup(ROOT, "run").await,
+        Err(FsError::NotFound)
+    ));
+    let run = a.mkdir(ROOT, "run", 0o755).await.unwrap();
+    a.mkdir(run.ino, "a", 0o755).await.unwrap();
+    // `mkdir -p run/b` on B: mkdir run, and on EEXIST stat it.
+    assert!(matches!(
+        b.mkdir(ROOT, "run", 0o755).await,
+        Err(FsError::Exists)
+    ));
+    let seen = b
+        .lookup(ROOT, "run")
+        .await
+        .expect("run exists on B at once");
+    assert_eq!(seen.kind, NodeKind::Dir);
+    b.mkdir(seen.ino, "b", 0o755).await.unwrap();
+    let names: Vec<String> = {
+        let c = tempfile::tempdir().unwrap();
+        let fs = fresh_host(&store, c.path());
+        let run = fs.lookup(ROOT, "run").await.unwrap();
+        let mut n = Vec::new();
+        for x in ["a", "b"] {
+            if fs.lookup(run.ino, x).await.is_ok() {
+                n.push(x.to_string());
+            }
+        }
+        n
+    };
+    assert_eq!(names, ["a", "b"]);
+}
+
+/// Case 3: a symlink and an `O_EXCL` create that lose the race to another host's value answer
+/// EEXIST and show that value at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_create_shows_the_winner() {
+    let store = mem();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (fresh_host(&store, ca.path()), stale_host(&store, cb.path()));
+    b.lookup(ROOT, "x").await.unwrap_err(); // B's copy of the index is taken now
+    a.symlink(ROOT, "l", "target/there").await.unwrap();
+    write_file(&a, "x", b"A's value").await;
+    assert!(matches!(
+        b.symlink(ROOT, "l", "mine").await,
+        Err(FsError::Exists)
+    ));
+    let l = b.lookup(ROOT, "l").await.expect("the link is visible on B");
+    assert_eq!(b.readlink(l.ino).await.unwrap(), "target/there");
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    assert!(matches!(
+        b.create(ROOT, "x", 0o644, excl).await,
+        Err(FsError::Exists)
+    ));
+    assert_eq!(read(&b, "x").await.unwrap(), b"A's value");
+}
+
+/// Case 4: `open(O_CREAT|O_EXCL)`, `unlink`, `close`: both succeed, and the name is free on
+/// every host afterwards (no claim is left behind, nothing is brought back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unlink_before_the_first_save_removes_the_claim() {
+    let store = mem();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (fresh_host(&store, ca.path()), fresh_host(&store, cb.path()));
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let (_, fh) = a.create(ROOT, "x", 0o644, excl).await.unwrap();
+    a.write(fh, 0, b"unsaved").await.unwrap();
+    a.unlink(ROOT, "x").await.unwrap();
+    a.flush(fh).await.unwrap();
+    a.release(fh).await.unwrap();
+    assert!(matches!(
+        store.head("folder/x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(a.lookup(ROOT, "x").await, Err(FsError::NotFound)));
+    let (_, fh) = b.create(ROOT, "x", 0o644, excl).await.unwrap();
+    b.write(fh, 0, b"B").await.unwrap();
+    b.fsync(fh).await.unwrap();
+    b.release(fh).await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "x").await.as_deref(),
+        Some(&b"B"[..])
+    );
+}
+
+/// Case 4: a close whose upload failed leaves no claim: `cp` to that name works afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_close_leaves_no_claim() {
+    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (fresh_host(&store, ca.path()), fresh_host(&store, cb.path()));
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let (_, fh) = a.create(ROOT, "x", 0o644, excl).await.unwrap();
+    a.write(fh, 0, b"data").await.unwrap();
+    faults.plan(
+        Op::Put,
+        When::Prefix("folder/x".into()),
+        Fault::Fail(StoreError::Auth("refused (injected)".into())),
+    );
+    assert!(
+        a.release(fh).await.is_err(),
+        "the failed upload fails the close"
+    );
+    faults.clear();
+    let (_, fh) = b.create(ROOT, "x", 0o644, excl).await.unwrap();
+    b.write(fh, 0, b"B").await.unwrap();
+    b.fsync(fh).await.unwrap();
+    b.release(fh).await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "x").await.as_deref(),
+        Some(&b"B"[..])
+    );
+}
+
+/// Case 4: the claim of a writer that is gone (`kill -9`: its `Fs` dropped with the file open)
+/// is taken over once its heartbeat is older than the bound — by exactly one of two racing
+/// hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_writers_claim_is_taken_over_by_one_host() {
+    let store = mem();
+    let (ca, cb, cc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    {
+        let a = fresh_host(&store, ca.path());
+        let (_, fh) = a.create(ROOT, "x", 0o644, excl).await.unwrap();
+        a.write(fh, 0, b"never saved").await.unwrap();
+        // Dropped without a close: the process is gone.
+    }
+    let (b, c) = (fresh_host(&store, cb.path()), fresh_host(&store, cc.path()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (rb, rc) = loop {
+        let (rb, rc) = tokio::join!(
+            b.create(ROOT, "x", 0o644, excl),
+            c.create(ROOT, "x", 0o644, excl)
+        );
+        if rb.is_ok() || rc.is_ok() {
+            break (rb, rc);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead writer's claim was never taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        rb.is_ok() != rc.is_ok(),
+        "exactly one host wins: {:?} {:?}",
+        rb.as_ref().err(),
+        rc.as_ref().err()
+    );
+    let (winner, fh) = match (rb, rc) {
+        (Ok((_, fh)), Err(FsError::Exists)) => (&b, fh),
+        (Err(FsError::Exists), Ok((_, fh))) => (&c, fh),
+        other => panic!("{:?}", other.0.err().or(other.1.err())),
+    };
+    winner.write(fh, 0, b"winner").await.unwrap();
+    winner.fsync(fh).await.unwrap();
+    winner.release(fh).await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "x").await.as_deref(),
+        Some(&b"winner"[..])
+    );
+}
+
+/// Case 4: a live writer keeps its claim well past the staleness bound (its heartbeat), and
+/// its file is listed when it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_writers_claim_is_never_taken() {
+    let store = mem();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (fresh_host(&store, ca.path()), fresh_host(&store, cb.path()));
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let (_, fh) = a.create(ROOT, "x", 0o644, excl).await.unwrap();
+    // A long copy: writes go on for three times the bound.
+    let until = Instant::now() + Duration::from_secs(3 * STALE_SECS);
+    let mut off = 0u64;
+    while Instant::now() < until {
+        a.write(fh, off, b"chunk").await.unwrap();
+        off += 5;
+        assert!(matches!(
+            b.create(ROOT, "x", 0o644, excl).await,
+            Err(FsError::Exists)
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    a.fsync(fh).await.unwrap();
+    a.release(fh).await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "x").await.map(|v| v.len() as u64),
+        Some(off)
+    );
+}
+
+/// A claim left by a writer that died long ago (its mark's heartbeat is old) — written here
+/// directly — does not wedge the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_leftover_claim_does_not_wedge_the_name() {
+    let store = mem();
+    let mut metadata = Metadata::new();
+    metadata.insert(META_CLAIM.into(), "deadbeef 1000".into());
+    let empty = bytes::Bytes::from(remotedict::codec::compress(b""));
+    store
+        .put(
+            "folder/x",
+            empty,
+            &PutOptions {
+                metadata,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    let a = fresh_host(&store, ca.path());
+    assert!(matches!(a.lookup(ROOT, "x").await, Err(FsError::NotFound)));
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let (_, fh) = a.create(ROOT, "x", 0o644, excl).await.unwrap();
+    a.write(fh, 0, b"new").await.unwrap();
+    a.fsync(fh).await.unwrap();
+    a.release(fh).await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "x").await.as_deref(),
+        Some(&b"new"[..])
+    );
+}
+
+/// Case 8: a handle opened with `O_CREAT` (no `O_TRUNC`) on a stale view adopts B's value at its
+/// first save (fsync); its later writes apply to that value, as if the open had found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_handle_that_adopted_another_hosts_value_keeps_working() {
+    let store = mem();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (stale_host(&store, ca.path()), fresh_host(&store, cb.path()));
+    a.lookup(ROOT, "f").await.unwrap_err();
+    let (_, fh) = a
+        .create(ROOT, "f", 0o644, libc::O_RDWR | libc::O_CREAT)
+        .await
+        .unwrap();
+    write_file(&b, "f", b"B's value").await;
+    a.fsync(fh).await.unwrap(); // adopts B's value
+    a.write(fh, 0, b"A")
+        .await
+        .expect("the handle keeps working");
+    assert_eq!(a.read(fh, 0, 100).await.unwrap().as_ref(), b"A's value");
+    a.fsync(fh).await.unwrap();
+    a.release(fh).await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "f").await.as_deref(),
+        Some(&b"A's value"[..])
+    );
+}
