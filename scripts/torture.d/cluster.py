@@ -63,6 +63,9 @@ class Host:
         self.root_fd = None
         self.up = threading.Event()
         self.lock = threading.Lock()
+        # one writer per name at a time on a host: two processes of one host writing one file
+        # at once may interleave their bytes, as on a local disk
+        self.name_locks = {}
 
     def start(self, timeout=40):
         args, env = self.store.args_env()
@@ -104,9 +107,12 @@ class Host:
         if fd is not None:
             os.close(fd)
 
-    def term(self, timeout=40):
+    def term(self, timeout=20):
         """SIGTERM: the daemon saves unsaved files and unmounts. Returns an error text or None."""
         fd = self._down()
+        if fd is not None:
+            os.close(fd)  # only operations in flight keep the mount busy
+            fd = None
         self._signal(signal.SIGTERM)
         err = None
         if not self._reap(timeout):
@@ -162,6 +168,10 @@ class Host:
             return True
         except subprocess.TimeoutExpired:
             return False
+
+    def name_lock(self, path):
+        with self.lock:
+            return self.name_locks.setdefault(path, threading.Lock())
 
     def force_stop(self):
         self.up.clear()

@@ -163,7 +163,11 @@ class Worker(threading.Thread):
         return op
 
     def op_write(self, root, gen, path, writer, size, fsync, excl=False):
-        kind = "excl" if excl else "write"
+        with self.host.name_lock(path):
+            self.write(root, gen, path, writer, size, fsync, excl)
+
+    def write(self, root, gen, path, writer, size, fsync, excl):
+        kind = "excl" if excl else ("write" if path.startswith("v/") else "treewrite")
         op = self.begin(gen, kind, path, val=writer, size=size, fsync=fsync)
         flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if excl else os.O_TRUNC)
         stage = "open"
