@@ -1,0 +1,229 @@
+"""Checks a torture history against the documented semantics (docs/SEMANTICS.md).
+
+- No read returns bytes that are not one whole value (or a sequence of whole append records)
+  some writer wrote.
+- A value acknowledged at t (close returned 0) is what every host reads from its visibility
+  deadline on, until a later acknowledged operation replaces it: t + 2 x TTL (index copy and the
+  kernel's attribute cache) + group commit + margin for other hosts, t for the writing host;
+  a fault overlapping that window pushes the deadline to the fault's end plus the same time.
+  Reads before the deadline may return the older or the newer value.
+- An operation that failed with an errno other than "did nothing" ones (EEXIST, ENOENT) may or
+  may not have taken effect ("maybe"); so may an un-fsynced one on a host killed with SIGKILL
+  within 5 s after it, and anything in flight during a fault on its host.
+- An acknowledged append is never lost; no two holders hold one flock at once; of O_EXCL
+  creates of one name only one succeeds until the name is removed.
+"""
+import bisect
+
+NO_EFFECT = {"EEXIST", "ENOENT"}
+REPLACING = {"write", "excl", "rm", "mv"}
+VALUE_READS = {"read", "scan-read", "final-read", "fresh-read"}
+LOG_READS = {"readlog", "scan-readlog", "final-readlog", "fresh-readlog"}
+
+
+class Checker:
+    def __init__(self, ops, faults, ttl, margin, commit=0.1):
+        self.ops = sorted(ops, key=lambda o: o["t0"])
+        self.faults = sorted(faults, key=lambda f: f["t0"])
+        self.w_close = 2 * ttl + commit + margin
+        self.w_fsync = 2 * ttl + margin
+        self.by_name = {}
+        for o in self.ops:
+            if o["kind"] in REPLACING:
+                self.by_name.setdefault(o["path"], []).append(o)
+                if o["kind"] == "mv":
+                    self.by_name.setdefault(o.get("path2"), []).append(o)
+        self.writers = {o["val"]: o for o in self.ops
+                        if o["kind"] in ("write", "excl", "treewrite", "append") and "val" in o}
+        self.kills = [f for f in self.faults if f["kind"] in ("kill-9", "sigterm")]
+        self.violations = []
+        self._ever = {}
+
+    # -- the model
+
+    def no_effect(self, o):
+        return o["res"] in NO_EFFECT
+
+    def maybe(self, o):
+        if o["res"] != "ok":
+            return True
+        t1 = o["t1"]
+        for f in self.kills:
+            if f["host"] == o["host"] and f["t0"] >= o["t0"] - 0.01:
+                if f["t0"] <= t1 or (f["kind"] == "kill-9" and not o.get("fsync")
+                                     and f["t0"] <= t1 + 5):
+                    return True
+        return False
+
+    def deadline(self, o, reader):
+        """When `reader` (a read op) must see what `o` did, at the latest."""
+        if o["host"] == reader["host"] and o["gen"] == reader["gen"]:
+            d = o["t1"] + 0.2
+            w = self.w_close
+        else:
+            w = self.w_fsync if o.get("fsync") else self.w_close
+            d = o["t1"] + w
+        for f in self.faults:
+            if f["host"] is not None and f["host"] not in (o["host"], reader["host"]):
+                continue  # a fault of a third host delays neither the writer nor the reader
+            if f["t0"] < d and f["t1"] > o["t0"]:
+                d = max(d, f["t1"] + self.w_close)
+        return d
+
+    def states(self, o, name):
+        if o["kind"] in ("write", "excl"):
+            return {o["val"]}
+        if o["kind"] == "rm" or (o["kind"] == "mv" and o["path"] == name):
+            return {"absent"}
+        return self.values_ever(o["path"], o["t1"], 0)  # mv into `name`
+
+    def values_ever(self, name, t, depth):
+        key = (name, t)
+        if key in self._ever or depth > 30:
+            return self._ever.get(key, set())
+        out = set()
+        for o in self.by_name.get(name, []):
+            if o["t0"] >= t or self.no_effect(o):
+                continue
+            if o["kind"] in ("write", "excl"):
+                out.add(o["val"])
+            elif o["kind"] == "mv" and o.get("path2") == name:
+                out |= self.values_ever(o["path"], o["t1"], depth + 1)
+        self._ever[key] = out
+        return out
+
+    def creates(self, o, name):
+        return o["kind"] in ("write", "excl") or (o["kind"] == "mv" and o.get("path2") == name)
+
+    def removes(self, o, name):
+        return o["kind"] == "rm" or (o["kind"] == "mv" and o["path"] == name)
+
+    # -- checks
+
+    def violation(self, what, related, detail=""):
+        self.violations.append(dict(what=what, detail=detail, ops=related))
+
+    def check_value_read(self, r):
+        name = r["path"]
+        cands = [o for o in self.by_name.get(name, []) if not self.no_effect(o)]
+        visible = [p for p in cands if p is not r and not self.maybe(p)
+                   and self.deadline(p, r) <= r["t0"]]
+        acceptable = set()
+        late_starts = sorted(p["t0"] for p in visible)
+        for o in cands:
+            if o["t0"] >= r["t1"]:
+                continue
+            i = bisect.bisect_right(late_starts, o["t1"])
+            if i < len(late_starts):
+                continue  # superseded by a visible acknowledged operation that began after it
+            acceptable |= self.states(o, name)
+        if not visible:
+            acceptable.add("absent")
+        if any(o["kind"] in ("write", "excl") and o["t0"] < r["t1"]
+               and (o["t1"] + self.w_close > r["t0"] or self.maybe(o)) for o in cands):
+            acceptable.add("empty")  # an O_EXCL claim, or a create seen before its close
+        if r["val"] not in acceptable:
+            near = [o for o in cands if o["t0"] < r["t1"] and o["t1"] > r["t0"] - 15]
+            last = max(visible, key=lambda p: p["t1"], default=None)
+            if last is not None and last not in near:
+                near.insert(0, last)
+            wrote = self.writers.get(r["val"])
+            if wrote is not None and wrote not in near:
+                near.insert(0, wrote)
+            self.violation(
+                "stale or lost value" if r["val"] in self.writers or r["val"] == "absent"
+                else "read returned a value no writer wrote",
+                near + [r], "%s read %s on h%d; acceptable then: %s"
+                % (r["kind"], name, r["host"], ", ".join(sorted(acceptable))))
+
+    def check_integrity(self, r):
+        if r.get("val") == "GARBAGE" or r.get("why"):
+            self.violation("read returned bytes no writer wrote whole", [r], r.get("why", ""))
+            return False
+        vals = r.get("recs") or ([r["val"]] if r.get("val") not in (None, "absent", "empty")
+                                 else [])
+        for v in vals:
+            w = self.writers.get(v)
+            if w is None or w["t0"] >= r["t1"]:
+                self.violation("read returned a value no writer wrote (or not yet)", [r], v)
+                return False
+        return True
+
+    def check_log_read(self, r):
+        recs = r["recs"]
+        seen = set()
+        for v in recs:
+            if v in seen:
+                self.violation("append record duplicated", [self.writers[v], r], v)
+            seen.add(v)
+            if self.writers[v]["path"] != r["path"]:
+                self.violation("append record in the wrong file", [self.writers[v], r], v)
+        for p in self.ops:
+            if p["kind"] != "append" or p["path"] != r["path"] or p["t0"] >= r["t0"]:
+                continue
+            if p["val"] not in seen and not self.maybe(p) and self.deadline(p, r) <= r["t0"]:
+                self.violation("acknowledged append missing from a later read", [p, r],
+                               "record %s" % p["val"])
+
+    def check_locks(self):
+        holds = {}
+        for o in self.ops:
+            if o["kind"] == "append" and "locked" in o:
+                end = o.get("unlock", o["t1"])
+                for f in self.kills:
+                    if f["host"] == o["host"] and o["locked"] <= f["t0"] < end:
+                        end = f["t0"]
+                holds.setdefault(o["path"], []).append((o["locked"], end, o))
+        for path, hs in holds.items():
+            hs.sort(key=lambda h: h[0])
+            for i, (a0, a1, a) in enumerate(hs):
+                for b0, b1, b in hs[i + 1:]:
+                    if b0 >= a1:
+                        break
+                    self.violation("flock held by two holders at once", [a, b],
+                                   "%s: h%d/w%d %.3f-%.3f and h%d/w%d %.3f-%.3f"
+                                   % (path, a["host"], a["w"], a0, a1, b["host"], b["w"], b0, b1))
+
+    def check_excl(self):
+        for name, ops in self.by_name.items():
+            for e in ops:
+                if e["kind"] != "excl" or e["res"] != "ok":
+                    continue
+                prior = [p for p in ops if p is not e and self.creates(p, name)
+                         and not self.maybe(p) and p["t1"] < e["t0"]]
+                if not prior:
+                    continue
+                p = max(prior, key=lambda p: p["t1"])
+                if not any(self.removes(x, name) and not self.no_effect(x)
+                           and x["t1"] > p["t0"] and x["t0"] < e["t1"] for x in ops):
+                    self.violation("O_EXCL create succeeded over an existing name", [p, e])
+
+    def run(self):
+        for r in self.ops:
+            if r["res"] != "ok":
+                continue
+            if r["kind"] in VALUE_READS or r["kind"] == "tree-read" or r["kind"] in LOG_READS:
+                if not self.check_integrity(r):
+                    continue
+            if r["kind"] in VALUE_READS:
+                self.check_value_read(r)
+            elif r["kind"] in LOG_READS:
+                self.check_log_read(r)
+        self.check_locks()
+        self.check_excl()
+        return self.violations
+
+
+def fmt_op(o):
+    s = "#%d %8.3f-%8.3f h%d.w%d g%d %-12s %s" % (
+        o["id"], o["t0"], o.get("t1", -1), o["host"], o.get("w", 0), o.get("gen", 0), o["kind"],
+        o["path"])
+    if o.get("path2"):
+        s += " -> " + o["path2"]
+    s += " = " + o["res"]
+    for k in ("val", "fsync", "stage", "mode", "why"):
+        if k in o and o[k] not in (None, False):
+            s += " %s=%s" % (k, o[k])
+    if "recs" in o:
+        s += " recs=%d" % len(o["recs"])
+    return s
