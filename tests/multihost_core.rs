@@ -411,3 +411,42 @@ async fn a_handle_that_adopted_another_hosts_value_keeps_working() {
         Some(&b"A's value"[..])
     );
 }
+
+/// The `flock x.lock -c 'echo >> log'` pattern: the next holder of a lock, on another host,
+/// reads what the last holder wrote and closed (without `fsync`) before unlocking. Before, the
+/// lease was released while the closed file's listing still waited for the group commit, and
+/// the next holder appended to the older value: the previous append was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_next_lock_holder_reads_what_the_last_one_wrote() {
+    use remotedict::fs::LockMode;
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(&store, ca.path(), Duration::from_secs(30));
+    let b = host(&store, cb.path(), Duration::from_secs(30));
+    write_file(&a, "x.lock", b"").await;
+    write_file(&a, "log", b"0\n").await;
+    read(&b, "log").await.unwrap(); // b's index copy: trusted for 30 s
+    let lock_a = a.lookup(ROOT, "x.lock").await.unwrap().ino;
+    let lock_b = b.lookup(ROOT, "x.lock").await.unwrap().ino;
+    for round in 1..=3u8 {
+        for (fs, lock_ino, owner) in [(&a, lock_a, 1u64), (&b, lock_b, 2u64)] {
+            fs.lock(lock_ino, owner, LockMode::Exclusive, true, 0)
+                .await
+                .unwrap();
+            let ino = fs.lookup(ROOT, "log").await.unwrap().ino;
+            let fh = fs.open(ino, libc::O_WRONLY | libc::O_APPEND).await.unwrap();
+            fs.write(fh, 0, format!("{round}.{owner}\n").as_bytes())
+                .await
+                .unwrap();
+            fs.release(fh).await.unwrap(); // a close, no fsync
+            assert!(fs.unlock(lock_ino, owner).await.unwrap());
+        }
+    }
+    let expected = "0\n1.1\n1.2\n2.1\n2.2\n3.1\n3.2\n";
+    let cache = tempfile::tempdir().unwrap();
+    let c = fresh_host(&store, cache.path());
+    assert_eq!(
+        String::from_utf8(read(&c, "log").await.unwrap()).unwrap(),
+        expected
+    );
+}

@@ -117,7 +117,16 @@ impl Fs {
         let _gate = self.locks.gate().await;
         let (had, lease) = self.locks.remove_holder(&key, owner);
         let released = match lease {
-            Some(l) => l.release().await,
+            Some(l) => {
+                // The next holder, on any host, must read what this one wrote: the files it
+                // closed are listed in the index blob before the lease goes.
+                if let Err(e) = self.sync_index().await {
+                    log::error!(
+                        "unlocking {key:?}: this host's last changes are not listed yet ({e});                          the next holder may not see them until they land"
+                    );
+                }
+                l.release().await
+            }
             None => Ok(()),
         };
         released.inspect_err(|e| log::warn!("releasing the lease on {key:?}: {e}"))?;
