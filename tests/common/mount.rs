@@ -32,9 +32,10 @@ impl Backend {
         })
     }
 
-    /// The same container through the store API.
+    /// The same container through the store API, with the retry layer a mount uses (a reset
+    /// connection to a busy Azurite is retried, as in the daemon).
     pub async fn store(&self) -> Arc<dyn BlobStore> {
-        match self {
+        let raw: Arc<dyn BlobStore> = match self {
             Backend::Local(dir) => {
                 Arc::new(remotedict::store::local::LocalStore::new(dir.join("c1")))
             }
@@ -46,7 +47,11 @@ impl Backend {
                 )
                 .unwrap(),
             ),
-        }
+        };
+        Arc::new(remotedict::store::retrying::RetryingStore::new(
+            raw,
+            remotedict::store::retry::Backoff::new(4),
+        ))
     }
 
     pub fn command(&self, mountpoint: &Path, cache: &Path, extra: &[&str]) -> Command {

@@ -36,11 +36,13 @@ const TIMEOUT_UNIT: f64 = 4.0 * 1024.0 * 1024.0;
 /// azure_core's default client sets `pool_max_idle_per_host(0)` (a workaround for an old hyper
 /// hang), so every request pays a TCP (and TLS) handshake; our own time limits and retries already
 /// guard against a stuck connection, so the pool is safe to keep. Nagle is off: requests are
-/// small and latency-bound.
+/// small and latency-bound. An idle connection is dropped after 4 s, before a server that closes
+/// idle connections after 5 s (Node's default, so Azurite's) does: reusing one the server is
+/// closing at that moment fails with "connection reset".
 fn http_client() -> Result<Arc<dyn HttpClient>> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
-        .pool_idle_timeout(Duration::from_secs(50))
+        .pool_idle_timeout(Duration::from_secs(4))
         .tcp_nodelay(true)
         .tcp_keepalive(Duration::from_secs(30))
         .build()
