@@ -5,10 +5,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remotedict::fs::{Fs, FsConfig, FsError, NodeKind, SetAttr};
+use remotedict::fs::{Fs, FsError, NodeKind, SetAttr};
 use remotedict::layout::Layout;
 use remotedict::store::BlobStore;
-use remotedict::transfer::TransferConfig;
 
 const ROOT: u64 = 1;
 
@@ -29,19 +28,7 @@ fn fs_with(
     cache_bytes: u64,
     ttl: Duration,
 ) -> Fs {
-    let cfg = FsConfig {
-        uid: 1000,
-        gid: 1000,
-        read_only: false,
-        cache_dir: cache.to_path_buf(),
-        cache_bytes,
-        transfer: TransferConfig {
-            block_size: 256 << 10,
-            parallel: 3,
-            range_size: 128 << 10,
-        },
-        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
-    };
+    let cfg = common::fs_config(cache, cache_bytes);
     Fs::new(store.clone(), Layout::new("folder").unwrap(), ttl, cfg).unwrap()
 }
 

@@ -1,31 +1,20 @@
 //! The filesystem core under store failures, produced exactly with `FaultStore` over `MemStore`:
 //! what the user is told, and what is left in the store.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use remotedict::fs::{Fs, FsConfig, SetAttr};
+use remotedict::fs::{Fs, SetAttr};
 use remotedict::layout::Layout;
 use remotedict::store::testing::{Fault, FaultStore, MemStore, Op, When};
 use remotedict::store::{BlobStore, GetResult};
-use remotedict::transfer::TransferConfig;
 
 const ROOT: u64 = 1;
 
 fn fs_on(store: Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
-    let cfg = FsConfig {
-        uid: 1000,
-        gid: 1000,
-        read_only: false,
-        cache_dir: cache.to_path_buf(),
-        cache_bytes: 64 << 20,
-        transfer: TransferConfig {
-            block_size: 256 << 10,
-            parallel: 3,
-            range_size: 128 << 10,
-        },
-        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
-    };
+    let cfg = common::fs_config(cache, 64 << 20);
     Fs::new(
         store,
         Layout::new("folder").unwrap(),

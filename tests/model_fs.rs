@@ -14,11 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use remotedict::fs::{Attr, Fs, FsConfig, FsError, NodeKind, SetAttr};
+use remotedict::fs::{Attr, Fs, FsError, NodeKind, SetAttr};
 use remotedict::index::SharedIndex;
 use remotedict::layout::Layout;
 use remotedict::store::BlobStore;
-use remotedict::transfer::TransferConfig;
 
 const ROOT: u64 = 1;
 const NAMES: &[&str] = &["a", "b"];
@@ -34,19 +33,7 @@ async fn test_store() -> (tempfile::TempDir, Arc<dyn BlobStore>) {
 const LONG_TTL: Duration = Duration::from_secs(3600);
 
 fn fs_on(store: &Arc<dyn BlobStore>, cache: &std::path::Path, ttl: Duration) -> Fs {
-    let cfg = FsConfig {
-        uid: 1000,
-        gid: 1000,
-        read_only: false,
-        cache_dir: cache.to_path_buf(),
-        cache_bytes: 64 << 20,
-        transfer: TransferConfig {
-            block_size: 256 << 10,
-            parallel: 3,
-            range_size: 128 << 10,
-        },
-        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
-    };
+    let cfg = common::fs_config(cache, 64 << 20);
     Fs::new(
         store.clone(),
         Layout::new("folder").expect("layout"),

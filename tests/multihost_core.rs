@@ -2,15 +2,16 @@
 //! host's `rm`/`mv`, `mkdir -p` and other creates that lose a race, claims of `O_EXCL` creates
 //! whose writer is gone, and a handle that adopts another host's value at its first save.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use remotedict::fs::{Fs, FsConfig, FsError, NodeKind};
+use remotedict::fs::{Fs, FsError, NodeKind};
 use remotedict::index::meta::META_CLAIM;
 use remotedict::layout::Layout;
 use remotedict::store::testing::{Fault, FaultStore, MemStore, Op, When};
 use remotedict::store::{BlobStore, Metadata, PutOptions, StoreError};
-use remotedict::transfer::TransferConfig;
 
 const ROOT: u64 = 1;
 
@@ -20,19 +21,7 @@ const STALE_SECS: u64 = 2;
 fn host(store: &Arc<dyn BlobStore>, cache: &std::path::Path, ttl: Duration) -> Fs {
     // The same value in every test of this binary (they share the environment).
     std::env::set_var("REMOTEDICT_CLAIM_STALE_SECS", STALE_SECS.to_string());
-    let cfg = FsConfig {
-        uid: 1000,
-        gid: 1000,
-        read_only: false,
-        cache_dir: cache.to_path_buf(),
-        cache_bytes: 64 << 20,
-        transfer: TransferConfig {
-            block_size: 256 << 10,
-            parallel: 3,
-            range_size: 128 << 10,
-        },
-        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
-    };
+    let cfg = common::fs_config(cache, 64 << 20);
     Fs::new(store.clone(), Layout::new("folder").unwrap(), ttl, cfg).unwrap()
 }
 

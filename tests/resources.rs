@@ -19,13 +19,8 @@ const ROOT: u64 = 1;
 
 fn fs_on(store: &Arc<dyn BlobStore>, cache: &std::path::Path, folder: &str) -> Fs {
     let cfg = FsConfig {
-        uid: 1000,
-        gid: 1000,
-        read_only: false,
-        cache_dir: cache.to_path_buf(),
-        cache_bytes: 1 << 30,
         transfer: TransferConfig::default(),
-        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
+        ..common::fs_config(cache, 1 << 30)
     };
     Fs::new(
         store.clone(),

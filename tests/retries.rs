@@ -33,17 +33,11 @@ const BLOCK: usize = 64 << 10;
 
 fn fs_on(store: Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
     let cfg = FsConfig {
-        uid: 1000,
-        gid: 1000,
-        read_only: false,
-        cache_dir: cache.to_path_buf(),
-        cache_bytes: 64 << 20,
         transfer: TransferConfig {
             block_size: BLOCK,
-            parallel: 3,
-            range_size: 128 << 10,
+            ..common::fs_config(cache, 64 << 20).transfer
         },
-        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
+        ..common::fs_config(cache, 64 << 20)
     };
     Fs::new(
         store,

@@ -97,3 +97,22 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// The `Fs` settings core tests use: the mounting user 1000, a disk cache of `cache_bytes` in
+/// `cache`, small blocks (256 KiB staged, 128 KiB ranges) so multi-block values stay small, and
+/// 15 s leases.
+pub fn fs_config(cache: &std::path::Path, cache_bytes: u64) -> remotedict::fs::FsConfig {
+    remotedict::fs::FsConfig {
+        uid: 1000,
+        gid: 1000,
+        read_only: false,
+        cache_dir: cache.to_path_buf(),
+        cache_bytes,
+        transfer: remotedict::transfer::TransferConfig {
+            block_size: 256 << 10,
+            parallel: 3,
+            range_size: 128 << 10,
+        },
+        lease_duration: remotedict::store::LeaseDuration::Seconds(15),
+    }
+}
