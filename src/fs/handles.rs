@@ -1,6 +1,6 @@
 //! Open files and their handles: `open`, `read`, `release`. A read-only handle reads the version
-//! it opened (close-to-open) through the content cache; a handle of a file with a staged copy reads
-//! that copy.
+//! saved when it opened (close-to-open, on this host too) through the content cache; a handle
+//! that writes reads the staged copy.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -182,7 +182,11 @@ impl Fs {
         }
         if let Some(f) = self.open_file(h.ino) {
             let st = f.state.lock().await;
-            if let Some(staged) = st.staged.as_ref().filter(|s| h.write || !s.upload_failed) {
+            // Only handles that write read the staged copy (their own bytes, and those of other
+            // writers of this host, as on a local disk). A handle opened for reading reads the
+            // version saved when it opened: never a value half-written, or cut short by a
+            // later `O_TRUNC`, on this host either.
+            if let Some(staged) = st.staged.as_ref().filter(|_| h.write) {
                 let file = staged.file.try_clone()?;
                 drop(st);
                 return tokio::task::spawn_blocking(move || -> FsResult<Bytes> {

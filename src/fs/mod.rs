@@ -24,6 +24,7 @@ pub mod inode;
 pub mod locks;
 mod namespace;
 mod recovery;
+mod rename;
 mod setattr;
 mod staged;
 pub mod status;

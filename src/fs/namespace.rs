@@ -1,5 +1,5 @@
-//! Namespace operations: create (O_EXCL claims across hosts), symlink, mkdir, unlink, rmdir and
-//! rename (blobs copied, one index commit, old blobs deleted).
+//! Namespace operations: create (O_EXCL claims across hosts), symlink, mkdir, unlink and rmdir
+//! (rename is in `rename`).
 
 use std::time::SystemTime;
 
@@ -47,7 +47,6 @@ impl Fs {
         st.staged = Some(Staged {
             file: self.new_staged()?,
             dirty: true,
-            upload_failed: false,
             mtime: SystemTime::now(),
         });
         st.perms = Some(perms);
@@ -71,7 +70,7 @@ impl Fs {
     ) -> FsResult<Entry> {
         let opts = PutOptions {
             conditions: Conditions::if_absent(),
-            metadata: blob_metadata(&entry),
+            metadata: crate::transfer::with_new_value_id(blob_metadata(&entry)),
         };
         entry.etag = match self
             .store
@@ -183,43 +182,56 @@ impl Fs {
 
     /// Deletes the blob of `key`, listed as version `etag`, and its index entry. A precondition
     /// failure (rewritten elsewhere) is decided again on the version there now, a few times.
-    async fn delete_listed(&self, key: &str, etag: &str) -> FsResult<()> {
+    pub(super) async fn delete_listed(&self, key: &str, etag: &str) -> FsResult<()> {
+        let (seen, _) = self
+            .delete_versions(key, etag, |p| {
+                if entry_from_props(p).kind == EntryKind::Dir {
+                    Err(FsError::IsDir)
+                } else {
+                    log::info!("{key:?} was rewritten elsewhere; removing the newest version");
+                    Ok(true)
+                }
+            })
+            .await?;
+        // Whichever of those versions the index lists goes; a newer one committed later by its
+        // writer is checked against the store then (and finds the blob gone).
+        self.index.commit(removals(key, seen)).await?;
+        Ok(())
+    }
+
+    /// Deletes the blob of `key` at version `etag` (If-Match, with this host's lease if it
+    /// holds one). When another version is there instead, `follow` decides whether to delete
+    /// that one too (a few times). Returns every version tried (whose index entries are to go)
+    /// and whether the blob is gone; `false` when a version `follow` refused stays.
+    pub(super) async fn delete_versions(
+        &self,
+        key: &str,
+        etag: &str,
+        follow: impl Fn(&crate::store::BlobProps) -> FsResult<bool>,
+    ) -> FsResult<(Vec<String>, bool)> {
         let blob = self.layout.blob_name(key);
         let lease = self.locks.lease_id(key);
         let mut seen = vec![etag.to_string()];
         let mut attempts = 0;
-        loop {
+        let gone = loop {
             attempts += 1;
             let cond = Conditions::if_match(seen[seen.len() - 1].clone()).with_lease(lease.clone());
             match self.store.delete(&blob, &cond).await {
                 // NotFound: gone already (or an earlier try of this delete landed).
-                Ok(()) | Err(StoreError::NotFound(_)) => break,
+                Ok(()) | Err(StoreError::NotFound(_)) => break true,
                 Err(StoreError::PreconditionFailed(_)) if attempts < 5 => {
-                    log::info!("{key:?} was rewritten elsewhere; removing the newest version");
                     match self.store.head(&blob).await {
-                        Ok(p) if entry_from_props(&p).kind == EntryKind::Dir => {
-                            return Err(FsError::IsDir)
-                        }
-                        Ok(p) => seen.push(p.etag),
-                        Err(StoreError::NotFound(_)) => break,
+                        Ok(p) if follow(&p)? => seen.push(p.etag),
+                        Ok(_) => break false,
+                        Err(StoreError::NotFound(_)) => break true,
                         Err(e) => return Err(e.into()),
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
-        }
-        // Whichever of those versions the index lists goes; a newer one committed later by its
-        // writer is checked against the store then (and finds the blob gone).
-        let changes = seen
-            .into_iter()
-            .map(|etag| Change::Remove {
-                key: key.to_string(),
-                if_etag: Some(etag),
-            })
-            .collect();
-        self.index.commit(changes).await?;
+        };
         self.content.forget(&blob);
-        Ok(())
+        Ok((seen, gone))
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
@@ -265,182 +277,15 @@ impl Fs {
             None => Err(FsError::NotFound),
         }
     }
+}
 
-    /// Renames a file or a directory tree: copy the blobs, one index commit, delete the old blobs.
-    /// Not atomic for directories: a crash midway leaves the copies and the originals both listed
-    /// or neither, never a missing value.
-    pub async fn rename(
-        &self,
-        parent: u64,
-        name: &str,
-        newparent: u64,
-        newname: &str,
-        noreplace: bool,
-    ) -> FsResult<()> {
-        self.writable()?;
-        let from = self.child(parent, name)?;
-        let to = self.child(newparent, newname)?;
-        if from == to {
-            return Ok(());
-        }
-        if to.starts_with(&format!("{from}/")) {
-            return Err(FsError::Invalid(
-                "cannot move a directory into itself".into(),
-            ));
-        }
-        // Unsaved data of the source is saved first, so the copy carries it.
-        let src_ino = lock(&self.inodes).get(&from);
-        if let Some(ino) = src_ino {
-            self.save(ino).await?;
-        }
-        let index = self.index.current().await?;
-        let src_entry = index.entries.get(&from).cloned();
-        let src_is_dir = src_entry
-            .as_ref()
-            .map_or_else(|| has_children(&index, &from), |e| e.kind == EntryKind::Dir);
-        if src_entry.is_none() && !src_is_dir {
-            return Err(FsError::NotFound);
-        }
-        let dst_entry = index.entries.get(&to).cloned();
-        let dst_is_dir = dst_entry
-            .as_ref()
-            .map_or_else(|| has_children(&index, &to), |e| e.kind == EntryKind::Dir);
-        let dst_exists = dst_entry.is_some() || dst_is_dir;
-        if dst_exists && noreplace {
-            return Err(FsError::Exists);
-        }
-        if dst_is_dir && !src_is_dir {
-            return Err(FsError::IsDir);
-        }
-        if dst_exists && src_is_dir && !dst_is_dir {
-            return Err(FsError::NotDir);
-        }
-        if dst_is_dir && has_children(&index, &to) {
-            return Err(FsError::NotEmpty);
-        }
-        // Every key that moves: the node itself and, for a directory, everything under it.
-        let prefix = format!("{from}/");
-        let moving: Vec<(String, Entry)> = index
-            .entries
-            .get_key_value(&from)
-            .into_iter()
-            .chain(
-                index
-                    .entries
-                    .range::<_, String>(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix)),
-            )
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect();
-        let mut changes = Vec::new();
-        let mut moved = Vec::new();
-        for (old, e) in &moving {
-            let new = format!("{to}{}", &old[from.len()..]);
-            // The copy is of the version this decision was based on, or, if another host
-            // rewrote it meanwhile, of the newest one (looked up again): never of an unknown one.
-            let Some((now, etag)) = self.copy_checked(old, &new, e).await? else {
-                if old == &from {
-                    return Err(FsError::NotFound); // deleted elsewhere meanwhile
-                }
-                continue;
-            };
-            changes.push(Change::Put {
-                key: new,
-                entry: Entry {
-                    etag,
-                    ctime_ns: to_ns(SystemTime::now()),
-                    ..now.clone()
-                },
-            });
-            for listed in [&e.etag, &now.etag] {
-                changes.push(Change::Remove {
-                    key: old.clone(),
-                    if_etag: Some(listed.clone()),
-                });
-            }
-            moved.push((old.clone(), now.etag));
-        }
-        if let Some(d) = &dst_entry {
-            if d.kind == EntryKind::Dir && src_entry.is_none() {
-                // An implicit directory moved onto an explicit empty one: drop the old marker.
-                changes.push(Change::Remove {
-                    key: to.clone(),
-                    if_etag: Some(d.etag.clone()),
-                });
-                let _ = self
-                    .store
-                    .delete(&self.layout.blob_name(&to), &Conditions::default())
-                    .await;
-            }
-        }
-        self.index.commit(changes).await?;
-        for (old, etag) in &moved {
-            let blob = self.layout.blob_name(old);
-            // Only the version copied: a value another host wrote there since stays (its
-            // writer lists it).
-            let cond = Conditions::if_match(etag.clone()).with_lease(self.locks.lease_id(old));
-            match self.store.delete(&blob, &cond).await {
-                Ok(()) | Err(StoreError::NotFound(_)) => {}
-                Err(StoreError::PreconditionFailed(_)) => {
-                    log::info!("rename: {blob:?} was rewritten elsewhere meanwhile; it stays")
-                }
-                Err(e) => log::warn!("rename: could not delete the old blob {blob:?}: {e}"),
-            }
-            self.content.forget(&blob);
-        }
-        lock(&self.inodes).rename(&from, &to);
-        Ok(())
-    }
-
-    /// Copies the blob of `old` (listed as `listed`) to `new`, making sure the copy is of one
-    /// known version: the source is looked at before and after, and copied again if another
-    /// host rewrote it meanwhile. Returns that version's entry and the copy's etag; `None` if
-    /// the source is gone.
-    async fn copy_checked(
-        &self,
-        old: &str,
-        new: &str,
-        listed: &Entry,
-    ) -> FsResult<Option<(Entry, String)>> {
-        let src = self.layout.blob_name(old);
-        let dst = self.layout.blob_name(new);
-        let mut last_err = None;
-        for _ in 0..5 {
-            let before = match self.store.head(&src).await {
-                Ok(p) => p,
-                Err(StoreError::NotFound(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let now = if before.etag == listed.etag {
-                listed.clone()
-            } else {
-                log::info!("rename: {old:?} was rewritten elsewhere; moving the newest version");
-                Entry {
-                    target: listed.target.clone(),
-                    ..entry_from_props(&before)
-                }
-            };
-            let copied =
-                crate::transfer::copy_stored(self.store.as_ref(), &src, &dst, &self.cfg.transfer)
-                    .await;
-            let etag = match copied {
-                Ok(etag) => etag,
-                Err(e @ crate::transfer::TransferError::Changed(_)) => {
-                    last_err = Some(FsError::from(e));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match self.store.head(&src).await {
-                // Unchanged from before the copy to after it: etags never come back, so the
-                // copy is of that version.
-                Ok(after) if after.etag == now.etag => return Ok(Some((now, etag))),
-                Ok(_) | Err(StoreError::NotFound(_)) => {
-                    last_err = Some(FsError::Store(StoreError::PreconditionFailed(src.clone())))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last_err.unwrap_or(FsError::Internal("rename: no copy attempted".into())))
-    }
+/// Index changes dropping `key` while it lists one of the versions `etags`.
+pub(super) fn removals(key: &str, etags: Vec<String>) -> Vec<Change> {
+    etags
+        .into_iter()
+        .map(|etag| Change::Remove {
+            key: key.to_string(),
+            if_etag: Some(etag),
+        })
+        .collect()
 }

@@ -142,11 +142,18 @@ impl Fs {
             e.ctime_ns = to_ns(SystemTime::now());
             let metadata = blob_metadata(&e);
             let written = match &existing {
-                Some(old) => {
-                    let cond =
-                        Conditions::if_match(old.etag.clone()).with_lease(self.locks.lease_id(key));
-                    self.store.set_metadata(&blob, &metadata, &cond).await
-                }
+                Some(old) => match self.store.head(&blob).await {
+                    // The blob's own metadata stays (its value id, other tools' keys); the
+                    // attributes replace theirs.
+                    Ok(p) if p.etag == old.etag => {
+                        let cond = Conditions::if_match(old.etag.clone())
+                            .with_lease(self.locks.lease_id(key));
+                        let merged = merged_metadata(&p.metadata, metadata);
+                        self.store.set_metadata(&blob, &merged, &cond).await
+                    }
+                    Ok(_) => Err(StoreError::PreconditionFailed(blob.clone())),
+                    Err(e) => Err(e),
+                },
                 None => {
                     let opts = PutOptions {
                         conditions: Conditions::if_absent(),
@@ -158,10 +165,14 @@ impl Fs {
             match written {
                 Ok(etag) => {
                     e.etag = etag;
+                    // Listed only while it replaces what was listed, or is still the blob there
+                    // (a rename or rm elsewhere meanwhile is not undone).
                     self.index
-                        .commit(vec![Change::Put {
+                        .commit(vec![Change::Saved {
                             key: key.to_string(),
+                            blob: blob.clone(),
                             entry: e.clone(),
+                            replaces: existing.as_ref().map(|o| o.etag.clone()),
                         }])
                         .await?;
                     self.content.forget(&blob);
@@ -217,7 +228,7 @@ impl Fs {
         }
         (e.mtime_ns, e.ctime_ns) = (on_blob.mtime_ns, on_blob.ctime_ns);
         change(&mut e);
-        let metadata = blob_metadata(&e);
+        let metadata = merged_metadata(&props.metadata, blob_metadata(&e));
         let carries = |m: &Metadata| {
             let mut m = m.clone();
             m.remove(META_CTIME);
@@ -231,10 +242,8 @@ impl Fs {
             e.ctime_ns = to_ns(SystemTime::now());
             let cond =
                 Conditions::if_match(props.etag.clone()).with_lease(self.locks.lease_id(key));
-            match self
-                .store
-                .set_metadata(blob, &blob_metadata(&e), &cond)
-                .await
+            let metadata = merged_metadata(&props.metadata, blob_metadata(&e));
+            match self.store.set_metadata(blob, &metadata, &cond).await
             {
                 Ok(etag) => e.etag = etag,
                 Err(StoreError::PreconditionFailed(_)) => return Ok(None),
@@ -243,12 +252,21 @@ impl Fs {
             log::info!("{key:?}: the index listed an older etag of this blob; repaired");
         }
         self.index
-            .commit(vec![Change::Put {
+            .commit(vec![Change::Saved {
                 key: key.to_string(),
+                blob: blob.to_string(),
                 entry: e.clone(),
+                replaces: Some(old.etag.clone()),
             }])
             .await?;
         self.content.forget(blob);
         Ok(Some(e))
     }
+}
+
+/// The metadata of a blob whose attributes change: `attributes` over what it carries now.
+fn merged_metadata(current: &Metadata, attributes: Metadata) -> Metadata {
+    let mut m = current.clone();
+    m.extend(attributes);
+    m
 }

@@ -18,9 +18,6 @@ use crate::transfer::{self, TransferError};
 pub(super) struct Staged {
     pub(super) file: std::fs::File,
     pub(super) dirty: bool,
-    /// Its last upload failed: until one succeeds, handles opened only for reading see the
-    /// saved value, not these bytes (they may never reach the store).
-    pub(super) upload_failed: bool,
     /// mtime to record at the next upload.
     pub(super) mtime: SystemTime,
 }
@@ -90,7 +87,6 @@ impl Fs {
         st.staged = Some(Staged {
             file,
             dirty: truncate,
-            upload_failed: false,
             mtime: if truncate { SystemTime::now() } else { mtime },
         });
         st.written |= truncate;
@@ -239,9 +235,6 @@ impl Fs {
                 Ok(uploaded) => break uploaded,
                 Err(e) => {
                     log::error!("saving {key:?} failed, the previous value stays: {e}");
-                    if let Some(s) = st.staged.as_mut() {
-                        s.upload_failed = true;
-                    }
                     return Err(e.into());
                 }
             }
@@ -273,7 +266,6 @@ impl Fs {
         st.written = false;
         if let Some(s) = st.staged.as_mut() {
             s.dirty = false;
-            s.upload_failed = false;
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ pub const META_SYMLINK: &str = "remotedict_symlink";
 /// The id of the write that produced the blob's current state, set by the retry layer so that a
 /// retried write recognises its own earlier success (see `store::retrying`).
 pub use crate::store::retrying::META_WRITE_ID;
+/// Identifies the content (kept by copies and attribute changes; see `transfer`).
+pub use crate::transfer::META_VALUE_ID;
 /// Marks the empty blob of an `O_EXCL` create not yet saved (a claim of the name): the writer's
 /// token and the Unix time of its last heartbeat. Never listed as a value.
 pub const META_CLAIM: &str = "remotedict_claim";

@@ -3,16 +3,26 @@
 //! a copy that another upload of the target overtakes fails (`BlockListInvalid`), whole.
 
 use super::{TransferConfig, TransferError};
-use crate::store::{BlobStore, BlockIds, GetResult, PutOptions, StoreError};
+use crate::store::{BlobProps, BlobStore, BlockIds, GetResult, PutOptions, StoreError};
 
-/// Copies blob `from` to `to` with its metadata; returns the new etag. Fails with
-/// [`TransferError::Changed`] if `from` is rewritten while it is copied.
+/// What [`copy_stored`] copied.
+#[derive(Clone, Debug)]
+pub struct Copied {
+    /// The source as it was: every byte copied is of this version (its etag).
+    pub source: BlobProps,
+    /// The etag of the copy.
+    pub etag: String,
+}
+
+/// Copies blob `from` to `to` with its metadata. The copy is of one version of `from`, the one
+/// returned: it fails with [`TransferError::Changed`] if `from` is rewritten while it is copied
+/// (then nothing was written to `to`).
 pub async fn copy_stored(
     store: &dyn BlobStore,
     from: &str,
     to: &str,
     cfg: &TransferConfig,
-) -> Result<String, TransferError> {
+) -> Result<Copied, TransferError> {
     let props = store.head(from).await?;
     let opts = PutOptions {
         metadata: props.metadata.clone(),
@@ -21,7 +31,8 @@ pub async fn copy_stored(
     let step = cfg.block_size as u64;
     if props.size <= step {
         let data = match store.get(from, None, None).await? {
-            GetResult::Found { data, .. } => data,
+            GetResult::Found { data, props: p } if p.etag == props.etag => data,
+            GetResult::Found { .. } => return Err(TransferError::Changed(from.to_string())),
             GetResult::NotModified => {
                 return Err(StoreError::Other(format!(
                     "{from:?}: an unconditional read answered 304"
@@ -29,7 +40,11 @@ pub async fn copy_stored(
                 .into())
             }
         };
-        return Ok(store.put(to, data, &opts).await?);
+        let etag = store.put(to, data, &opts).await?;
+        return Ok(Copied {
+            source: props,
+            etag,
+        });
     }
     let block_ids = BlockIds::new();
     let mut ids = Vec::new();
@@ -45,5 +60,9 @@ pub async fn copy_stored(
         ids.push(id);
         offset = end;
     }
-    Ok(store.commit_blocks(to, &ids, &opts).await?)
+    let etag = store.commit_blocks(to, &ids, &opts).await?;
+    Ok(Copied {
+        source: props,
+        etag,
+    })
 }

@@ -10,13 +10,32 @@ mod copy;
 mod download;
 mod upload;
 
-pub use copy::copy_stored;
+pub use copy::{copy_stored, Copied};
 pub use download::{download_to, Downloaded};
 pub use upload::{upload_file, Uploaded};
 
 use std::sync::Arc;
 
-use crate::store::StoreError;
+use crate::store::{Metadata, StoreError};
+
+/// Identifies a blob's content: a fresh random id with every upload of a value, kept by copies
+/// and by attribute changes (`chmod`, `touch`), which change the etag but not the bytes. Lets a
+/// host tell "someone changed its attributes" from "someone wrote another value".
+pub const META_VALUE_ID: &str = "remotedict_value_id";
+
+/// `metadata` marked as a new value (see [`META_VALUE_ID`]).
+pub fn with_new_value_id(mut metadata: Metadata) -> Metadata {
+    metadata.insert(
+        META_VALUE_ID.to_string(),
+        uuid::Uuid::new_v4().simple().to_string(),
+    );
+    metadata
+}
+
+/// The value id `metadata` carries, if any (blobs of other tools and older versions have none).
+pub fn value_id(metadata: &Metadata) -> Option<&str> {
+    metadata.get(META_VALUE_ID).map(String::as_str)
+}
 
 /// Sizes and parallelism of transfers.
 #[derive(Clone, Debug)]

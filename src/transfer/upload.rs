@@ -75,6 +75,11 @@ pub async fn upload_file(
     opts: PutOptions,
     cfg: &TransferConfig,
 ) -> Result<Uploaded, TransferError> {
+    // One id for every attempt: they all write the same value.
+    let opts = PutOptions {
+        metadata: super::with_new_value_id(opts.metadata),
+        ..opts
+    };
     let mut attempt = 1;
     loop {
         let r = upload_once(store, blob, src.try_clone()?, opts.clone(), cfg).await;

@@ -1,0 +1,253 @@
+//! `rename`: a file or a directory tree moves by copying its blobs (each copy is of one known
+//! version), one index commit that lists the copies and drops the old names, then deleting the
+//! old blobs, each only at the version copied or at a version holding the same value (its
+//! attributes changed elsewhere meanwhile): a value another host wrote there since stays.
+//!
+//! Unsaved changes never travel: a file being written on this host moves as its last saved
+//! version, and its writer's changes are saved under the new name at close (no other host ever
+//! sees a half-written value). A file created here and not saved yet moves by name only.
+
+use std::time::SystemTime;
+
+use super::namespace::removals;
+use super::*;
+use crate::index::meta::entry_from_props;
+use crate::index::{Change, Entry, EntryKind};
+use crate::mutex::lock;
+use crate::store::{BlobProps, Conditions, StoreError};
+use crate::time::to_ns;
+use crate::transfer::{self, value_id, Copied, TransferError};
+
+/// One key a rename moved.
+struct Moved {
+    old: String,
+    new: String,
+    /// The version of `old` that was copied.
+    source: BlobProps,
+    /// The entry listed for `new`.
+    entry: Entry,
+}
+
+impl Fs {
+    /// Renames a file or a directory tree. Not atomic for directories: a crash midway leaves the
+    /// copies and the originals both listed or neither, never a missing value.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        noreplace: bool,
+    ) -> FsResult<()> {
+        self.writable()?;
+        let from = self.child(parent, name)?;
+        let to = self.child(newparent, newname)?;
+        if from == to {
+            return Ok(());
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(FsError::Invalid(
+                "cannot move a directory into itself".into(),
+            ));
+        }
+        let index = self.index.current().await?;
+        let src_entry = index.entries.get(&from).cloned();
+        let src_is_dir = src_entry
+            .as_ref()
+            .map_or_else(|| has_children(&index, &from), |e| e.kind == EntryKind::Dir);
+        let pending = src_entry.is_none() && !src_is_dir && self.pending_file(&from).await;
+        if src_entry.is_none() && !src_is_dir && !pending {
+            return Err(FsError::NotFound);
+        }
+        let dst_entry = index.entries.get(&to).cloned();
+        let dst_is_dir = dst_entry
+            .as_ref()
+            .map_or_else(|| has_children(&index, &to), |e| e.kind == EntryKind::Dir);
+        let dst_exists = dst_entry.is_some() || dst_is_dir;
+        if dst_exists && noreplace {
+            return Err(FsError::Exists);
+        }
+        if dst_is_dir && !src_is_dir {
+            return Err(FsError::IsDir);
+        }
+        if dst_exists && src_is_dir && !dst_is_dir {
+            return Err(FsError::NotDir);
+        }
+        if dst_is_dir && has_children(&index, &to) {
+            return Err(FsError::NotEmpty);
+        }
+        if pending {
+            return self.rename_pending(&from, &to, dst_entry).await;
+        }
+        // Every key that moves: the node itself and, for a directory, everything under it.
+        let prefix = format!("{from}/");
+        let moving: Vec<(String, Entry)> = index
+            .entries
+            .get_key_value(&from)
+            .into_iter()
+            .chain(
+                index
+                    .entries
+                    .range::<_, String>(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix)),
+            )
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        let mut changes = Vec::new();
+        let mut moved = Vec::new();
+        for (old, e) in &moving {
+            let new = format!("{to}{}", &old[from.len()..]);
+            let Some(copied) = self.copy_version(old, &new).await? else {
+                if old == &from {
+                    return Err(FsError::NotFound); // deleted elsewhere meanwhile
+                }
+                continue;
+            };
+            let now = if copied.source.etag == e.etag {
+                e.clone()
+            } else {
+                log::info!("rename: {old:?} was rewritten elsewhere; moving the newest version");
+                Entry {
+                    target: e.target.clone(),
+                    ..entry_from_props(&copied.source)
+                }
+            };
+            let entry = Entry {
+                etag: copied.etag.clone(),
+                ctime_ns: to_ns(SystemTime::now()),
+                ..now
+            };
+            // Listed unless the copy was itself overwritten before the commit lands.
+            changes.push(Change::Saved {
+                key: new.clone(),
+                blob: self.layout.blob_name(&new),
+                entry: entry.clone(),
+                replaces: index.entries.get(&new).map(|d| d.etag.clone()),
+            });
+            let mut listed = vec![e.etag.clone()];
+            if copied.source.etag != e.etag {
+                listed.push(copied.source.etag.clone());
+            }
+            changes.extend(removals(old, listed));
+            moved.push(Moved {
+                old: old.clone(),
+                new,
+                source: copied.source,
+                entry,
+            });
+        }
+        if let Some(d) = &dst_entry {
+            if d.kind == EntryKind::Dir && src_entry.is_none() {
+                // An implicit directory moved onto an explicit empty one: drop the old marker.
+                changes.push(Change::Remove {
+                    key: to.clone(),
+                    if_etag: Some(d.etag.clone()),
+                });
+                let _ = self
+                    .store
+                    .delete(&self.layout.blob_name(&to), &Conditions::default())
+                    .await;
+            }
+        }
+        self.index.commit(changes).await?;
+        self.delete_moved(&moved).await;
+        lock(&self.inodes).rename(&from, &to);
+        // A file of this host being written moved as its saved version; its changes now replace
+        // the copy at its new name when they are saved.
+        for m in &moved {
+            let ino = lock(&self.inodes).get(&m.new);
+            if let Some(f) = ino.and_then(|i| self.open_file(i)) {
+                let mut st = f.state.lock().await;
+                if st.base.is_some() {
+                    st.base = Some(m.entry.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the old blobs of a rename: each at the version copied, or at a newer version of
+    /// the same value (only its attributes changed meanwhile); a new value stays (its writer
+    /// lists it). Failures are logged: the move itself is done.
+    async fn delete_moved(&self, moved: &[Moved]) {
+        let mut late = Vec::new();
+        for m in moved {
+            let vid = value_id(&m.source.metadata).map(str::to_string);
+            let same_value = |p: &BlobProps| {
+                Ok(vid.is_some()
+                    && value_id(&p.metadata) == vid.as_deref()
+                    && entry_from_props(p).kind != EntryKind::Dir)
+            };
+            match self
+                .delete_versions(&m.old, &m.source.etag, same_value)
+                .await
+            {
+                Ok((seen, gone)) => {
+                    if !gone {
+                        log::info!(
+                            "rename: {:?} was rewritten elsewhere meanwhile; it stays",
+                            m.old
+                        );
+                    }
+                    // Versions after the one copied may have been listed meanwhile.
+                    late.extend(removals(&m.old, seen.into_iter().skip(1).collect()));
+                }
+                Err(e) => log::warn!("rename: could not delete the old blob of {:?}: {e}", m.old),
+            }
+        }
+        if !late.is_empty() {
+            if let Err(e) = self.index.commit(late).await {
+                log::warn!("rename: could not unlist the old names: {e}");
+            }
+        }
+    }
+
+    /// Whether `key` is a file of this host that is open and was never saved (not listed).
+    async fn pending_file(&self, key: &str) -> bool {
+        let ino = lock(&self.inodes).get(key);
+        let Some(f) = ino.and_then(|i| self.open_file(i)) else {
+            return false;
+        };
+        let st = f.state.lock().await;
+        !st.unlinked && st.staged.is_some()
+    }
+
+    /// Renames a file created here and not saved yet: nothing is stored under its name but a
+    /// claim (dropped: the file is saved under its new name, if free, at close); a file at the
+    /// target goes as `unlink` would remove it.
+    async fn rename_pending(&self, from: &str, to: &str, dst: Option<Entry>) -> FsResult<()> {
+        if let Some(d) = dst.filter(|d| d.kind != EntryKind::Dir) {
+            self.delete_listed(to, &d.etag).await?;
+        }
+        let ino = lock(&self.inodes).get(from);
+        if let Some(f) = ino.and_then(|i| self.open_file(i)) {
+            let mut st = f.state.lock().await;
+            if let Some(claim) = st.claim.take() {
+                st.base = None;
+                if let Err(e) = self.drop_claim(from, claim).await {
+                    log::warn!("rename: could not remove the claim of {from:?}: {e}");
+                }
+            }
+        }
+        lock(&self.inodes).rename(from, to);
+        Ok(())
+    }
+
+    /// Copies the blob of `old` to `new`: a copy of one version (the newest when another host
+    /// rewrites it while it is copied). `None` if `old` is gone.
+    async fn copy_version(&self, old: &str, new: &str) -> FsResult<Option<Copied>> {
+        let src = self.layout.blob_name(old);
+        let dst = self.layout.blob_name(new);
+        let mut last_err = None;
+        for _ in 0..5 {
+            match transfer::copy_stored(self.store.as_ref(), &src, &dst, &self.cfg.transfer).await
+            {
+                Ok(c) => return Ok(Some(c)),
+                Err(TransferError::Store(StoreError::NotFound(_))) => return Ok(None),
+                Err(e @ TransferError::Changed(_)) => last_err = Some(FsError::from(e)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last_err.unwrap_or(FsError::Internal("rename: no copy attempted".into())))
+    }
+}
