@@ -169,7 +169,10 @@ impl InodeTable {
         }
         self.parked.remove(&ino);
         if let Some(n) = self.by_ino.remove(&ino) {
-            self.by_key.remove(&n.key);
+            // Its key may name another inode by now (it was replaced by a rename).
+            if self.by_key.get(&n.key) == Some(&ino) {
+                self.by_key.remove(&n.key);
+            }
         }
     }
 
@@ -193,9 +196,19 @@ impl InodeTable {
     }
 
     /// Moves `from` and every key under `from/` to `to`, keeping their inode numbers (and what
-    /// holds them); an inode that `to` had is forgotten (it was replaced).
+    /// holds them). An inode that `to` had was replaced: it keeps meaning `to` until the kernel
+    /// forgets it (an open racing the rename through the old name finds the new value, not
+    /// nothing), but `to` now names the moved inode.
     pub fn rename(&mut self, from: &str, to: &str) {
-        self.remove_key(to);
+        if let Some(old) = self.by_key.remove(to) {
+            if self
+                .by_ino
+                .get(&old)
+                .is_some_and(|n| n.lookups == 0 && n.pins == 0)
+            {
+                self.by_ino.remove(&old);
+            }
+        }
         let prefix = format!("{from}/");
         let moved: Vec<(Arc<str>, u64)> = self
             .by_key
@@ -238,8 +251,11 @@ mod tests {
         let a = t.ino("a");
         let ab = t.ino("a/b");
         let other = t.ino("ab");
-        let target = t.ino("z");
+        let target = t.hand_out("z");
+        let unused = t.ino("y");
         t.rename("a", "z");
+        t.rename("ab/c", "y");
+        assert_eq!(t.key(unused), None, "a replaced inode nothing holds is forgotten");
         assert_eq!(t.get("z"), Some(a));
         assert_eq!(t.get("z/b"), Some(ab));
         assert_eq!(t.key(ab), Some("z/b"));
@@ -248,7 +264,15 @@ mod tests {
             Some(other),
             "a sibling sharing the prefix is untouched"
         );
-        assert_eq!(t.key(target), None, "the replaced inode is forgotten");
+        assert_eq!(
+            t.key(target),
+            Some("z"),
+            "the replaced inode means `z` until the kernel forgets it"
+        );
+        assert!(t.forget(target, 1));
+        t.release(target, false);
+        assert_eq!(t.key(target), None);
+        assert_eq!(t.get("z"), Some(a), "releasing it leaves the new `z` alone");
         assert_eq!(t.get("a"), None);
         assert_eq!(child_key("", "x"), "x");
         assert_eq!(child_key("d", "x"), "d/x");

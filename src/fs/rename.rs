@@ -151,7 +151,7 @@ impl Fs {
         }
         self.index.commit(changes).await?;
         self.delete_moved(&moved).await;
-        lock(&self.inodes).rename(&from, &to);
+        self.move_inodes(&from, &to).await;
         // A file of this host being written moved as its saved version; its changes now replace
         // the copy at its new name when they are saved.
         for m in &moved {
@@ -189,8 +189,10 @@ impl Fs {
                             m.old
                         );
                     }
-                    // Versions after the one copied may have been listed meanwhile.
-                    late.extend(removals(&m.old, seen.into_iter().skip(1).collect()));
+                    // Any of the versions deleted may have been listed meanwhile (a save of
+                    // another host that checked the blob before it went): unlisted again now
+                    // that they are gone.
+                    late.extend(removals(&m.old, seen));
                 }
                 Err(e) => log::warn!("rename: could not delete the old blob of {:?}: {e}", m.old),
             }
@@ -229,8 +231,22 @@ impl Fs {
                 }
             }
         }
-        lock(&self.inodes).rename(from, to);
+        self.move_inodes(from, to).await;
         Ok(())
+    }
+
+    /// Moves the inodes of `from` (and under it) to `to`. A file of this host open under the
+    /// name `to` was replaced: nothing of it is saved any more (as after `unlink`).
+    async fn move_inodes(&self, from: &str, to: &str) {
+        let replaced = lock(&self.inodes).get(to);
+        lock(&self.inodes).rename(from, to);
+        if let Some(f) = replaced.and_then(|i| self.open_file(i)) {
+            let mut st = f.state.lock().await;
+            st.unlinked = true;
+            if let Some(s) = st.staged.as_mut() {
+                s.dirty = false;
+            }
+        }
     }
 
     /// Copies the blob of `old` to `new`: a copy of one version (the newest when another host
