@@ -11,7 +11,11 @@
   may not have taken effect ("maybe"); so may an un-fsynced one on a host killed with SIGKILL
   within 5 s after it, and anything in flight during a fault on its host.
 - An acknowledged append is never lost; no two holders hold one flock at once; of O_EXCL
-  creates of one name only one succeeds until the name is removed.
+  creates of one name only one succeeds until the name is removed. Azurite forgets its leases
+  when it restarts (Azure does not): locks held across an Azurite restart, and appends made
+  under them, are not checked.
+- A file being written that another process of its host renames keeps its writer, as on a local
+  disk: what the writer saves lands under the new name (the write may take effect there).
 """
 import bisect
 
@@ -28,18 +32,44 @@ class Checker:
         self.w_close = 2 * ttl + commit + margin
         self.w_fsync = 2 * ttl + margin
         self.by_name = {}
+        for o in self.moved_writes():
+            self.ops.append(o)
+        self.ops.sort(key=lambda o: o["t0"])
         for o in self.ops:
             if o["kind"] in REPLACING:
                 self.by_name.setdefault(o["path"], []).append(o)
                 if o["kind"] == "mv":
                     self.by_name.setdefault(o.get("path2"), []).append(o)
         self.writers = {o["val"]: o for o in self.ops
-                        if o["kind"] in ("write", "excl", "treewrite", "append") and "val" in o}
+                        if o["kind"] in ("write", "excl", "treewrite", "append") and "val" in o
+                        and not o.get("synthetic")}
         self.kills = [f for f in self.faults if f["kind"] in ("kill-9", "sigterm")]
+        self.restarts = [f for f in self.faults if f["kind"] == "azurite-restart"]
         self.violations = []
         self._ever = {}
 
     # -- the model
+
+    def moved_writes(self):
+        """For each write that a mv of its host moved while it ran (of the file or a directory
+        above it), the same write under the new name (synthetic, not itself checked)."""
+        out = []
+        mvs = [m for m in self.ops if m["kind"] in ("mv", "mvdir") and m["res"] == "ok"]
+        for w in self.ops:
+            if w["kind"] not in ("write", "excl", "treewrite") or w["res"] != "ok":
+                continue
+            for m in mvs:
+                src = m["path"]
+                if (m["host"] == w["host"] and w["t0"] < m["t1"] and m["t0"] < w["t1"]
+                        and (w["path"] == src or w["path"].startswith(src + "/"))):
+                    moved = dict(w, path=m["path2"] + w["path"][len(src):], synthetic=True)
+                    if moved["path"].startswith("v/"):
+                        moved["kind"] = "write" if w["kind"] == "treewrite" else w["kind"]
+                    out.append(moved)
+        return out
+
+    def across_restart(self, t0, t1):
+        return any(f["t0"] < t1 and f["t1"] > t0 for f in self.restarts)
 
     def no_effect(self, o):
         return o["res"] in NO_EFFECT
@@ -134,7 +164,7 @@ class Checker:
                 "stale or lost value" if r["val"] in self.writers or r["val"] == "absent"
                 else "read returned a value no writer wrote",
                 near + [r], "%s read %s on h%d; acceptable then: %s"
-                % (r["kind"], name, r["host"], ", ".join(sorted(acceptable))))
+                % (r["kind"], name, r["host"], brief(acceptable)))
 
     def check_integrity(self, r):
         if r.get("val") == "GARBAGE" or r.get("why"):
@@ -161,7 +191,8 @@ class Checker:
         for p in self.ops:
             if p["kind"] != "append" or p["path"] != r["path"] or p["t0"] >= r["t0"]:
                 continue
-            if p["val"] not in seen and not self.maybe(p) and self.deadline(p, r) <= r["t0"]:
+            if p["val"] not in seen and not self.maybe(p) and self.deadline(p, r) <= r["t0"] \
+                    and not self.across_restart(p.get("locked", p["t0"]), p["t1"]):
                 self.violation("acknowledged append missing from a later read", [p, r],
                                "record %s" % p["val"])
 
@@ -173,6 +204,8 @@ class Checker:
                 for f in self.kills:
                     if f["host"] == o["host"] and o["locked"] <= f["t0"] < end:
                         end = f["t0"]
+                if self.across_restart(o["locked"], end):
+                    continue
                 holds.setdefault(o["path"], []).append((o["locked"], end, o))
         for path, hs in holds.items():
             hs.sort(key=lambda h: h[0])
@@ -187,7 +220,7 @@ class Checker:
     def check_excl(self):
         for name, ops in self.by_name.items():
             for e in ops:
-                if e["kind"] != "excl" or e["res"] != "ok":
+                if e["kind"] != "excl" or e["res"] != "ok" or e.get("synthetic"):
                     continue
                 prior = [p for p in ops if p is not e and self.creates(p, name)
                          and not self.maybe(p) and p["t1"] < e["t0"]]
@@ -212,6 +245,13 @@ class Checker:
         self.check_locks()
         self.check_excl()
         return self.violations
+
+
+def brief(values, most=12):
+    """A few of `values`, sorted, and how many more."""
+    vs = sorted(values)
+    more = " and %d more" % (len(vs) - most) if len(vs) > most else ""
+    return ", ".join(vs[:most]) + more
 
 
 def fmt_op(o):

@@ -211,6 +211,14 @@ class Azurite:
         except (OSError, ValueError):
             return None
 
+    def signal(self, sig):
+        pid = self.pid()
+        if pid:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout=20):
         pid = self.pid()
         if not pid:
