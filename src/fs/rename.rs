@@ -9,6 +9,7 @@
 
 use std::time::SystemTime;
 
+use super::handles::FileState;
 use super::namespace::removals;
 use super::*;
 use crate::index::meta::entry_from_props;
@@ -50,12 +51,22 @@ impl Fs {
                 "cannot move a directory into itself".into(),
             ));
         }
+        // A file of this host that is open: its saves wait until it has moved (and a save in
+        // progress finishes first), so it is saved under one name or the other, whole.
+        let src_ino = lock(&self.inodes).get(&from);
+        let src_file = src_ino.and_then(|i| self.open_file(i));
+        let mut held = match &src_file {
+            Some(f) => Some(f.state.lock().await),
+            None => None,
+        };
         let index = self.index.current().await?;
         let src_entry = index.entries.get(&from).cloned();
         let src_is_dir = src_entry
             .as_ref()
             .map_or_else(|| has_children(&index, &from), |e| e.kind == EntryKind::Dir);
-        let pending = src_entry.is_none() && !src_is_dir && self.pending_file(&from).await;
+        let pending = src_entry.is_none()
+            && !src_is_dir
+            && held.as_deref().is_some_and(never_saved);
         if src_entry.is_none() && !src_is_dir && !pending {
             return Err(FsError::NotFound);
         }
@@ -77,7 +88,9 @@ impl Fs {
             return Err(FsError::NotEmpty);
         }
         if pending {
-            return self.rename_pending(&from, &to, dst_entry).await;
+            if let Some(st) = held.as_deref_mut() {
+                return self.rename_pending(&from, &to, dst_entry, st).await;
+            }
         }
         // Every key that moves: the node itself and, for a directory, everything under it.
         let prefix = format!("{from}/");
@@ -156,6 +169,12 @@ impl Fs {
         // the copy at its new name when they are saved.
         for m in &moved {
             let ino = lock(&self.inodes).get(&m.new);
+            if ino.is_some() && ino == src_ino {
+                if let Some(st) = held.as_deref_mut().filter(|st| st.base.is_some()) {
+                    st.base = Some(m.entry.clone());
+                }
+                continue;
+            }
             if let Some(f) = ino.and_then(|i| self.open_file(i)) {
                 let mut st = f.state.lock().await;
                 if st.base.is_some() {
@@ -204,31 +223,23 @@ impl Fs {
         }
     }
 
-    /// Whether `key` is a file of this host that is open and was never saved (not listed).
-    async fn pending_file(&self, key: &str) -> bool {
-        let ino = lock(&self.inodes).get(key);
-        let Some(f) = ino.and_then(|i| self.open_file(i)) else {
-            return false;
-        };
-        let st = f.state.lock().await;
-        !st.unlinked && st.staged.is_some()
-    }
-
-    /// Renames a file created here and not saved yet: nothing is stored under its name but a
-    /// claim (dropped: the file is saved under its new name, if free, at close); a file at the
-    /// target goes as `unlink` would remove it.
-    async fn rename_pending(&self, from: &str, to: &str, dst: Option<Entry>) -> FsResult<()> {
+    /// Renames a file created here and not saved yet (`st`, locked): nothing is stored under
+    /// its name but a claim (dropped: the file is saved under its new name, if free, at close);
+    /// a file at the target goes as `unlink` would remove it.
+    async fn rename_pending(
+        &self,
+        from: &str,
+        to: &str,
+        dst: Option<Entry>,
+        st: &mut FileState,
+    ) -> FsResult<()> {
         if let Some(d) = dst.filter(|d| d.kind != EntryKind::Dir) {
             self.delete_listed(to, &d.etag).await?;
         }
-        let ino = lock(&self.inodes).get(from);
-        if let Some(f) = ino.and_then(|i| self.open_file(i)) {
-            let mut st = f.state.lock().await;
-            if let Some(claim) = st.claim.take() {
-                st.base = None;
-                if let Err(e) = self.drop_claim(from, claim).await {
-                    log::warn!("rename: could not remove the claim of {from:?}: {e}");
-                }
+        if let Some(claim) = st.claim.take() {
+            st.base = None;
+            if let Err(e) = self.drop_claim(from, claim).await {
+                log::warn!("rename: could not remove the claim of {from:?}: {e}");
             }
         }
         self.move_inodes(from, to).await;
@@ -266,4 +277,9 @@ impl Fs {
         }
         Err(last_err.unwrap_or(FsError::Internal("rename: no copy attempted".into())))
     }
+}
+
+/// Whether an open file of this host has no saved value (created here, at most claimed).
+fn never_saved(st: &FileState) -> bool {
+    !st.unlinked && st.staged.is_some() && (st.base.is_none() || st.claim.is_some())
 }

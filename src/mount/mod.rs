@@ -21,6 +21,10 @@ use crate::fs::{Fs, FsConfig};
 use crate::fuse::FuseAdapter;
 use crate::layout::Layout;
 use crate::transfer::TransferConfig;
+
+/// How long a signalled daemon waits for a busy mount (operations in flight) before it detaches
+/// the mount instead.
+const UNMOUNT_PATIENCE: Duration = Duration::from_secs(5);
 use daemon::Readiness;
 pub use options::MountOptions;
 use signals::Ending;
@@ -185,19 +189,43 @@ fn serve(
         }
         // The same sequence as `FuseAdapter::destroy` (fuse.rs), which runs on a plain unmount.
         fs.shutdown().await;
-        // Wait for in-flight operations (an upload ending in a close) to finish, then unmount.
+        // Unmount once the operations in flight (an upload ending in a close) are done: while
+        // the mount is busy, try again for a while, then detach it.
         if let Err(e) = unmounter.unmount() {
-            log::warn!("unmount failed: {e}; trying fusermount3 -u");
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(mountpoint)
-                .status();
+            log::info!("unmount: {e}; waiting for the operations in flight");
+            let deadline = std::time::Instant::now() + UNMOUNT_PATIENCE;
+            let fusermount = |lazy: bool| {
+                let mut cmd = std::process::Command::new("fusermount3");
+                cmd.arg("-u").arg("-q");
+                if lazy {
+                    cmd.arg("-z");
+                }
+                cmd.arg(mountpoint)
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            loop {
+                if fusermount(false) {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    log::warn!(
+                        "unmount: still busy after {} s; detaching it (fusermount3 -u -z)",
+                        UNMOUNT_PATIENCE.as_secs()
+                    );
+                    fusermount(true);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         Ok(())
     })?;
     match runner.join() {
         Ok(Ok(())) => Ok(()),
+        // The session this daemon ended itself (the detach above) ends this way.
+        Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
         Ok(Err(e)) => Err(e).context("FUSE session"),
         Err(_) => bail!("the FUSE session thread panicked"),
     }
