@@ -22,6 +22,11 @@ import bisect
 NO_EFFECT = {"EEXIST", "ENOENT"}
 REPLACING = {"write", "excl", "rm", "mv"}
 VALUE_READS = {"read", "scan-read", "final-read", "fresh-read"}
+# A read is judged by the operations on its name that began within HORIZON seconds before it,
+# and the KEEP before those (older ones are long visible and superseded): the check stays linear
+# in the length of the run.
+HORIZON = 60
+KEEP = 200
 LOG_READS = {"readlog", "scan-readlog", "final-readlog", "fresh-readlog"}
 
 
@@ -40,6 +45,17 @@ class Checker:
                 self.by_name.setdefault(o["path"], []).append(o)
                 if o["kind"] == "mv":
                     self.by_name.setdefault(o.get("path2"), []).append(o)
+        self.effective = {n: [o for o in ops if not self.no_effect(o)]
+                          for n, ops in self.by_name.items()}
+        self.starts = {n: [o["t0"] for o in ops] for n, ops in self.effective.items()}
+        self.appends = {}
+        for o in self.ops:
+            if o["kind"] == "append":
+                self.appends.setdefault(o["path"], []).append(o)
+        self._maybe = {}
+        self.longest = max((o["t1"] - o["t0"] for o in self.ops), default=0)
+        self._deadline = {}
+        self._old_appends = {}
         self.writers = {o["val"]: o for o in self.ops
                         if o["kind"] in ("write", "excl", "treewrite", "append") and "val" in o
                         and not o.get("synthetic")}
@@ -54,13 +70,19 @@ class Checker:
         """For each write that a mv of its host moved while it ran (of the file or a directory
         above it), the same write under the new name (synthetic, not itself checked)."""
         out = []
-        mvs = [m for m in self.ops if m["kind"] in ("mv", "mvdir") and m["res"] == "ok"]
+        longest = max((o["t1"] - o["t0"] for o in self.ops), default=0)
+        mvs = {}
+        for m in self.ops:
+            if m["kind"] in ("mv", "mvdir") and m["res"] == "ok":
+                mvs.setdefault(m["host"], []).append(m)
+        starts = {h: [m["t0"] for m in ms] for h, ms in mvs.items()}
         for w in self.ops:
             if w["kind"] not in ("write", "excl", "treewrite") or w["res"] != "ok":
                 continue
-            for m in mvs:
+            ms, st = mvs.get(w["host"], []), starts.get(w["host"], [])
+            for m in ms[bisect.bisect_left(st, w["t0"] - longest):bisect.bisect_left(st, w["t1"])]:
                 src = m["path"]
-                if (m["host"] == w["host"] and w["t0"] < m["t1"] and m["t0"] < w["t1"]
+                if (w["t0"] < m["t1"] and m["t0"] < w["t1"]
                         and (w["path"] == src or w["path"].startswith(src + "/"))):
                     moved = dict(w, path=m["path2"] + w["path"][len(src):], synthetic=True)
                     if moved["path"].startswith("v/"):
@@ -74,7 +96,21 @@ class Checker:
     def no_effect(self, o):
         return o["res"] in NO_EFFECT
 
+    def window(self, name, t_from, t_to):
+        """The effective operations on `name` that began before `t_to`, from KEEP before
+        `t_from` on."""
+        ops, starts = self.effective.get(name, []), self.starts.get(name, [])
+        hi = bisect.bisect_left(starts, t_to)
+        lo = max(0, bisect.bisect_left(starts, t_from) - KEEP)
+        return ops[lo:hi]
+
     def maybe(self, o):
+        key = id(o)
+        if key not in self._maybe:
+            self._maybe[key] = self._maybe_uncached(o)
+        return self._maybe[key]
+
+    def _maybe_uncached(self, o):
         if o["res"] != "ok":
             return True
         t1 = o["t1"]
@@ -87,7 +123,14 @@ class Checker:
 
     def deadline(self, o, reader):
         """When `reader` (a read op) must see what `o` did, at the latest."""
-        if o["host"] == reader["host"] and o["gen"] == reader["gen"]:
+        same = o["host"] == reader["host"] and o["gen"] == reader["gen"]
+        key = (id(o), reader["host"], same)
+        if key not in self._deadline:
+            self._deadline[key] = self._deadline_uncached(o, reader, same)
+        return self._deadline[key]
+
+    def _deadline_uncached(self, o, reader, same):
+        if same:
             d = o["t1"] + 0.2
             w = self.w_close
         else:
@@ -112,8 +155,8 @@ class Checker:
         if key in self._ever or depth > 30:
             return self._ever.get(key, set())
         out = set()
-        for o in self.by_name.get(name, []):
-            if o["t0"] >= t or self.no_effect(o):
+        for o in self.window(name, t, t):
+            if o["t0"] >= t:
                 continue
             if o["kind"] in ("write", "excl"):
                 out.add(o["val"])
@@ -135,26 +178,31 @@ class Checker:
 
     def check_value_read(self, r):
         name = r["path"]
-        cands = [o for o in self.by_name.get(name, []) if not self.no_effect(o)]
-        visible = [p for p in cands if p is not r and not self.maybe(p)
-                   and self.deadline(p, r) <= r["t0"]]
+        cands = self.window(name, r["t0"] - HORIZON, r["t1"])
+        # The visible acknowledged operation that began last supersedes everything that ended
+        # before it began (the candidates are in order of start).
+        last = None
+        for p in reversed(cands):
+            if p is not r and not self.maybe(p) and self.deadline(p, r) <= r["t0"]:
+                last = p
+                break
         acceptable = set()
-        late_starts = sorted(p["t0"] for p in visible)
-        for o in cands:
-            if o["t0"] >= r["t1"]:
-                continue
-            i = bisect.bisect_right(late_starts, o["t1"])
-            if i < len(late_starts):
-                continue  # superseded by a visible acknowledged operation that began after it
-            acceptable |= self.states(o, name)
-        if not visible:
+        for o in reversed(cands):
+            if last is not None and o["t0"] < last["t0"] - self.longest:
+                break  # nothing that began this early ended after `last` began
+            if last is None or o["t1"] >= last["t0"]:
+                acceptable |= self.states(o, name)
+        if last is None:
             acceptable.add("absent")
-        if any(o["kind"] in ("write", "excl") and o["t0"] < r["t1"]
-               and (o["t1"] + self.w_close > r["t0"] or self.maybe(o)) for o in cands):
-            acceptable.add("empty")  # an O_EXCL claim, or a create seen before its close
+        for o in reversed(cands):
+            if o["t0"] < r["t0"] - HORIZON:
+                break
+            if o["kind"] in ("write", "excl") and (o["t1"] + self.w_close > r["t0"]
+                                                  or self.maybe(o)):
+                acceptable.add("empty")  # an O_EXCL claim, or a create seen before its close
+                break
         if r["val"] not in acceptable:
             near = [o for o in cands if o["t0"] < r["t1"] and o["t1"] > r["t0"] - 15]
-            last = max(visible, key=lambda p: p["t1"], default=None)
             if last is not None and last not in near:
                 near.insert(0, last)
             wrote = self.writers.get(r["val"])
@@ -188,13 +236,26 @@ class Checker:
             seen.add(v)
             if self.writers[v]["path"] != r["path"]:
                 self.violation("append record in the wrong file", [self.writers[v], r], v)
-        for p in self.ops:
-            if p["kind"] != "append" or p["path"] != r["path"] or p["t0"] >= r["t0"]:
-                continue
+        # Appends older than the horizon must all be there (kept in one growing set per file,
+        # as reads come in time order); newer ones once their deadline for this reader passed.
+        appends = self.appends.get(r["path"], [])
+        old, done = self._old_appends.setdefault(r["path"], [set(), 0])
+        while done < len(appends) and appends[done]["t0"] < r["t0"] - HORIZON:
+            p = appends[done]
+            if not self.maybe(p) and not self.across_restart(p.get("locked", p["t0"]), p["t1"]):
+                old.add(p["val"])
+            done += 1
+        self._old_appends[r["path"]][1] = done
+        missing = [self.writers[v] for v in old - seen]
+        for p in appends[done:]:
+            if p["t0"] >= r["t0"]:
+                break
             if p["val"] not in seen and not self.maybe(p) and self.deadline(p, r) <= r["t0"] \
                     and not self.across_restart(p.get("locked", p["t0"]), p["t1"]):
-                self.violation("acknowledged append missing from a later read", [p, r],
-                               "record %s" % p["val"])
+                missing.append(p)
+        for p in missing:
+            self.violation("acknowledged append missing from a later read", [p, r],
+                           "record %s" % p["val"])
 
     def check_locks(self):
         holds = {}

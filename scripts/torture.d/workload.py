@@ -18,6 +18,20 @@ from values import make_record, make_value, parse_records, parse_value
 
 VALUES = ["v/f%d" % i for i in range(10)]
 LOGS = ["a/log%d" % i for i in range(3)]
+# Every few minutes the appends go to new log files (`a/log0.1`, ...), so a long run's logs (each
+# append rewrites its whole file) stay small.
+LOG_EPOCH = 240
+
+
+def logs_at(t):
+    """The log files appended to at run time `t`."""
+    e = int(t // LOG_EPOCH)
+    return LOGS if e == 0 else ["%s.%d" % (p, e) for p in LOGS]
+
+
+def all_logs(t):
+    """Every log file of a run that lasted until `t`."""
+    return [p for e in range(int(t // LOG_EPOCH) + 1) for p in logs_at(e * LOG_EPOCH)]
 TREE_DIRS = ["t/d%d" % i for i in range(4)]
 
 
@@ -137,9 +151,10 @@ class Worker(threading.Thread):
             a, b = r.sample(VALUES, 2)
             return (a, b)
         if kind == "append":
-            return (r.choice(LOGS), self.writer_id(), r.randint(1, 400), r.random() < 0.3)
+            return (r.choice(logs_at(self.hist.now())), self.writer_id(), r.randint(1, 400),
+                    r.random() < 0.3)
         if kind == "readlog":
-            return (r.choice(LOGS),)
+            return (r.choice(logs_at(self.hist.now())),)
         if kind == "mkdirp":
             return ("%s/s%d" % (r.choice(TREE_DIRS), r.randrange(3)),)
         if kind == "treewrite":
@@ -313,7 +328,7 @@ class Worker(threading.Thread):
         """Reads everything: the value files, the logs, and every file under t/."""
         for path in VALUES:
             self.op_read(root, gen, path, "scan-read")
-        for path in LOGS:
+        for path in logs_at(self.hist.now()):
             self.op_readlog(root, gen, path, "scan-readlog")
         for path in walk(root, "t"):
             self.op_read(root, gen, path, "tree-read")

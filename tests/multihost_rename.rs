@@ -1,0 +1,194 @@
+//! Renames and readers racing writers, without a kernel (two `Fs` over one store = two hosts):
+//! found by `scripts/torture`. A rename never publishes half-written data, never loses the
+//! target's value when its source vanishes after the copy, and never leaves the old name behind
+//! because another host only changed its attributes; a reader on the writing host reads whole
+//! saved versions.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use remotedict::fs::{Fs, FsError, SetAttr};
+use remotedict::layout::Layout;
+use remotedict::store::testing::{Fault, FaultStore, MemStore, Op, When};
+use remotedict::store::{BlobStore, StoreError};
+
+const ROOT: u64 = 1;
+
+fn host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
+    host_with_ttl(store, cache, Duration::from_millis(1))
+}
+
+/// A host whose index copy stays trusted for `ttl` (`--index-ttl`).
+fn host_with_ttl(store: &Arc<dyn BlobStore>, cache: &std::path::Path, ttl: Duration) -> Fs {
+    let cfg = common::fs_config(cache, 64 << 20);
+    Fs::new(store.clone(), Layout::new("folder").unwrap(), ttl, cfg).unwrap()
+}
+
+async fn open_write(fs: &Fs, name: &str) -> u64 {
+    let (_, fh) = fs
+        .create(
+            ROOT,
+            name,
+            0o644,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        )
+        .await
+        .unwrap();
+    fh
+}
+
+async fn write_file(fs: &Fs, name: &str, data: &[u8]) {
+    let fh = open_write(fs, name).await;
+    fs.write(fh, 0, data).await.unwrap();
+    fs.fsync(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+}
+
+async fn read(fs: &Fs, name: &str) -> Result<Vec<u8>, FsError> {
+    let attr = fs.lookup(ROOT, name).await?;
+    fs.read_all(attr.ino).await
+}
+
+/// The name is either listed and readable on a new host, or neither listed nor in the store.
+async fn consistent(store: &Arc<dyn BlobStore>, name: &str) -> Option<Vec<u8>> {
+    let cache = tempfile::tempdir().unwrap();
+    let fs = host(store, cache.path());
+    let blob = store.head(&format!("folder/{name}")).await;
+    match fs.lookup(ROOT, name).await {
+        Ok(_) => Some(read(&fs, name).await.expect("listed, so readable")),
+        Err(FsError::NotFound) => {
+            assert!(
+                matches!(blob, Err(StoreError::NotFound(_))),
+                "{name}: not listed, but its blob is there: {blob:?}"
+            );
+            None
+        }
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+fn faulty() -> (Arc<FaultStore>, Arc<dyn BlobStore>) {
+    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    (faults, store)
+}
+
+/// Host B (whose index copy predates the move) runs `chmod` on `f` between C's copy and C's
+/// delete of the old blob, and lists it again: the etag changed but the value did not, so the
+/// old name still goes (it used to stay, a second copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chmod_elsewhere_during_mv_does_not_keep_the_old_name() {
+    let (faults, store) = faulty();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = Arc::new(host_with_ttl(&store, cb.path(), Duration::from_secs(30)));
+    let c = host(&store, cc.path());
+    write_file(&b, "f", b"the value").await;
+    assert_eq!(read(&c, "f").await.unwrap(), b"the value");
+    let ino = b.lookup(ROOT, "f").await.unwrap().ino;
+    let b2 = b.clone();
+    faults.plan(
+        Op::Delete,
+        When::Prefix("folder/f".into()),
+        Fault::hook(move || async move {
+            let set = SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            };
+            b2.setattr(ino, None, set).await.unwrap();
+        }),
+    );
+    c.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
+    faults.clear();
+    assert_eq!(consistent(&store, "f").await, None, "the old name stays");
+    assert_eq!(consistent(&store, "g").await.as_deref(), Some(&b"the value"[..]));
+}
+
+/// B removes `f` after C copied it (before the copy is written to `g`): the move still happens
+/// (it used to fail with ENOENT after overwriting `g`'s blob, whose listing then named a
+/// version that was gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_removed_after_its_copy_still_moves() {
+    let (faults, store) = faulty();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = Arc::new(host(&store, cb.path()));
+    let c = host(&store, cc.path());
+    write_file(&b, "f", b"moved value").await;
+    write_file(&b, "g", b"old target").await;
+    assert_eq!(read(&c, "f").await.unwrap(), b"moved value");
+    let b2 = b.clone();
+    faults.plan(
+        Op::Put,
+        When::Prefix("folder/g".into()),
+        Fault::hook(move || async move { b2.unlink(ROOT, "f").await.unwrap() }),
+    );
+    c.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
+    faults.clear();
+    assert_eq!(consistent(&store, "f").await, None);
+    assert_eq!(
+        consistent(&store, "g").await.as_deref(),
+        Some(&b"moved value"[..])
+    );
+}
+
+/// A handle opened for reading on the host that is rewriting the file reads the saved version,
+/// whole: not the writer's staged bytes (half-written, or cut short by its `O_TRUNC`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_on_the_writing_host_reads_the_saved_version() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let cache = tempfile::tempdir().unwrap();
+    let a = host(&store, cache.path());
+    write_file(&a, "f", b"version one, whole").await;
+    let w = open_write(&a, "f").await;
+    a.write(w, 0, b"vers").await.unwrap();
+    assert_eq!(read(&a, "f").await.unwrap(), b"version one, whole");
+    a.write(w, 4, b"ion two").await.unwrap();
+    a.release(w).await.unwrap();
+    assert_eq!(read(&a, "f").await.unwrap(), b"version two");
+}
+
+/// A file being written is renamed on its host: other hosts see the last saved version under
+/// the new name (never the half-written one), and the writer's close saves under the new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_being_written_moves_as_its_saved_version() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
+    write_file(&a, "f", b"saved").await;
+    let w = open_write(&a, "f").await;
+    a.write(w, 0, b"half").await.unwrap();
+    a.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
+    assert_eq!(read(&b, "g").await.unwrap(), b"saved", "half-written data moved");
+    a.write(w, 4, b" and the rest").await.unwrap();
+    a.release(w).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert_eq!(
+        consistent(&store, "g").await.as_deref(),
+        Some(&b"half and the rest"[..])
+    );
+    assert_eq!(consistent(&store, "f").await, None);
+}
+
+/// A file created here and never saved, renamed while open over another host's file: the
+/// target's old value goes, nothing half-written appears, and the close saves the whole file
+/// under the new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_never_saved_file_moves_by_name() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
+    write_file(&b, "m", b"old m").await;
+    let w = open_write(&a, "n").await;
+    a.write(w, 0, b"da").await.unwrap();
+    a.rename(ROOT, "n", ROOT, "m", false).await.unwrap();
+    match read(&b, "m").await {
+        Err(FsError::NotFound) => {}
+        other => panic!("m between the rename and the close: {other:?}"),
+    }
+    a.write(w, 2, b"ta").await.unwrap();
+    a.release(w).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert_eq!(consistent(&store, "m").await.as_deref(), Some(&b"data"[..]));
+    assert_eq!(consistent(&store, "n").await, None);
+}
