@@ -102,7 +102,10 @@ async fn a_chmod_elsewhere_during_mv_does_not_keep_the_old_name() {
     c.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
     faults.clear();
     assert_eq!(consistent(&store, "f").await, None, "the old name stays");
-    assert_eq!(consistent(&store, "g").await.as_deref(), Some(&b"the value"[..]));
+    assert_eq!(
+        consistent(&store, "g").await.as_deref(),
+        Some(&b"the value"[..])
+    );
 }
 
 /// B removes `f` after C copied it (before the copy is written to `g`): the move still happens
@@ -159,7 +162,11 @@ async fn a_file_being_written_moves_as_its_saved_version() {
     let w = open_write(&a, "f").await;
     a.write(w, 0, b"half").await.unwrap();
     a.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
-    assert_eq!(read(&b, "g").await.unwrap(), b"saved", "half-written data moved");
+    assert_eq!(
+        read(&b, "g").await.unwrap(),
+        b"saved",
+        "half-written data moved"
+    );
     a.write(w, 4, b" and the rest").await.unwrap();
     a.release(w).await.unwrap();
     a.sync_index().await.unwrap();

@@ -255,7 +255,11 @@ mod tests {
         let unused = t.ino("y");
         t.rename("a", "z");
         t.rename("ab/c", "y");
-        assert_eq!(t.key(unused), None, "a replaced inode nothing holds is forgotten");
+        assert_eq!(
+            t.key(unused),
+            None,
+            "a replaced inode nothing holds is forgotten"
+        );
         assert_eq!(t.get("z"), Some(a));
         assert_eq!(t.get("z/b"), Some(ab));
         assert_eq!(t.key(ab), Some("z/b"));

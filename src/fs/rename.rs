@@ -64,9 +64,8 @@ impl Fs {
         let src_is_dir = src_entry
             .as_ref()
             .map_or_else(|| has_children(&index, &from), |e| e.kind == EntryKind::Dir);
-        let pending = src_entry.is_none()
-            && !src_is_dir
-            && held.as_deref().is_some_and(never_saved);
+        let pending =
+            src_entry.is_none() && !src_is_dir && held.as_deref().is_some_and(never_saved);
         if src_entry.is_none() && !src_is_dir && !pending {
             return Err(FsError::NotFound);
         }
@@ -267,8 +266,7 @@ impl Fs {
         let dst = self.layout.blob_name(new);
         let mut last_err = None;
         for _ in 0..5 {
-            match transfer::copy_stored(self.store.as_ref(), &src, &dst, &self.cfg.transfer).await
-            {
+            match transfer::copy_stored(self.store.as_ref(), &src, &dst, &self.cfg.transfer).await {
                 Ok(c) => return Ok(Some(c)),
                 Err(TransferError::Store(StoreError::NotFound(_))) => return Ok(None),
                 Err(e @ TransferError::Changed(_)) => last_err = Some(FsError::from(e)),

@@ -243,8 +243,7 @@ impl Fs {
             let cond =
                 Conditions::if_match(props.etag.clone()).with_lease(self.locks.lease_id(key));
             let metadata = merged_metadata(&props.metadata, blob_metadata(&e));
-            match self.store.set_metadata(blob, &metadata, &cond).await
-            {
+            match self.store.set_metadata(blob, &metadata, &cond).await {
                 Ok(etag) => e.etag = etag,
                 Err(StoreError::PreconditionFailed(_)) => return Ok(None),
                 Err(err) => return Err(err.into()),
