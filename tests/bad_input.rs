@@ -70,7 +70,7 @@ fn garbled_connection_string() {
     let out = mount_cmd(
         dir.path(),
         Some("AccountName=x;AccountKey=SECRETSECRET;Garbage"),
-        &["--container", "c"],
+        &["--container", "cnt"],
     );
     fails_with(&out, "connection string");
     assert!(
@@ -81,9 +81,20 @@ fn garbled_connection_string() {
     let out = mount_cmd(
         dir.path(),
         Some("not a connection string at all"),
-        &["--container", "c"],
+        &["--container", "cnt"],
     );
     fails_with(&out, "connection string");
+}
+
+#[test]
+fn a_bad_container_name_blames_the_flag_not_the_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;\
+                BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;";
+    let out = mount_cmd(dir.path(), Some(conn), &["--container", "c"]);
+    fails_with(&out, "--container");
+    fails_with(&out, "invalid container name \"c\"");
+    assert!(!stderr(&out).contains("not usable"), "{}", stderr(&out));
 }
 
 #[test]

@@ -227,6 +227,11 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
         request_timeout: Duration::from_secs(cfg.request_timeout.max(1)),
     };
     let container = cfg.container.as_str();
+    if matches!(cfg.backend, Backend::Azure { .. }) {
+        // A bad name is the flag's fault, not the credential's.
+        crate::store::azure::check_container_name(container)
+            .context("--container (or `container` in the configuration file)")?;
+    }
     let backend: Arc<dyn BlobStore> = match &cfg.backend {
         Backend::Local { root, .. } => local_store(root, container)?,
         Backend::Azure { credential } => Arc::new(match credential {

@@ -45,7 +45,8 @@ use futures::StreamExt;
 
 use self::convert::props_from_blob;
 use self::errors::{http_status, Op};
-use self::names::{check_container_name, check_name};
+pub use self::names::check_container_name;
+use self::names::check_name;
 use self::redact::Redactor;
 use super::{
     BlobProps, BlobStore, Conditions, GetResult, LeaseDuration, ListPage, Metadata, PutOptions,

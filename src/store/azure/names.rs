@@ -53,7 +53,7 @@ pub(super) fn check_block_id(name: &str, id: &str) -> Result<()> {
 }
 
 /// Container names as Azure takes them (or `$root`).
-pub(super) fn check_container_name(c: &str) -> Result<()> {
+pub fn check_container_name(c: &str) -> Result<()> {
     let ok = (3..=63).contains(&c.len())
         && c.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
