@@ -228,6 +228,9 @@ async fn a_move_overtaken_by_another_write_keeps_the_name_listed() {
     faults.clear();
     assert_eq!(read(&c, "f").await.unwrap(), b"newer");
     b.sync_index().await.unwrap();
-    assert_eq!(consistent(&store, "f").await.as_deref(), Some(&b"newer"[..]));
+    assert_eq!(
+        consistent(&store, "f").await.as_deref(),
+        Some(&b"newer"[..])
+    );
     assert_eq!(consistent(&store, "x").await, None);
 }
