@@ -500,24 +500,11 @@ impl SharedIndex {
             if let Some(SavedCheck { key, blob, etag }) = saved_check(next, c) {
                 match self.store.head(blob).await {
                     Ok(p) if p.etag == etag => {}
-                    Ok(p) => {
-                        // Another writer's newer value is there. Its writer lists it; until then
-                        // the name is listed with it, not left out (this host just saved it).
-                        let newer = super::meta::entry_from_props(&p);
-                        let listable = !p.metadata.contains_key(super::meta::META_CLAIM)
-                            && newer.kind != super::format::EntryKind::Symlink;
-                        if listable && !next.entries.contains_key(key) {
-                            next.entries.insert(key.to_string(), newer);
-                            changed = true;
-                        }
+                    Ok(_) | Err(StoreError::NotFound(_)) => {
                         log::info!(
-                            "index: {key:?} was rewritten elsewhere after this host's save; \
-                             listing the newer value"
+                            "index: {key:?} was rewritten elsewhere after this host's \
+                             save; listing the newer value"
                         );
-                        continue;
-                    }
-                    Err(StoreError::NotFound(_)) => {
-                        log::info!("index: {key:?} was removed elsewhere after this host's save");
                         continue;
                     }
                     Err(e) => return Err(e.into()),
