@@ -13,7 +13,7 @@ use remotedict::layout::Layout;
 use remotedict::store::testing::{Fault, FaultStore, MemStore, Op, When};
 use remotedict::store::{BlobStore, Metadata, PutOptions, StoreError};
 
-const ROOT: u64 = 1;
+use common::hosts::{consistent as assert_consistent, read, write_file, ROOT};
 
 /// How old a claim's heartbeat must be before it may be taken over, in these tests.
 const STALE_SECS: u64 = 2;
@@ -32,44 +32,6 @@ fn stale_host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
 
 fn fresh_host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
     host(store, cache, Duration::from_millis(1))
-}
-
-async fn write_file(fs: &Fs, name: &str, data: &[u8]) {
-    let (_, fh) = fs
-        .create(
-            ROOT,
-            name,
-            0o644,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-        )
-        .await
-        .unwrap();
-    fs.write(fh, 0, data).await.unwrap();
-    fs.fsync(fh).await.unwrap();
-    fs.release(fh).await.unwrap();
-}
-
-async fn read(fs: &Fs, name: &str) -> Result<Vec<u8>, FsError> {
-    let attr = fs.lookup(ROOT, name).await?;
-    fs.read_all(attr.ino).await
-}
-
-/// The name is either listed and readable on a new host, or neither listed nor in the store.
-async fn assert_consistent(store: &Arc<dyn BlobStore>, name: &str) -> Option<Vec<u8>> {
-    let cache = tempfile::tempdir().unwrap();
-    let fs = fresh_host(store, cache.path());
-    let blob = store.head(&format!("folder/{name}")).await;
-    match fs.lookup(ROOT, name).await {
-        Ok(_) => Some(read(&fs, name).await.expect("listed, so readable")),
-        Err(FsError::NotFound) => {
-            assert!(
-                matches!(blob, Err(StoreError::NotFound(_))),
-                "{name}: not listed, but its blob is there: {blob:?}"
-            );
-            None
-        }
-        Err(e) => panic!("{name}: {e}"),
-    }
 }
 
 fn mem() -> Arc<dyn BlobStore> {

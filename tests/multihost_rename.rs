@@ -10,63 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remotedict::fs::{Fs, FsError, SetAttr};
-use remotedict::layout::Layout;
 use remotedict::store::testing::{Fault, FaultStore, MemStore, Op, When};
-use remotedict::store::{BlobStore, StoreError};
+use remotedict::store::BlobStore;
 
-const ROOT: u64 = 1;
+use common::hosts::{consistent, host_with_ttl, open_write, read, write_file, ROOT};
 
 fn host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
     host_with_ttl(store, cache, Duration::from_millis(1))
-}
-
-/// A host whose index copy stays trusted for `ttl` (`--index-ttl`).
-fn host_with_ttl(store: &Arc<dyn BlobStore>, cache: &std::path::Path, ttl: Duration) -> Fs {
-    let cfg = common::fs_config(cache, 64 << 20);
-    Fs::new(store.clone(), Layout::new("folder").unwrap(), ttl, cfg).unwrap()
-}
-
-async fn open_write(fs: &Fs, name: &str) -> u64 {
-    let (_, fh) = fs
-        .create(
-            ROOT,
-            name,
-            0o644,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-        )
-        .await
-        .unwrap();
-    fh
-}
-
-async fn write_file(fs: &Fs, name: &str, data: &[u8]) {
-    let fh = open_write(fs, name).await;
-    fs.write(fh, 0, data).await.unwrap();
-    fs.fsync(fh).await.unwrap();
-    fs.release(fh).await.unwrap();
-}
-
-async fn read(fs: &Fs, name: &str) -> Result<Vec<u8>, FsError> {
-    let attr = fs.lookup(ROOT, name).await?;
-    fs.read_all(attr.ino).await
-}
-
-/// The name is either listed and readable on a new host, or neither listed nor in the store.
-async fn consistent(store: &Arc<dyn BlobStore>, name: &str) -> Option<Vec<u8>> {
-    let cache = tempfile::tempdir().unwrap();
-    let fs = host(store, cache.path());
-    let blob = store.head(&format!("folder/{name}")).await;
-    match fs.lookup(ROOT, name).await {
-        Ok(_) => Some(read(&fs, name).await.expect("listed, so readable")),
-        Err(FsError::NotFound) => {
-            assert!(
-                matches!(blob, Err(StoreError::NotFound(_))),
-                "{name}: not listed, but its blob is there: {blob:?}"
-            );
-            None
-        }
-        Err(e) => panic!("{name}: {e}"),
-    }
 }
 
 fn faulty() -> (Arc<FaultStore>, Arc<dyn BlobStore>) {

@@ -1,6 +1,7 @@
 //! Shared test helpers: the stores a suite runs against.
 #![allow(dead_code)]
 
+pub mod hosts;
 pub mod mount;
 
 use std::sync::Arc;
