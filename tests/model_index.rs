@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 use remotedict::index::apply::{apply_change, apply_changes, saved_check};
+use remotedict::index::meta::entry_from_props;
 use remotedict::index::{decode, encode, Change, Entry, EntryKind, Index, SharedIndex};
 use remotedict::store::{self, BlobStore, PutOptions};
 
@@ -28,6 +29,12 @@ enum BlobNow {
     Other,
     /// Deleted since.
     Missing,
+}
+
+/// The entry the store's description of another writer's newer blob gives, in the pure tests
+/// (the tests over a store read it from the blob itself).
+fn other_entry() -> Entry {
+    Entry::file(9, 9, 0, "\"other\"")
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -112,8 +119,9 @@ type Model = BTreeMap<String, Entry>;
 
 /// The model's rules, from the documentation of [`Change`]; `saved_ours` says whether the store
 /// still holds a `Saved` change's version, and is `None` where a `Saved` is a plain put (the
-/// view of submitted changes). Returns whether the model changed.
-fn model_apply(m: &mut Model, c: &Change, saved_ours: Option<bool>) -> bool {
+/// view of submitted changes); `newer` is the entry of another writer's blob now under the
+/// name, if there is one. Returns whether the model changed.
+fn model_apply(m: &mut Model, c: &Change, saved_ours: Option<bool>, newer: Option<&Entry>) -> bool {
     let before = m.clone();
     match c {
         Change::Put { key, entry } => {
@@ -152,6 +160,10 @@ fn model_apply(m: &mut Model, c: &Change, saved_ours: Option<bool>) -> bool {
             });
             if lands {
                 m.insert(key.clone(), entry.clone());
+            } else if let (None, Some(newer)) = (&listed, newer) {
+                // Overtaken by another writer's value while the name was unlisted: the name is
+                // listed with that newer value, never left out.
+                m.insert(key.clone(), newer.clone());
             }
         }
     }
@@ -181,8 +193,14 @@ fn commit_apply(index: &mut Index, batch: &[(Change, BlobNow)]) -> bool {
                 (check.key, check.blob, check.etag),
                 (key.as_str(), blob.as_str(), entry.etag.as_str())
             );
-            if *now != BlobNow::Ours {
-                continue;
+            match now {
+                BlobNow::Ours => {}
+                BlobNow::Other if !index.entries.contains_key(key) => {
+                    index.entries.insert(key.clone(), other_entry());
+                    changed = true;
+                    continue;
+                }
+                BlobNow::Other | BlobNow::Missing => continue,
             }
         }
         changed |= apply_change(index, c);
@@ -210,7 +228,7 @@ proptest! {
             let changed = apply_changes(&mut index, batch);
             let mut model_changed = false;
             for c in batch {
-                model_changed |= model_apply(&mut model, c, None);
+                model_changed |= model_apply(&mut model, c, None, None);
             }
             prop_assert_eq!(changed, model_changed, "after {:?}", batch);
             prop_assert_eq!(as_map(&index), model.clone(), "after {:?}", batch);
@@ -218,7 +236,8 @@ proptest! {
         assert_round_trips(&index)?;
     }
 
-    /// A commit's resolution: a late `Saved` lands only if the store still holds its version.
+    /// A commit's resolution: a late `Saved` lands only if the store still holds its version;
+    /// overtaken by another writer while the name is unlisted, the name lists the newer value.
     #[test]
     fn committed_changes_follow_the_model(
         batches in prop::collection::vec(prop::collection::vec(step(), 1..4), 0..30)
@@ -229,7 +248,9 @@ proptest! {
             let changed = commit_apply(&mut index, batch);
             let mut model_changed = false;
             for (c, now) in batch {
-                model_changed |= model_apply(&mut model, c, Some(*now == BlobNow::Ours));
+                let newer = (*now == BlobNow::Other).then(other_entry);
+                model_changed |=
+                    model_apply(&mut model, c, Some(*now == BlobNow::Ours), newer.as_ref());
             }
             prop_assert_eq!(changed, model_changed, "after {:?}", batch);
             prop_assert_eq!(as_map(&index), model.clone(), "after {:?}", batch);
@@ -254,14 +275,16 @@ fn shared(store: &Arc<dyn BlobStore>) -> Arc<SharedIndex> {
 
 /// Makes the store say `now` of each `Saved` change's blob: `Ours` writes the blob and lists its
 /// real etag, `Other` writes it with a different etag, `Missing` names a blob never written.
+/// Each change comes with the entry the store's description of an `Other` blob gives.
 async fn stage(
     store: &Arc<dyn BlobStore>,
     batch: &[(Change, BlobNow)],
     serial: &mut u32,
-) -> Vec<(Change, BlobNow)> {
+) -> Vec<(Change, BlobNow, Option<Entry>)> {
     let mut out = Vec::new();
     for (c, now) in batch {
         let mut c = c.clone();
+        let mut newer = None;
         if let Change::Saved { blob, entry, .. } = &mut c {
             *serial += 1;
             *blob = format!("blobs/{serial}");
@@ -272,10 +295,13 @@ async fn stage(
                     .expect("put a value blob");
                 if *now == BlobNow::Ours {
                     entry.etag = etag;
+                } else {
+                    let props = store.head(blob).await.expect("head a value blob");
+                    newer = Some(entry_from_props(&props));
                 }
             }
         }
-        out.push((c, *now));
+        out.push((c, *now, newer));
     }
     out
 }
@@ -323,7 +349,7 @@ async fn shared_index_follows_the_model(ops: Vec<Op>) -> Result<(), TestCaseErro
             w.invalidate();
         }
         let batch = stage(&store, &op.batch, &mut serial).await;
-        let changes: Vec<Change> = batch.iter().map(|(c, _)| c.clone()).collect();
+        let changes: Vec<Change> = batch.iter().map(|(c, _, _)| c.clone()).collect();
         match op.via {
             Via::Commit => w.commit(changes).await,
             Via::SubmitThenFlush => {
@@ -332,8 +358,8 @@ async fn shared_index_follows_the_model(ops: Vec<Op>) -> Result<(), TestCaseErro
             }
         }
         .map_err(|e| TestCaseError::fail(format!("commit failed: {e}")))?;
-        for (c, now) in &batch {
-            model_apply(&mut model, c, Some(*now == BlobNow::Ours));
+        for (c, now, newer) in &batch {
+            model_apply(&mut model, c, Some(*now == BlobNow::Ours), newer.as_ref());
         }
         prop_assert_eq!(w.unsettled(), 0);
         prop_assert_eq!(

@@ -149,3 +149,38 @@ async fn a_never_saved_file_moves_by_name() {
     assert_eq!(consistent(&store, "m").await.as_deref(), Some(&b"data"[..]));
     assert_eq!(consistent(&store, "n").await, None);
 }
+
+/// C (whose index copy still lists `f`) moves `x` onto `f` after B removed `f`, and B writes
+/// a new `f` just before C's listing of the move lands: C's listing finds B's newer value there
+/// and lists that (its writer's own listing follows), so on C the name does not vanish (it used
+/// to, until B's listing arrived).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_overtaken_by_another_write_keeps_the_name_listed() {
+    let (faults, store) = faulty();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = Arc::new(host(&store, cb.path()));
+    let c = host_with_ttl(&store, cc.path(), Duration::from_secs(30));
+    write_file(&c, "x", b"moved").await;
+    write_file(&c, "f", b"old f").await;
+    b.unlink(ROOT, "f").await.unwrap();
+    let b2 = b.clone();
+    faults.plan(
+        Op::Head,
+        When::Prefix("folder/f".into()),
+        Fault::hook(move || async move {
+            // Closed, not fsynced: its listing waits for B's next group commit.
+            let fh = open_write(&b2, "f").await;
+            b2.write(fh, 0, b"newer").await.unwrap();
+            b2.release(fh).await.unwrap();
+        }),
+    );
+    c.rename(ROOT, "x", ROOT, "f", false).await.unwrap();
+    faults.clear();
+    assert_eq!(read(&c, "f").await.unwrap(), b"newer");
+    b.sync_index().await.unwrap();
+    assert_eq!(
+        consistent(&store, "f").await.as_deref(),
+        Some(&b"newer"[..])
+    );
+    assert_eq!(consistent(&store, "x").await, None);
+}

@@ -3,8 +3,9 @@
 //!
 //! One rule needs the store: a [`Change::Saved`] whose listed entry moved on since the write
 //! began lands only if its blob is still the version written. [`saved_check`] says when (and
-//! which blob to ask about); [`super::shared`] asks the store and skips the change when another
-//! writer's value is newer; everything else is [`apply_change`].
+//! which blob to ask about); [`super::shared`] asks the store and, when another writer's value
+//! is newer, skips the change (or lists that value if the key is unlisted); everything else is
+//! [`apply_change`].
 
 use super::format::{Entry, Index};
 
@@ -31,7 +32,10 @@ pub enum Change {
     /// etag listed when the write began; `None`: the key was not listed). Submitted changes land
     /// later, so when the listed entry has changed meanwhile the commit asks the store whether
     /// `blob` is still this version and lists it only then: a late commit never puts back an
-    /// older value over another writer's newer one.
+    /// older value over another writer's newer one. When another writer's value is there and the
+    /// key is unlisted (it was removed, then rewritten, and that writer's listing has not landed
+    /// yet), the key is listed with the newer blob as the store describes it (not a claim or a
+    /// link), so the name this host just saved never vanishes.
     Saved {
         key: String,
         blob: String,

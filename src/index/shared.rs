@@ -489,7 +489,8 @@ impl SharedIndex {
 
     /// Applies `changes` to `next`, in order; returns whether anything changed. A
     /// [`Change::Saved`] is a put, unless the entry changed since the write began and the blob
-    /// is no longer the version written (another writer's is newer): then it is dropped.
+    /// is no longer the version written (another writer's is newer): then it is dropped, or, if
+    /// the key is unlisted, the newer blob is listed.
     async fn apply_resolved(
         &self,
         next: &mut Index,
@@ -500,11 +501,24 @@ impl SharedIndex {
             if let Some(SavedCheck { key, blob, etag }) = saved_check(next, c) {
                 match self.store.head(blob).await {
                     Ok(p) if p.etag == etag => {}
-                    Ok(_) | Err(StoreError::NotFound(_)) => {
+                    Ok(p) => {
+                        // Another writer's newer value is there. Its writer lists it; until then
+                        // the name is listed with it, not left out (this host just saved it).
+                        let newer = super::meta::entry_from_props(&p);
+                        let listable = !p.metadata.contains_key(super::meta::META_CLAIM)
+                            && newer.kind != super::format::EntryKind::Symlink;
+                        if listable && !next.entries.contains_key(key) {
+                            next.entries.insert(key.to_string(), newer);
+                            changed = true;
+                        }
                         log::info!(
-                            "index: {key:?} was rewritten elsewhere after this host's \
-                             save; listing the newer value"
+                            "index: {key:?} was rewritten elsewhere after this host's save; \
+                             listing the newer value"
                         );
+                        continue;
+                    }
+                    Err(StoreError::NotFound(_)) => {
+                        log::info!("index: {key:?} was removed elsewhere after this host's save");
                         continue;
                     }
                     Err(e) => return Err(e.into()),
