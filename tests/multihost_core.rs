@@ -401,3 +401,50 @@ async fn the_next_lock_holder_reads_what_the_last_one_wrote() {
         expected
     );
 }
+
+/// Host B rewrites `f` (closed, its listing still waiting for B's group commit) while C runs
+/// `chmod` on it: the blob is no longer the version C's index lists, and C used to give up with
+/// EIO after three tries. `chmod` changes the value that is there now, as on a local disk, and
+/// that value keeps the new mode on every host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chmod_racing_another_hosts_write_changes_the_newest_value() {
+    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = Arc::new(fresh_host(&store, cb.path()));
+    let c = fresh_host(&store, cc.path());
+    write_file(&b, "f", b"old").await;
+    let ino = c.lookup(ROOT, "f").await.unwrap().ino;
+    let b2 = b.clone();
+    faults.plan(
+        Op::Head,
+        When::Prefix("folder/f".into()),
+        Fault::hook(move || async move {
+            let (_, fh) = b2
+                .create(ROOT, "f", 0o644, libc::O_WRONLY | libc::O_TRUNC)
+                .await
+                .unwrap();
+            b2.write(fh, 0, b"the newer value").await.unwrap();
+            b2.release(fh).await.unwrap();
+        }),
+    );
+    let set = remotedict::fs::SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    let attr = c
+        .setattr(ino, None, set)
+        .await
+        .expect("chmod while B writes");
+    faults.clear();
+    assert_eq!(attr.perm, 0o600);
+    assert_eq!(read(&c, "f").await.unwrap(), b"the newer value");
+    b.sync_index().await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "f").await.as_deref(),
+        Some(&b"the newer value"[..])
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let d = fresh_host(&store, cache.path());
+    assert_eq!(d.lookup(ROOT, "f").await.unwrap().perm, 0o600);
+}

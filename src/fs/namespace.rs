@@ -105,10 +105,13 @@ impl Fs {
         content: Bytes,
     ) -> FsResult<Entry> {
         let entry = self.put_if_absent(key, entry, content).await?;
+        // Listed unless another host changed it meanwhile (a `chmod` there lists its own).
         self.index
-            .commit(vec![Change::Put {
+            .commit(vec![Change::Saved {
                 key: key.to_string(),
+                blob: self.layout.blob_name(key),
                 entry: entry.clone(),
+                replaces: None,
             }])
             .await?;
         Ok(entry)

@@ -1,13 +1,14 @@
 //! `setattr`: truncation through the staged copy; mode, owner and mtime as blob metadata mirrored in
-//! the index entry (If-Match on the blob, retried from the newest entry when another host won;
-//! an entry that lists an older etag of the same blob is repaired from the blob's own metadata).
+//! the index entry (If-Match on the blob; when the blob is newer than the listed entry, the change
+//! applies to the blob as it is now, another host's newer value or the same value with newer
+//! attributes).
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
 use super::*;
-use crate::index::meta::{blob_metadata, entry_from_props, META_CTIME, META_WRITE_ID};
+use crate::index::meta::{blob_metadata, entry_from_props, META_CLAIM, META_CTIME, META_WRITE_ID};
 use crate::index::{Change, Entry, EntryKind};
 use crate::mutex::lock;
 use crate::store::{Conditions, Metadata, PutOptions, StoreError};
@@ -122,7 +123,7 @@ impl Fs {
         change: impl Fn(&mut Entry),
     ) -> FsResult<Entry> {
         let blob = self.layout.blob_name(key);
-        for attempt in 0..3 {
+        for attempt in 0..5 {
             let index = if attempt == 0 {
                 self.index.current().await?
             } else {
@@ -179,10 +180,11 @@ impl Fs {
                     return Ok(e);
                 }
                 Err(StoreError::PreconditionFailed(_)) => {
-                    // The index may list an older etag of this very blob (a metadata write whose
-                    // listing was lost): then the blob is the truth, and the entry is repaired.
+                    // The blob is newer than the listing (a metadata write whose listing was
+                    // lost, or another host's write whose listing is on its way): the change
+                    // applies to it.
                     if let Some(old) = &existing {
-                        if let Some(e) = self.repair_stale_entry(key, &blob, old, &change).await? {
+                        if let Some(e) = self.change_newest(key, &blob, old, &change).await? {
                             return Ok(e);
                         }
                     }
@@ -197,12 +199,15 @@ impl Fs {
         )))
     }
 
-    /// After a refused metadata write on `key`: if the blob still holds the value `old`
-    /// describes (same kind and sizes) under a newer etag — its attributes were changed and the
-    /// index never learnt it — applies `change` to the blob's own attributes (unless the blob
-    /// already carries it) and lists the result. `None` when the blob holds another value (a
-    /// write whose listing is on its way) or changed again meanwhile.
-    async fn repair_stale_entry(
+    /// After a refused metadata write on `key`: the blob is no longer the version `old` lists.
+    /// Applies `change` to the blob as it is now (unless it already carries it: a retried write
+    /// whose answer was lost) and lists the result, as `chmod` on a local disk changes the file
+    /// that is there. When the blob holds the value `old` describes under a newer etag (its
+    /// attributes were changed and the index never learnt it), `old`'s entry is kept with the
+    /// blob's attributes; when it holds another host's newer value (a write whose listing is on
+    /// its way), that value is the one changed. `None` when the blob is gone, is a claim (being
+    /// created elsewhere), or changed again meanwhile.
+    async fn change_newest(
         &self,
         key: &str,
         blob: &str,
@@ -214,19 +219,27 @@ impl Fs {
             Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let on_blob = entry_from_props(&props);
-        let same_value = props.etag != old.etag
-            && on_blob.kind == old.kind
-            && on_blob.stored_size == old.stored_size
-            && (old.kind != EntryKind::File || on_blob.size == old.size);
-        if !same_value {
+        if props.etag == old.etag || props.metadata.contains_key(META_CLAIM) {
             return Ok(None);
         }
-        let mut e = old.clone();
-        if on_blob.mode != 0 {
-            (e.mode, e.uid, e.gid) = (on_blob.mode, on_blob.uid, on_blob.gid);
-        }
-        (e.mtime_ns, e.ctime_ns) = (on_blob.mtime_ns, on_blob.ctime_ns);
+        let on_blob = entry_from_props(&props);
+        let same_value = on_blob.kind == old.kind
+            && on_blob.stored_size == old.stored_size
+            && (old.kind != EntryKind::File || on_blob.size == old.size);
+        let mut e = if same_value {
+            let mut e = old.clone();
+            if on_blob.mode != 0 {
+                (e.mode, e.uid, e.gid) = (on_blob.mode, on_blob.uid, on_blob.gid);
+            }
+            (e.mtime_ns, e.ctime_ns) = (on_blob.mtime_ns, on_blob.ctime_ns);
+            e
+        } else {
+            log::info!("{key:?} was rewritten elsewhere; changing the newest value");
+            Entry {
+                target: old.target.clone(),
+                ..on_blob
+            }
+        };
         change(&mut e);
         let metadata = merged_metadata(&props.metadata, blob_metadata(&e));
         let carries = |m: &Metadata| {
@@ -248,7 +261,7 @@ impl Fs {
                 Err(StoreError::PreconditionFailed(_)) => return Ok(None),
                 Err(err) => return Err(err.into()),
             }
-            log::info!("{key:?}: the index listed an older etag of this blob; repaired");
+            log::info!("{key:?}: the index listed an older version; changed the newest");
         }
         self.index
             .commit(vec![Change::Saved {
