@@ -14,7 +14,13 @@ use fuser::{
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use tokio_util::task::TaskTracker;
+
 use crate::fs::{Attr, Fs, FsError, LockMode, NodeKind, SetAttr};
+
+/// How long an ending mount waits for the operations still running (an `rm` between its delete
+/// and its index commit, an upload ending in a close) before it stops anyway.
+const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Serves an `Fs` to the kernel.
 pub struct FuseAdapter {
@@ -22,11 +28,23 @@ pub struct FuseAdapter {
     rt: tokio::runtime::Handle,
     /// How long the kernel may cache names and attributes (the index TTL).
     ttl: Duration,
+    /// The operations running, so an ending mount lets them finish.
+    tasks: TaskTracker,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle, ttl: Duration) -> Self {
-        FuseAdapter { fs, rt, ttl }
+        FuseAdapter {
+            fs,
+            rt,
+            ttl,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The operations this adapter runs (for [`finish`] once the session has ended).
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
     }
 
     /// A failure answered without a task: counted by the core, logged, as an errno.
@@ -44,14 +62,34 @@ impl FuseAdapter {
     {
         let fs = self.fs.clone();
         let fut = op(fs.clone());
-        self.rt.spawn(async move {
-            let r = fut.await;
-            if let Err(e) = &r {
-                fs.note_failure(e);
-            }
-            reply(r)
-        });
+        self.tasks.spawn_on(
+            async move {
+                let r = fut.await;
+                if let Err(e) = &r {
+                    fs.note_failure(e);
+                }
+                reply(r)
+            },
+            &self.rt,
+        );
     }
+}
+
+/// Ends a mount whose session is over: waits (a bounded time) for the operations still running,
+/// then saves what is pending and releases this host's locks ([`Fs::shutdown`]).
+pub async fn finish(fs: &Fs, tasks: &TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(IN_FLIGHT_PATIENCE, tasks.wait())
+        .await
+        .is_err()
+    {
+        log::warn!(
+            "unmount: {} operation(s) still running after {} s; stopping anyway",
+            tasks.len(),
+            IN_FLIGHT_PATIENCE.as_secs()
+        );
+    }
+    fs.shutdown().await;
 }
 
 /// Largest read or write request, and the I/O size files advertise (`st_blksize`), so tools
@@ -130,7 +168,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn destroy(&mut self) {
-        self.rt.block_on(self.fs.shutdown());
+        self.rt.block_on(finish(&self.fs, &self.tasks));
         log::info!("unmounted");
     }
 

@@ -448,3 +448,27 @@ async fn a_chmod_racing_another_hosts_write_changes_the_newest_value() {
     let d = fresh_host(&store, cache.path());
     assert_eq!(d.lookup(ROOT, "f").await.unwrap().perm, 0o600);
 }
+
+/// A name listed without its blob (a host died between an `rm`'s delete and its index commit):
+/// the first host that finds the blob gone while reading unlists the name, so it stops being a
+/// file no host can read (it used to stay listed until someone ran `rm` or `fsck --repair`).
+#[tokio::test]
+async fn a_name_whose_blob_is_gone_is_unlisted_by_its_first_reader() {
+    let store = mem();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = fresh_host(&store, ca.path());
+    let b = fresh_host(&store, cb.path());
+    write_file(&a, "f", b"a value").await;
+    write_file(&a, "g", b"another").await;
+    // The delete of `rm f` reached the store; its host died before the index commit.
+    store
+        .delete("folder/f", &remotedict::store::Conditions::default())
+        .await
+        .unwrap();
+    let gone = read(&b, "f").await.expect_err("its blob is gone");
+    assert_eq!(gone.errno(), libc::ENOENT, "{gone}");
+    b.sync_index().await.unwrap();
+    assert!(matches!(a.lookup(ROOT, "f").await, Err(FsError::NotFound)));
+    assert_eq!(assert_consistent(&store, "f").await, None);
+    assert_eq!(read(&a, "g").await.unwrap(), b"another");
+}

@@ -10,8 +10,9 @@ use bytes::Bytes;
 
 use super::*;
 use crate::index::meta::entry_from_props;
-use crate::index::Entry;
+use crate::index::{Change, Entry};
 use crate::mutex::lock;
+use crate::store::StoreError;
 use crate::transfer::TransferError;
 
 /// Per-inode state while a file is open or has unsaved changes.
@@ -217,7 +218,7 @@ impl Fs {
                 Err(e) => Err(e),
             },
         };
-        match first {
+        let result = match first {
             Err(FsError::Transfer(TransferError::Changed(_))) if offset == 0 || unread => {
                 // Another host rewrote the value after this host's copy of the index was taken:
                 // serve the newest version, and refresh the index.
@@ -225,13 +226,40 @@ impl Fs {
                 let props = self.store.head(&blob).await?;
                 let newer = entry_from_props(&props);
                 let sizes = Some((newer.size, newer.stored_size));
-                lock(&self.fresher).insert(key, (newer, std::time::Instant::now(), etag));
+                lock(&self.fresher).insert(key.clone(), (newer, std::time::Instant::now(), etag));
                 self.attach_value(fh, &blob, &props.etag, sizes)
                     .await?
                     .read(offset, size)
                     .await
             }
             r => r,
+        };
+        if result.as_ref().is_err_and(blob_gone) {
+            self.unlist_vanished(&key, &blob).await;
+        }
+        result
+    }
+
+    /// A listed name whose blob is gone (removed elsewhere, or a host died between an `rm`'s
+    /// delete and its index commit): its listing goes too, so no name stays that no host can
+    /// read. Only the version listed before the store said it was gone is unlisted (a value
+    /// written since is not touched); failures are logged, the read has already failed.
+    async fn unlist_vanished(&self, key: &str, blob: &str) {
+        let listed = match self.index.current().await {
+            Ok(index) => index.entries.get(key).map(|e| e.etag.clone()),
+            Err(_) => return,
+        };
+        let Some(listed) = listed else { return };
+        match self.store.head(blob).await {
+            Err(StoreError::NotFound(_)) => {
+                log::info!("{key:?} is listed but its blob is gone; unlisting it");
+                self.index.submit(vec![Change::Remove {
+                    key: key.to_string(),
+                    if_etag: Some(listed),
+                }]);
+            }
+            Ok(_) => {}
+            Err(e) => log::debug!("{key:?}: could not check whether its blob is gone: {e}"),
         }
     }
 
@@ -305,4 +333,13 @@ impl Fs {
         self.release(fh).await?;
         result.map(|_| out)
     }
+}
+
+/// Whether a read failed because the blob is not in the store.
+fn blob_gone(e: &FsError) -> bool {
+    matches!(
+        e,
+        FsError::Store(StoreError::NotFound(_))
+            | FsError::Transfer(TransferError::Store(StoreError::NotFound(_)))
+    )
 }

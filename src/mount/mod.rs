@@ -162,6 +162,7 @@ fn serve(
     let config = fuse_config(opts, format!("remotedict:{what}"));
     let ttl = Duration::from_secs_f64(cfg.index_ttl);
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone(), ttl);
+    let tasks = adapter.tasks();
     let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .with_context(|| format!("mounting on {}", mountpoint.display()))
         .map_err(|e| ready.fail(e))?;
@@ -222,7 +223,12 @@ fn serve(
         }
         Ok(())
     })?;
-    match runner.join() {
+    let ended = runner.join();
+    // No request comes any more: the operations still running finish (an `rm` cut between its
+    // delete and its index commit would leave a name without a value), then what they left
+    // pending is saved.
+    rt.block_on(crate::fuse::finish(&fs, &tasks));
+    match ended {
         Ok(Ok(())) => Ok(()),
         // The session this daemon ended itself (the detach above) ends this way.
         Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
