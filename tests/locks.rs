@@ -233,10 +233,84 @@ async fn xattr_lock_and_readonly_attributes(backend: Backend) {
     b.unmount();
 }
 
+/// The usual Python idiom on two hosts at once, 2 x 50 increments:
+/// `with open(p, 'r+') as f: fcntl.flock(f, LOCK_EX); n = int(f.read()); ...`. The open never
+/// fails because the other host holds the lock (it used to fail EBUSY, losing increments), and
+/// the handle opened before the lock reads what the last holder wrote.
+async fn python_open_then_flock_keeps_every_increment(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo 0 > counter && sync counter");
+    // Listed for B once its index copy is revalidated (within the TTL).
+    run(
+        &b,
+        "timeout 10 sh -c 'until test -e counter; do sleep 0.1; done'",
+    );
+    let script = r#"
+import fcntl, sys
+for _ in range(50):
+    with open("counter", "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        n = int(f.read() or "0")
+        f.seek(0)
+        f.truncate()
+        f.write(str(n + 1))
+        f.flush()
+"#;
+    let spawn = |m: &Mount| {
+        Command::new("python3")
+            .args(["-c", script])
+            .current_dir(&m.dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (spawn(&a), spawn(&b));
+    for p in [pa, pb] {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = run(&b, "flock counter cat counter");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
+    a.unmount();
+    b.unmount();
+}
+
+/// Two processes on one host hold `LOCK_SH` and both ask for `LOCK_EX` (Python
+/// `fcntl.flock`): both finish, one after the other, as on ext4 (they used to hang forever).
+async fn two_shared_holders_upgrading_both_finish(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo x > f");
+    let script = r#"
+import fcntl, time
+with open("f") as f:
+    fcntl.flock(f, fcntl.LOCK_SH)
+    time.sleep(1)
+    fcntl.flock(f, fcntl.LOCK_EX)
+    time.sleep(0.2)
+"#;
+    let spawn = || {
+        Command::new("timeout")
+            .args(["30", "python3", "-c", script])
+            .current_dir(&a.dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (p1, p2) = (spawn(), spawn());
+    for p in [p1, p2] {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "an upgrade hung or failed: {out:?}");
+    }
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
     a_killed_holder_loses_the_lock_within_the_lease,
     a_lock_held_past_three_lease_durations_stays_held,
-    xattr_lock_and_readonly_attributes
+    xattr_lock_and_readonly_attributes,
+    python_open_then_flock_keeps_every_increment,
+    two_shared_holders_upgrading_both_finish
 );

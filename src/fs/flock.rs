@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::locks::{Grant, LockMode};
 use super::{Fs, FsError, FsResult};
 use crate::lock::{signal_pending, LeaseKeeper};
+use crate::mutex::lock;
 use crate::store::{LeaseDuration, StoreError};
 
 impl Fs {
@@ -92,12 +93,42 @@ impl Fs {
                 if let Err(e) = self.index.revalidate().await {
                     log::warn!("refreshing the index after locking {key:?}: {e}");
                 }
+                if let Err(e) = self.catch_up(key, ino).await {
+                    log::warn!("reading what the last holder of {key:?} wrote: {e}");
+                }
                 Ok(true)
             }
             Err(StoreError::LeaseConflict(_)) => Ok(false),
             Err(StoreError::NotFound(_)) => Err(FsError::NotFound),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The new holder of a lock works on what the last one left: the unchanged local copy of an
+    /// open file (opened before the lock) is replaced by the newest version, and its handles
+    /// that only read serve the newest version from their next read on.
+    async fn catch_up(&self, key: &str, ino: u64) -> FsResult<()> {
+        let Some(newest) = self.entry_of(key).await? else {
+            return Ok(());
+        };
+        if let Some(f) = self.open_file(ino) {
+            let mut st = f.state.lock().await;
+            let older = st.base.as_ref().is_some_and(|b| b.etag != newest.etag);
+            if older && st.staged.as_ref().is_some_and(|s| !s.dirty) {
+                log::debug!("{key:?} changed before this host locked it; using the newest value");
+                st.staged = None;
+                st.base = Some(newest.clone());
+                self.ensure_staged(key, &mut st, false).await?;
+            }
+        }
+        for h in lock(&self.handles).values_mut() {
+            if h.ino == ino && !h.write && h.etag.as_deref() != Some(&newest.etag) {
+                h.etag = Some(newest.etag.clone());
+                h.sizes = Some((newest.size, newest.stored_size));
+                h.value = None;
+            }
+        }
+        Ok(())
     }
 
     /// A lock needs a blob to lease: a file created here and not yet saved is saved first

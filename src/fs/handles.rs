@@ -17,7 +17,7 @@ use crate::transfer::TransferError;
 
 /// Per-inode state while a file is open or has unsaved changes.
 pub(super) struct OpenFile {
-    pub(super) state: tokio::sync::Mutex<FileState>,
+    pub(super) state: Arc<tokio::sync::Mutex<FileState>>,
 }
 
 pub(super) struct FileState {
@@ -86,7 +86,7 @@ impl Fs {
             .entry(ino)
             .or_insert_with(|| {
                 Arc::new(OpenFile {
-                    state: tokio::sync::Mutex::new(FileState {
+                    state: Arc::new(tokio::sync::Mutex::new(FileState {
                         base: None,
                         staged: None,
                         handles: 0,
@@ -94,10 +94,34 @@ impl Fs {
                         written: false,
                         claim: None,
                         unlinked: false,
-                    }),
+                    })),
                 })
             })
             .clone()
+    }
+
+    /// The local state of `ino`, locked, for a new handle or a change: the one every later
+    /// lookup finds. The last handle's release drops the state while another open may be
+    /// waiting for its lock (the kernel sends `release` after `close` has returned), so a state
+    /// found dropped once locked is put back, or the newer one is taken.
+    pub(super) async fn lock_state(
+        &self,
+        ino: u64,
+    ) -> (Arc<OpenFile>, tokio::sync::OwnedMutexGuard<FileState>) {
+        loop {
+            let f = self.file_state(ino);
+            let st = f.state.clone().lock_owned().await;
+            let mut files = lock(&self.files);
+            match files.get(&ino) {
+                Some(current) if Arc::ptr_eq(current, &f) => {}
+                Some(_) => continue,
+                None => {
+                    files.insert(ino, f.clone());
+                }
+            }
+            drop(files);
+            return (f, st);
+        }
     }
 
     pub(super) fn open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
@@ -140,8 +164,7 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let entry = self.entry_of(&key).await?;
-        let f = self.file_state(ino);
-        let mut st = f.state.lock().await;
+        let (_f, mut st) = self.lock_state(ino).await;
         // Close-to-open: a saved local copy of an older version (another host has written
         // since) is dropped, so this open sees the newest value.
         let stale = st.staged.as_ref().is_some_and(|s| !s.dirty)
@@ -153,13 +176,9 @@ impl Fs {
             st.base = entry.clone();
         }
         if write {
-            let staged = async {
-                if entry.is_some() {
-                    self.check_not_leased_elsewhere(&key).await?;
-                }
-                self.ensure_staged(&key, &mut st, flags & libc::O_TRUNC != 0)
-                    .await
-            };
+            // flock is advisory: another host's lock does not stop an open (the usual
+            // open-then-lock idiom); a save without the lease while it is held fails instead.
+            let staged = self.ensure_staged(&key, &mut st, flags & libc::O_TRUNC != 0);
             if let Err(e) = staged.await {
                 self.drop_if_idle(ino, &st);
                 return Err(e);
@@ -311,7 +330,10 @@ impl Fs {
                     }
                 }
             }
-            lock(&self.files).remove(&h.ino);
+            let mut files = lock(&self.files);
+            if files.get(&h.ino).is_some_and(|g| Arc::ptr_eq(g, &f)) {
+                files.remove(&h.ino);
+            }
         }
         result
     }

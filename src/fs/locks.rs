@@ -95,6 +95,13 @@ impl LockTable {
             *o != owner && (mode == LockMode::Exclusive || *m == LockMode::Exclusive)
         });
         if conflict {
+            if k.holders.get(&owner).is_some_and(|m| *m != mode) {
+                // A conversion that must wait drops the lock held first, as Linux does (flock(2):
+                // not atomic), so two shared holders that both upgrade do not wait on each other.
+                k.holders.remove(&owner);
+                drop(keys);
+                self.changed.notify_waiters();
+            }
             return Grant::Conflict;
         }
         if k.lease.is_some() {

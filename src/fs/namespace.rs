@@ -42,8 +42,7 @@ impl Fs {
             (None, None)
         };
         let ino = lock(&self.inodes).ino(&key);
-        let f = self.file_state(ino);
-        let mut st = f.state.lock().await;
+        let (_f, mut st) = self.lock_state(ino).await;
         st.staged = Some(Staged {
             file: self.new_staged()?,
             dirty: true,

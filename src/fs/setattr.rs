@@ -31,18 +31,11 @@ impl Fs {
             if attr.kind == NodeKind::Dir {
                 return Err(FsError::IsDir);
             }
-            let f = self.file_state(ino);
-            let mut st = f.state.lock().await;
+            let (f, mut st) = self.lock_state(ino).await;
             if st.staged.is_none() {
                 st.base = self.index.current().await?.entries.get(&key).cloned();
             }
-            let r = async {
-                if st.staged.is_none() && st.base.is_some() {
-                    self.check_not_leased_elsewhere(&key).await?;
-                }
-                self.ensure_staged(&key, &mut st, size == 0).await
-            }
-            .await;
+            let r = self.ensure_staged(&key, &mut st, size == 0).await;
             if let Err(e) = r {
                 self.drop_if_idle(ino, &st);
                 return Err(e);

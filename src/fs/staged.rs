@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::claims::Holder;
 use super::*;
-use crate::index::meta::blob_metadata;
+use crate::index::meta::{blob_metadata, entry_from_props};
 use crate::index::{Change, Entry};
 use crate::mutex::lock;
 use crate::store::{Conditions, PutOptions, StoreError};
@@ -44,6 +44,24 @@ impl Fs {
             }
             return Ok(());
         }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.stage_base(key, st, truncate).await {
+                Err(FsError::Transfer(TransferError::Changed(_))) if attempts < 4 => {
+                    // Another host rewrote it after this host's index copy was taken: the copy
+                    // starts from the newest version instead.
+                    let props = self.store.head(&self.layout.blob_name(key)).await?;
+                    log::debug!("{key:?} changed before it could be staged; staging the newest");
+                    st.base = Some(entry_from_props(&props));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Stages `st.base` (or nothing, when truncating): a new local copy of that version.
+    async fn stage_base(&self, key: &str, st: &mut FileState, truncate: bool) -> FsResult<()> {
         let file = self.new_staged()?;
         if let Some(base) = st.base.as_ref().filter(|b| !truncate && b.size > 0) {
             let blob = self.layout.blob_name(key);
@@ -91,21 +109,6 @@ impl Fs {
         });
         st.written |= truncate;
         Ok(())
-    }
-
-    /// EBUSY when another host holds the lease of `key` (its lock), so a write fails at open
-    /// rather than at close.
-    pub(super) async fn check_not_leased_elsewhere(&self, key: &str) -> FsResult<()> {
-        if self.locks.lease_id(key).is_some() {
-            return Ok(());
-        }
-        match self.store.head(&self.layout.blob_name(key)).await {
-            Ok(p) if p.lease_state == crate::store::LeaseState::Leased => {
-                Err(StoreError::LeaseConflict(key.to_string()).into())
-            }
-            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {

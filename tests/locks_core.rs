@@ -1,0 +1,107 @@
+//! `flock` in the core, without a kernel (two `Fs` over one store = two hosts): converting a
+//! shared lock, and the open-then-lock idiom
+//! (`with open(p, 'r+') as f: fcntl.flock(f, LOCK_EX)`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use remotedict::fs::{Fs, LockMode};
+use remotedict::store::retry::Backoff;
+use remotedict::store::retrying::RetryingStore;
+use remotedict::store::testing::{FaultStore, MemStore};
+use remotedict::store::BlobStore;
+
+use common::hosts::{host_with_ttl, read, write_file, ROOT};
+
+fn host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
+    host_with_ttl(store, cache, Duration::from_millis(1))
+}
+
+/// `RetryingStore(FaultStore(MemStore))`, as the daemon composes its store.
+fn retrying() -> (Arc<FaultStore>, Arc<dyn BlobStore>) {
+    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+    let backoff = Backoff {
+        max_retries: 3,
+        first_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    };
+    let store: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(faults.clone(), backoff));
+    (faults, store)
+}
+
+/// Two owners on one host hold `LOCK_SH` and both ask for `LOCK_EX`: as on Linux, a conversion
+/// drops the held lock first, so one gets it, then the other (it used to hang both forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shared_holders_both_upgrading_do_not_deadlock() {
+    let (_, store) = retrying();
+    let cache = tempfile::tempdir().unwrap();
+    let fs = Arc::new(host(&store, cache.path()));
+    write_file(&fs, "f", b"x").await;
+    let ino = fs.lookup(ROOT, "f").await.unwrap().ino;
+    fs.lock(ino, 1, LockMode::Shared, false, 0).await.unwrap();
+    fs.lock(ino, 2, LockMode::Shared, false, 0).await.unwrap();
+    let upgrade = |owner: u64| {
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            fs.lock(ino, owner, LockMode::Exclusive, true, 0)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            fs.unlock(ino, owner).await.unwrap();
+        })
+    };
+    let (a, b) = (upgrade(1), upgrade(2));
+    let both = async {
+        a.await.unwrap();
+        b.await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(10), both)
+        .await
+        .expect("both upgrades finish, one after the other");
+}
+
+/// Host B holds the lock and appends; host A opened the file for writing before, then locks:
+/// the open does not fail because B holds the lock (flock is advisory), and once A holds it,
+/// its handle works on the value B left (it used to fail EBUSY at open, and a handle opened
+/// earlier kept the old copy, so B's line was lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open_then_lock_sees_the_last_holders_write() {
+    let (_, store) = retrying();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Arc::new(host(&store, ca.path()));
+    let b = host(&store, cb.path());
+    write_file(&b, "log", b"one\n").await;
+    let ino_b = b.lookup(ROOT, "log").await.unwrap().ino;
+    b.lock(ino_b, 7, LockMode::Exclusive, false, 0)
+        .await
+        .unwrap();
+    let ino_a = a.lookup(ROOT, "log").await.unwrap().ino;
+    let fh = a
+        .open(ino_a, libc::O_RDWR)
+        .await
+        .expect("opening never fails because another host holds a lock");
+    let a2 = a.clone();
+    let locker =
+        tokio::spawn(async move { a2.lock(ino_a, fh, LockMode::Exclusive, true, 0).await });
+    // B appends under its lock, then lets go.
+    let bfh = b
+        .open(ino_b, libc::O_WRONLY | libc::O_APPEND)
+        .await
+        .unwrap();
+    b.write(bfh, 0, b"two\n").await.unwrap();
+    b.release(bfh).await.unwrap();
+    b.unlock(ino_b, 7).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), locker)
+        .await
+        .expect("A gets the lock once B lets go")
+        .unwrap()
+        .unwrap();
+    let seen = a.read(fh, 0, 100).await.unwrap();
+    assert_eq!(&seen[..], b"one\ntwo\n", "A's handle reads what B wrote");
+    a.write(fh, seen.len() as u64, b"three\n").await.unwrap();
+    a.release(fh).await.unwrap();
+    a.unlock(ino_a, fh).await.unwrap();
+    assert_eq!(read(&b, "log").await.unwrap(), b"one\ntwo\nthree\n");
+}
