@@ -305,6 +305,29 @@ with open("f") as f:
     b.unmount();
 }
 
+/// `exec 9>f; flock 9; echo ... >&9` (truncating open, then the lock) while another host holds
+/// the lock: the open succeeds and the lock waits for the holder, then the write lands (after
+/// the open stopped failing with EBUSY, the lock itself did, at once, trying to save the
+/// truncation without the lease).
+async fn truncating_open_then_flock_waits_for_the_holder(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo held > f && sync f");
+    run(&b, "timeout 10 sh -c 'until test -e f; do sleep 0.1; done'");
+    let holder = hold(&a, &b, "f", "sleep 2");
+    let started = Instant::now();
+    let out = run(&b, "exec 9>f; flock 9; echo mine >&9");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "the lock did not wait for the holder"
+    );
+    assert!(holder.wait_with_output().unwrap().status.success());
+    let out = run(&b, "cat f");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "mine\n");
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
@@ -312,5 +335,6 @@ on_both_mounts!(
     a_lock_held_past_three_lease_durations_stays_held,
     xattr_lock_and_readonly_attributes,
     python_open_then_flock_keeps_every_increment,
-    two_shared_holders_upgrading_both_finish
+    two_shared_holders_upgrading_both_finish,
+    truncating_open_then_flock_waits_for_the_holder
 );

@@ -105,3 +105,35 @@ async fn open_then_lock_sees_the_last_holders_write() {
     a.unlock(ino_a, fh).await.unwrap();
     assert_eq!(read(&b, "log").await.unwrap(), b"one\ntwo\nthree\n");
 }
+
+/// Host A opened the file for writing before B's last write; when A locks, its copy cannot be
+/// brought up to date (the store fails the download): the lock is refused and given back,
+/// rather than granted on the old copy (whose save would undo B's write), and A's handle keeps
+/// working (it used to lose its copy: EBADF on the next write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_whose_catch_up_fails_is_given_back() {
+    let (faults, store) = retrying();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(&store, ca.path());
+    let b = host(&store, cb.path());
+    write_file(&b, "f", b"one").await;
+    let ino_a = a.lookup(ROOT, "f").await.unwrap().ino;
+    let fh = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    write_file(&b, "f", b"one, two").await;
+    faults.plan(
+        remotedict::store::testing::Op::Get,
+        remotedict::store::testing::When::Prefix("folder/f".into()),
+        remotedict::store::testing::Fault::Status(500),
+    );
+    let locked = a.lock(ino_a, fh, LockMode::Exclusive, false, 0).await;
+    faults.clear();
+    assert!(locked.is_err(), "granted on a copy older than B's write");
+    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    b.lock(ino_b, 9, LockMode::Exclusive, false, 0)
+        .await
+        .expect("A gave the lease back");
+    b.unlock(ino_b, 9).await.unwrap();
+    a.write(fh, 0, b"ONE")
+        .await
+        .expect("A's handle still works");
+}

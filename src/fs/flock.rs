@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use super::locks::{Grant, LockMode};
 use super::{Fs, FsError, FsResult};
+use crate::index::meta::{entry_from_props, META_CLAIM};
 use crate::lock::{signal_pending, LeaseKeeper};
 use crate::mutex::lock;
 use crate::store::{LeaseDuration, StoreError};
+use crate::transfer::TransferError;
 
 impl Fs {
     /// Takes (or converts) `owner`'s lock on `ino`; waits while it conflicts when `wait`, giving
@@ -49,6 +51,14 @@ impl Fs {
                 .try_lock(&key, ino, owner, mode, duration, renew)
                 .await?
             {
+                // Outside the gate: other locks of this host need not wait for the download.
+                if let Err(e) = self.catch_up(&key, ino).await {
+                    // Holding the lock on an old copy would let this holder's save undo the
+                    // last holder's write: the lock is given back and the caller told.
+                    log::error!("locking {key:?}: cannot read what the last holder wrote: {e}");
+                    let _ = self.unlock(ino, owner).await;
+                    return Err(e);
+                }
                 return Ok(());
             }
             if !wait {
@@ -75,6 +85,10 @@ impl Fs {
         renew: bool,
     ) -> FsResult<bool> {
         let _gate = self.locks.gate().await;
+        if self.locks.closing() {
+            // Unmounting: the leases were given back, and no new one may outlive the mount.
+            return Err(FsError::Interrupted);
+        }
         match self.locks.try_grant(key, owner, mode) {
             Grant::Granted => return Ok(true),
             Grant::Conflict => return Ok(false),
@@ -83,7 +97,9 @@ impl Fs {
             }
             Grant::NeedLease(None) => {}
         }
-        self.ensure_blob(ino).await?;
+        if !self.ensure_blob(ino).await? {
+            return Ok(false);
+        }
         let blob = self.layout.blob_name(key);
         match LeaseKeeper::acquire(&self.store, &blob, duration, renew).await {
             Ok(keeper) => {
@@ -93,9 +109,6 @@ impl Fs {
                 if let Err(e) = self.index.revalidate().await {
                     log::warn!("refreshing the index after locking {key:?}: {e}");
                 }
-                if let Err(e) = self.catch_up(key, ino).await {
-                    log::warn!("reading what the last holder of {key:?} wrote: {e}");
-                }
                 Ok(true)
             }
             Err(StoreError::LeaseConflict(_)) => Ok(false),
@@ -104,21 +117,28 @@ impl Fs {
         }
     }
 
-    /// The new holder of a lock works on what the last one left: the unchanged local copy of an
-    /// open file (opened before the lock) is replaced by the newest version, and its handles
-    /// that only read serve the newest version from their next read on.
+    /// The new holder of a lock works on what the last one left (the blob, which its lease now
+    /// guards, says what that is): the unchanged local copy of an open file (opened before the
+    /// lock) is replaced by the newest version, and its handles that only read serve the newest
+    /// version from their next read on. A copy with unsaved changes stays as it is (those
+    /// changes were made before the lock, as on a local disk).
     async fn catch_up(&self, key: &str, ino: u64) -> FsResult<()> {
-        let Some(newest) = self.entry_of(key).await? else {
-            return Ok(());
+        let props = match self.store.head(&self.layout.blob_name(key)).await {
+            Ok(p) if !p.metadata.contains_key(META_CLAIM) => p,
+            Ok(_) | Err(StoreError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
         };
+        let newest = entry_from_props(&props);
         if let Some(f) = self.open_file(ino) {
             let mut st = f.state.lock().await;
             let older = st.base.as_ref().is_some_and(|b| b.etag != newest.etag);
             if older && st.staged.as_ref().is_some_and(|s| !s.dirty) {
                 log::debug!("{key:?} changed before this host locked it; using the newest value");
-                st.staged = None;
-                st.base = Some(newest.clone());
-                self.ensure_staged(key, &mut st, false).await?;
+                let kept = (st.staged.take(), st.base.replace(newest.clone()));
+                if let Err(e) = self.ensure_staged(key, &mut st, false).await {
+                    (st.staged, st.base) = kept;
+                    return Err(e);
+                }
             }
         }
         for h in lock(&self.handles).values_mut() {
@@ -132,12 +152,23 @@ impl Fs {
     }
 
     /// A lock needs a blob to lease: a file created here and not yet saved is saved first
-    /// (whether the blob then exists, the lease request itself tells).
-    async fn ensure_blob(&self, ino: u64) -> FsResult<()> {
-        if self.open_file(ino).is_some() {
-            self.save(ino).await?;
+    /// (whether the blob then exists, the lease request itself tells). Other unsaved changes
+    /// wait for the close, under the lock. `false` when another host's lease refused the save
+    /// (its holder created the name meanwhile): the lock is busy.
+    async fn ensure_blob(&self, ino: u64) -> FsResult<bool> {
+        let Some(f) = self.open_file(ino) else {
+            return Ok(true);
+        };
+        if f.state.lock().await.base.is_some() {
+            return Ok(true);
         }
-        Ok(())
+        match self.save(ino).await {
+            Err(FsError::Store(StoreError::LeaseConflict(_)))
+            | Err(FsError::Transfer(TransferError::Store(StoreError::LeaseConflict(_)))) => {
+                Ok(false)
+            }
+            r => r.map(|()| true),
+        }
     }
 
     /// Drops `owner`'s lock on `ino`; the last holder on this host releases the lease.

@@ -128,9 +128,16 @@ impl Fs {
         lock(&self.files).get(&ino).cloned()
     }
 
-    pub(super) fn drop_if_idle(&self, ino: u64, st: &FileState) {
-        if st.handles == 0 && st.staged.is_none() {
-            lock(&self.files).remove(&ino);
+    /// Forgets the local state `f` of `ino` (locked: `st`) when no handle uses it and nothing
+    /// in it is unsaved, and only if it is still the state every lookup finds (a newer one,
+    /// of an open since, stays).
+    pub(super) fn drop_if_idle(&self, ino: u64, f: &Arc<OpenFile>, st: &FileState) {
+        if st.handles > 0 || st.staged.as_ref().is_some_and(|s| s.dirty) {
+            return;
+        }
+        let mut files = lock(&self.files);
+        if files.get(&ino).is_some_and(|g| Arc::ptr_eq(g, f)) {
+            files.remove(&ino);
         }
     }
 
@@ -164,7 +171,7 @@ impl Fs {
             return Err(FsError::IsDir);
         }
         let entry = self.entry_of(&key).await?;
-        let (_f, mut st) = self.lock_state(ino).await;
+        let (f, mut st) = self.lock_state(ino).await;
         // Close-to-open: a saved local copy of an older version (another host has written
         // since) is dropped, so this open sees the newest value.
         let stale = st.staged.as_ref().is_some_and(|s| !s.dirty)
@@ -180,7 +187,7 @@ impl Fs {
             // open-then-lock idiom); a save without the lease while it is held fails instead.
             let staged = self.ensure_staged(&key, &mut st, flags & libc::O_TRUNC != 0);
             if let Err(e) = staged.await {
-                self.drop_if_idle(ino, &st);
+                self.drop_if_idle(ino, &f, &st);
                 return Err(e);
             }
         }
@@ -330,10 +337,7 @@ impl Fs {
                     }
                 }
             }
-            let mut files = lock(&self.files);
-            if files.get(&h.ino).is_some_and(|g| Arc::ptr_eq(g, &f)) {
-                files.remove(&h.ino);
-            }
+            self.drop_if_idle(h.ino, &f, &st);
         }
         result
     }

@@ -46,6 +46,8 @@ pub struct LockTable {
     changed: Notify,
     /// Serializes lease acquisition and release on this host.
     gate: tokio::sync::Mutex<()>,
+    /// Set when the mount ends ([`LockTable::drain`]): no new lease is taken after that.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl LockTable {
@@ -137,8 +139,16 @@ impl LockTable {
         (had, lease)
     }
 
-    /// Forgets every lock; returns the leases to release (at unmount). Wakes waiters.
+    /// Whether the mount is ending (no new lease may be taken).
+    pub fn closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Forgets every lock and refuses new ones; returns the leases to release (at unmount).
+    /// Wakes waiters.
     pub fn drain(&self) -> Vec<(String, LeaseKeeper)> {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let all: Vec<(String, LeaseKeeper)> = lock(&self.keys)
             .drain()
             .filter_map(|(key, k)| k.lease.map(|l| (key, l)))

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use super::*;
 use crate::index::meta::{blob_metadata, entry_from_props, META_CLAIM, META_CTIME, META_WRITE_ID};
 use crate::index::{Change, Entry, EntryKind};
-use crate::mutex::lock;
 use crate::store::{Conditions, Metadata, PutOptions, StoreError};
 use crate::time::to_ns;
 
@@ -37,7 +36,7 @@ impl Fs {
             }
             let r = self.ensure_staged(&key, &mut st, size == 0).await;
             if let Err(e) = r {
-                self.drop_if_idle(ino, &st);
+                self.drop_if_idle(ino, &f, &st);
                 return Err(e);
             }
             if let Some(s) = st.staged.as_mut() {
@@ -51,10 +50,12 @@ impl Fs {
             if idle || fh.is_none() {
                 // truncate(2) on a path: save now, there is no close to wait for.
                 let saved = self.save(ino).await;
-                let st = f.state.lock().await;
-                if st.handles == 0 {
-                    lock(&self.files).remove(&ino);
+                let mut st = f.state.lock().await;
+                if saved.is_err() && st.handles == 0 {
+                    // Nothing to save it later: the previous value stays, as the error says.
+                    st.staged = None;
                 }
+                self.drop_if_idle(ino, &f, &st);
                 drop(st);
                 saved?;
             }
@@ -216,6 +217,10 @@ impl Fs {
             return Ok(None);
         }
         let on_blob = entry_from_props(&props);
+        if on_blob.kind == EntryKind::Symlink || old.kind == EntryKind::Symlink {
+            // A link's target is its value, not in its metadata: decided again from the index.
+            return Ok(None);
+        }
         let same_value = on_blob.kind == old.kind
             && on_blob.stored_size == old.stored_size
             && (old.kind != EntryKind::File || on_blob.size == old.size);
@@ -228,10 +233,7 @@ impl Fs {
             e
         } else {
             log::info!("{key:?} was rewritten elsewhere; changing the newest value");
-            Entry {
-                target: old.target.clone(),
-                ..on_blob
-            }
+            on_blob
         };
         change(&mut e);
         let metadata = merged_metadata(&props.metadata, blob_metadata(&e));
