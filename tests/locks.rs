@@ -328,6 +328,31 @@ async fn truncating_open_then_flock_waits_for_the_holder(backend: Backend) {
     b.unmount();
 }
 
+/// SIGTERM to the daemon of a host where a process holds a lock (what `systemctl stop` sends):
+/// the lock stays held while its holder runs, and is free for other hosts once it is done (the
+/// daemon used to give back every lease at the signal, inside the holder's critical section).
+async fn a_stopping_mount_keeps_its_holders_locks(backend: Backend) {
+    let (mut a, b) = mounts(&backend);
+    run(&a, "echo x > f && sync f");
+    run(&b, "timeout 10 sh -c 'until test -e f; do sleep 0.1; done'");
+    let holder = hold(&a, &b, "f", "sleep 4");
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = run(&b, "flock -n f true");
+    assert!(
+        !out.status.success(),
+        "another host got the lock while its holder still ran"
+    );
+    let _ = holder.wait_with_output();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !run(&b, "flock -n f true").status.success() {
+        assert!(Instant::now() < deadline, "the lock was never given back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = a.child.wait();
+    b.unmount();
+}
+
 on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
@@ -336,5 +361,6 @@ on_both_mounts!(
     xattr_lock_and_readonly_attributes,
     python_open_then_flock_keeps_every_increment,
     two_shared_holders_upgrading_both_finish,
-    truncating_open_then_flock_waits_for_the_holder
+    truncating_open_then_flock_waits_for_the_holder,
+    a_stopping_mount_keeps_its_holders_locks
 );

@@ -188,8 +188,11 @@ fn serve(
                 log::info!("{name}: saving pending changes and unmounting")
             }
         }
-        // The same sequence as `FuseAdapter::destroy` (fuse.rs), which runs on a plain unmount.
-        fs.shutdown().await;
+        // Pending changes are saved now; locks stay held while their holders may still run
+        // (they are given back once the session is over, in `finish`).
+        if let Err(e) = fs.save_all().await {
+            log::error!("unmount: some changes could not be saved: {e}");
+        }
         // Unmount once the operations in flight (an upload ending in a close) are done: while
         // the mount is busy, try again for a while, then detach it.
         if let Err(e) = unmounter.unmount() {
