@@ -12,10 +12,12 @@
   within 5 s after it, and anything in flight during a fault on its host.
 - An acknowledged append is never lost; no two holders hold one flock at once; of O_EXCL
   creates of one name only one succeeds until the name is removed. Azurite forgets its leases
-  when it restarts (Azure does not): locks held across an Azurite restart, and appends made
-  under them, are not checked.
+  when it restarts (Azure does not): locks held across an Azurite restart, appends made under
+  them, and appends of other holders while such a lock was still held, are not checked.
 - A file being written that another process of its host renames keeps its writer, as on a local
-  disk: what the writer saves lands under the new name (the write may take effect there).
+  disk: what the writer saves lands under the new name (the write may take effect there). A file
+  being read that its host renames takes its reader along: the read may return what a read of
+  the new name could (another host's write there replaces the moved file, as on a local disk).
 """
 import bisect
 
@@ -56,6 +58,7 @@ class Checker:
         self.longest = max((o["t1"] - o["t0"] for o in self.ops), default=0)
         self._deadline = {}
         self._old_appends = {}
+        self._old_holds = None
         self.writers = {o["val"]: o for o in self.ops
                         if o["kind"] in ("write", "excl", "treewrite", "append") and "val" in o
                         and not o.get("synthetic")}
@@ -76,6 +79,7 @@ class Checker:
             if m["kind"] in ("mv", "mvdir") and m["res"] == "ok":
                 mvs.setdefault(m["host"], []).append(m)
         starts = {h: [m["t0"] for m in ms] for h, ms in mvs.items()}
+        self.mvs, self.mv_starts = mvs, starts
         for w in self.ops:
             if w["kind"] not in ("write", "excl", "treewrite") or w["res"] != "ok":
                 continue
@@ -92,6 +96,24 @@ class Checker:
 
     def across_restart(self, t0, t1):
         return any(f["t0"] < t1 and f["t1"] > t0 for f in self.restarts)
+
+    def unguarded(self, p):
+        """Whether append `p` ran while its lock may have had two holders: its own hold spans an
+        Azurite restart, or it overlaps the hold of another holder whose lock did (the old
+        holder still acts under a lease Azurite forgot, so the new holder's append is at risk)."""
+        t0 = p.get("locked", p["t0"])
+        if self.across_restart(t0, p["t1"]):
+            return True
+        if not self.restarts:
+            return False
+        if self._old_holds is None:
+            self._old_holds = {}
+            for o in self.ops:
+                if o["kind"] == "append" and "locked" in o:
+                    end = o.get("unlock", o["t1"])
+                    if self.across_restart(o["locked"], end):
+                        self._old_holds.setdefault(o["path"], []).append((o["locked"], end))
+        return any(a < p["t1"] and b > t0 for a, b in self._old_holds.get(p["path"], []))
 
     def no_effect(self, o):
         return o["res"] in NO_EFFECT
@@ -176,16 +198,53 @@ class Checker:
     def violation(self, what, related, detail=""):
         self.violations.append(dict(what=what, detail=detail, ops=related))
 
+    def followed_names(self, r):
+        """Where a read's file may have moved while it ran: a mv of its host (of the file or a
+        directory above it) overlapping the read takes the open file along, as on a local disk,
+        so the read may return what is acceptable under the new name."""
+        out = []
+        ms, st = self.mvs.get(r["host"], []), self.mv_starts.get(r["host"], [])
+        for m in ms[bisect.bisect_left(st, r["t0"] - self.longest):bisect.bisect_left(st, r["t1"])]:
+            src = m["path"]
+            if m["t0"] < r["t1"] and r["t0"] < m["t1"] and (
+                    r["path"] == src or r["path"].startswith(src + "/")):
+                out.append(m["path2"] + r["path"][len(src):])
+        return out
+
     def check_value_read(self, r):
         name = r["path"]
+        acceptable = self.acceptable(r, name)
+        if r["val"] not in acceptable:
+            for other in self.followed_names(r):
+                acceptable = acceptable | self.acceptable(r, other)
+        if r["val"] not in acceptable:
+            cands = self.window(name, r["t0"] - HORIZON, r["t1"])
+            last = self.last_visible(r, cands)
+            near = [o for o in cands if o["t0"] < r["t1"] and o["t1"] > r["t0"] - 15]
+            if last is not None and last not in near:
+                near.insert(0, last)
+            wrote = self.writers.get(r["val"])
+            if wrote is not None and wrote not in near:
+                near.insert(0, wrote)
+            self.violation(
+                "stale or lost value" if r["val"] in self.writers or r["val"] == "absent"
+                else "read returned a value no writer wrote",
+                near + [r], "%s read %s on h%d; acceptable then: %s"
+                % (r["kind"], name, r["host"], brief(acceptable)))
+
+    def last_visible(self, r, cands):
+        """The visible acknowledged operation on the name that began last."""
+        for p in reversed(cands):
+            if p is not r and not self.maybe(p) and self.deadline(p, r) <= r["t0"]:
+                return p
+        return None
+
+    def acceptable(self, r, name):
+        """What a read `r` of `name` may return."""
         cands = self.window(name, r["t0"] - HORIZON, r["t1"])
         # The visible acknowledged operation that began last supersedes everything that ended
         # before it began (the candidates are in order of start).
-        last = None
-        for p in reversed(cands):
-            if p is not r and not self.maybe(p) and self.deadline(p, r) <= r["t0"]:
-                last = p
-                break
+        last = self.last_visible(r, cands)
         acceptable = set()
         for o in reversed(cands):
             if last is not None and o["t0"] < last["t0"] - self.longest:
@@ -201,18 +260,7 @@ class Checker:
                                                   or self.maybe(o)):
                 acceptable.add("empty")  # an O_EXCL claim, or a create seen before its close
                 break
-        if r["val"] not in acceptable:
-            near = [o for o in cands if o["t0"] < r["t1"] and o["t1"] > r["t0"] - 15]
-            if last is not None and last not in near:
-                near.insert(0, last)
-            wrote = self.writers.get(r["val"])
-            if wrote is not None and wrote not in near:
-                near.insert(0, wrote)
-            self.violation(
-                "stale or lost value" if r["val"] in self.writers or r["val"] == "absent"
-                else "read returned a value no writer wrote",
-                near + [r], "%s read %s on h%d; acceptable then: %s"
-                % (r["kind"], name, r["host"], brief(acceptable)))
+        return acceptable
 
     def check_integrity(self, r):
         if r.get("val") == "GARBAGE" or r.get("why"):
@@ -242,7 +290,7 @@ class Checker:
         old, done = self._old_appends.setdefault(r["path"], [set(), 0])
         while done < len(appends) and appends[done]["t0"] < r["t0"] - HORIZON:
             p = appends[done]
-            if not self.maybe(p) and not self.across_restart(p.get("locked", p["t0"]), p["t1"]):
+            if not self.maybe(p) and not self.unguarded(p):
                 old.add(p["val"])
             done += 1
         self._old_appends[r["path"]][1] = done
@@ -251,7 +299,7 @@ class Checker:
             if p["t0"] >= r["t0"]:
                 break
             if p["val"] not in seen and not self.maybe(p) and self.deadline(p, r) <= r["t0"] \
-                    and not self.across_restart(p.get("locked", p["t0"]), p["t1"]):
+                    and not self.unguarded(p):
                 missing.append(p)
         for p in missing:
             self.violation("acknowledged append missing from a later read", [p, r],
