@@ -125,7 +125,10 @@ impl Fs {
     async fn catch_up(&self, key: &str, ino: u64) -> FsResult<()> {
         let props = match self.store.head(&self.layout.blob_name(key)).await {
             Ok(p) if !p.metadata.contains_key(META_CLAIM) => p,
-            Ok(_) | Err(StoreError::NotFound(_)) => return Ok(()),
+            Ok(_) | Err(StoreError::NotFound(_)) => {
+                self.invalidate_kernel_cache(ino).await;
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
         let newest = entry_from_props(&props);
@@ -148,6 +151,9 @@ impl Fs {
                 h.value = None;
             }
         }
+        // The kernel may hold the size and pages of an older version (read before the lock):
+        // a read would stop at the old size (a counter at 99 read as "10" once it is 100).
+        self.invalidate_kernel_cache(ino).await;
         Ok(())
     }
 

@@ -97,7 +97,14 @@ pub struct Fs {
     fresher: Mutex<HashMap<String, (Entry, std::time::Instant, String)>>,
     /// Failures reported to users (not routine answers), for the status file.
     failures: AtomicU64,
+    /// Tells the kernel to drop what it caches of an inode (its size and pages), when the FUSE
+    /// adapter serves this core (see [`Fs::set_kernel_cache_invalidator`]).
+    kernel_cache: std::sync::OnceLock<KernelCacheInvalidator>,
 }
+
+/// Drops the kernel's cached attributes and pages of an inode (blocking: a write to the FUSE
+/// device).
+pub type KernelCacheInvalidator = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl Fs {
     pub fn new(
@@ -136,7 +143,22 @@ impl Fs {
             locks: LockTable::default(),
             fresher: Mutex::new(HashMap::new()),
             failures: AtomicU64::new(0),
+            kernel_cache: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets the core drop the kernel's cache of an inode whose value it knows changed (a new
+    /// lock holder must not read at a size the kernel cached before the last holder's write).
+    pub fn set_kernel_cache_invalidator(&self, f: KernelCacheInvalidator) {
+        let _ = self.kernel_cache.set(f);
+    }
+
+    /// Drops the kernel's cached size and pages of `ino`, if a kernel serves this core.
+    pub(crate) async fn invalidate_kernel_cache(&self, ino: u64) {
+        if let Some(f) = self.kernel_cache.get().cloned() {
+            // Off the async threads: the kernel may wait on a page whose read this core serves.
+            let _ = tokio::task::spawn_blocking(move || f(ino)).await;
+        }
     }
 
     /// Loads the index once, so a broken one is reported at mount time.

@@ -166,6 +166,13 @@ fn serve(
     let mut session = fuser::Session::new(adapter, mountpoint, &config)
         .with_context(|| format!("mounting on {}", mountpoint.display()))
         .map_err(|e| ready.fail(e))?;
+    let notifier = session.notifier();
+    fs.set_kernel_cache_invalidator(Arc::new(move |ino| {
+        // ENOENT: the kernel holds nothing of it.
+        if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
+            log::debug!("dropping the kernel's cache of inode {ino}: {e}");
+        }
+    }));
     let mut unmounter = session.unmount_callable();
     log::info!("serving {what} ({keys} keys) on {}", mountpoint.display());
     ready.ready();
