@@ -1,12 +1,35 @@
 //! Leases as locks: `LeaseKeeper` holds one blob lease, renews it in the background well before
-//! it expires, and releases it; a renewal that fails for good marks the lease lost (logged), so
-//! the holder's next write fails instead of silently overwriting.
+//! it expires, and releases it. A lease counts as held only until its *deadline*: the start of
+//! the last successful acquire or renewal plus its duration, less a margin, on a clock that keeps
+//! counting while the machine is suspended (`CLOCK_BOOTTIME`). Renewals are bounded by that
+//! deadline; once it passes without one, the lease is lost (logged) and no lock is granted on it,
+//! and the holder's next write, still carrying the lease id, fails instead of overwriting.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::store::{BlobStore, LeaseDuration, StoreError};
+
+/// Taken off a lease's duration: the server counts it from when the request arrived, a little
+/// after it was sent, and clocks drift.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Milliseconds on `CLOCK_BOOTTIME` (monotonic, and it counts suspend).
+fn boot_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_BOOTTIME exists on every Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+/// When a lease taken (or renewed) by a request sent at `sent_ms` certainly still holds.
+fn deadline_after(sent_ms: u64, duration: Duration) -> u64 {
+    sent_ms + duration.saturating_sub(LEASE_MARGIN).as_millis() as u64
+}
 
 /// One held lease.
 pub struct LeaseKeeper {
@@ -14,8 +37,10 @@ pub struct LeaseKeeper {
     blob: String,
     id: String,
     lost: Arc<AtomicBool>,
-    /// For leases that are not renewed: when they run out.
-    expires: Option<Instant>,
+    /// `CLOCK_BOOTTIME` ms until which the lease certainly holds; `u64::MAX` for an infinite one.
+    deadline: Arc<AtomicU64>,
+    /// Whether it is kept renewed (else it simply runs out at its deadline).
+    renewed: bool,
     renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -28,29 +53,34 @@ impl LeaseKeeper {
         duration: LeaseDuration,
         renew: bool,
     ) -> Result<LeaseKeeper, StoreError> {
-        let started = Instant::now();
-        let id = store.acquire_lease(blob, duration, None).await?;
+        let sent = boot_ms();
+        // Our own id, so a retry after a lost answer is recognised as ours.
+        let proposed = uuid::Uuid::new_v4().to_string();
+        let id = store.acquire_lease(blob, duration, Some(&proposed)).await?;
         let lost = Arc::new(AtomicBool::new(false));
+        let deadline = Arc::new(AtomicU64::new(
+            duration
+                .as_duration()
+                .map_or(u64::MAX, |d| deadline_after(sent, d)),
+        ));
         let mut keeper = LeaseKeeper {
             store: store.clone(),
             blob: blob.to_string(),
             id,
             lost: lost.clone(),
-            expires: None,
+            deadline: deadline.clone(),
+            renewed: renew,
             renewer: None,
         };
-        match duration.as_duration() {
-            Some(d) if renew => {
-                keeper.renewer = Some(tokio::spawn(renew_loop(
-                    store.clone(),
-                    blob.to_string(),
-                    keeper.id.clone(),
-                    d,
-                    lost,
-                )))
-            }
-            Some(d) => keeper.expires = Some(started + d),
-            None => {}
+        if let (Some(d), true) = (duration.as_duration(), renew) {
+            keeper.renewer = Some(tokio::spawn(renew_loop(
+                store.clone(),
+                blob.to_string(),
+                keeper.id.clone(),
+                d,
+                lost,
+                deadline,
+            )));
         }
         log::debug!("lease on {blob:?} acquired ({duration:?})");
         Ok(keeper)
@@ -64,15 +94,16 @@ impl LeaseKeeper {
         &self.blob
     }
 
-    /// Whether the lease is still ours, as far as this host knows.
+    /// Whether the lease certainly still holds: not lost, and its deadline not passed.
     pub fn is_live(&self) -> bool {
-        !self.lost.load(Ordering::Relaxed) && self.expires.is_none_or(|e| Instant::now() < e)
+        !self.lost.load(Ordering::Relaxed) && boot_ms() < self.deadline.load(Ordering::Relaxed)
     }
 
-    /// Seconds left for a lease that is not renewed; `None` when renewed or infinite.
+    /// Time left on a lease that is not renewed; `None` when renewed or infinite.
     pub fn remaining(&self) -> Option<Duration> {
-        self.expires
-            .map(|e| e.saturating_duration_since(Instant::now()))
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        (!self.renewed && deadline != u64::MAX)
+            .then(|| Duration::from_millis(deadline.saturating_sub(boot_ms())))
     }
 
     /// Stops renewing and gives the lease back.
@@ -98,26 +129,36 @@ impl Drop for LeaseKeeper {
     }
 }
 
-/// Renews every third of the duration; retries sooner after a transient failure; gives up (and
-/// says so) when the lease is gone or has certainly expired.
+/// Renews every third of the duration, each attempt bounded by the lease's deadline (a store
+/// that hangs cannot keep the lease "held" past it); after a failure tries again sooner; gives
+/// up (and says so) when the lease is gone or the deadline passed.
 async fn renew_loop(
     store: Arc<dyn BlobStore>,
     blob: String,
     id: String,
     duration: Duration,
     lost: Arc<AtomicBool>,
+    deadline: Arc<AtomicU64>,
 ) {
     let period = duration / 3;
-    let mut last_ok = Instant::now();
     let mut wait = period;
     loop {
         tokio::time::sleep(wait).await;
-        match store.renew_lease(&blob, &id).await {
+        let sent = boot_ms();
+        let left = Duration::from_millis(deadline.load(Ordering::Relaxed).saturating_sub(sent));
+        let result = match tokio::time::timeout(left, store.renew_lease(&blob, &id)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Transient {
+                name: blob.clone(),
+                message: "renew lease: no answer before the lease's deadline".into(),
+            }),
+        };
+        match result {
             Ok(()) => {
-                last_ok = Instant::now();
+                deadline.store(deadline_after(sent, duration), Ordering::Relaxed);
                 wait = period;
             }
-            Err(e) if e.is_transient() && last_ok.elapsed() < duration => {
+            Err(e) if e.is_transient() && boot_ms() < deadline.load(Ordering::Relaxed) => {
                 log::warn!("renewing the lease on {blob:?} failed, retrying: {e}");
                 wait = Duration::from_secs(1).min(period);
             }

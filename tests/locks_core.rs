@@ -137,3 +137,34 @@ async fn a_lock_whose_catch_up_fails_is_given_back() {
         .await
         .expect("A's handle still works");
 }
+
+/// The holder's path to the store hangs (every renewal waits for minutes): its lease counts as
+/// lost at its deadline, the start of the last good acquire or renewal plus the duration less a
+/// margin, before the server can give it to another host. It used to count as held until a
+/// renewal attempt gave up, long after the server had let it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_whose_renewals_hang_is_lost_at_its_deadline() {
+    let (faults, store) = retrying();
+    let cache = tempfile::tempdir().unwrap();
+    let a = host(&store, cache.path());
+    write_file(&a, "f", b"x").await;
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    a.lock(ino, 1, LockMode::Exclusive, false, 0).await.unwrap();
+    let held = |status: Vec<u8>| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&status).unwrap();
+        serde_json::from_value(v["leases_held"].clone()).unwrap()
+    };
+    assert_eq!(held(a.status_json().await.unwrap()), ["f"]);
+    faults.plan(
+        remotedict::store::testing::Op::RenewLease,
+        remotedict::store::testing::When::Always,
+        remotedict::store::testing::Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    // The lease lasts 15 s on the server from the acquire on: held here for less than that.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert!(
+        held(a.status_json().await.unwrap()).is_empty(),
+        "still counted as held with no renewal for 14 s of a 15 s lease"
+    );
+    faults.clear();
+}

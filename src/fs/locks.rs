@@ -60,11 +60,11 @@ impl LockTable {
         (lease.is_live() || lease.remaining().is_none()).then(|| lease.id().to_string())
     }
 
-    /// Keys this host holds a lease on.
+    /// Keys this host holds a live lease on (one lost, or past its deadline, is not held).
     pub fn held_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = lock(&self.keys)
             .iter()
-            .filter(|(_, k)| k.lease.is_some())
+            .filter(|(_, k)| k.lease.as_ref().is_some_and(|l| l.is_live()))
             .map(|(key, _)| key.clone())
             .collect();
         keys.sort();
