@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::codec;
+use crate::store::StoreError;
 
 /// Values at most this large (decoded, and stored) are held in memory, not on disk.
 pub const SMALL_MAX: u64 = 256 << 10;
@@ -28,10 +29,17 @@ pub(super) fn start(store: &Arc<dyn BlobStore>, blob: &str, etag: &str) -> Small
     let (store, blob, etag) = (store.clone(), blob.to_string(), etag.to_string());
     tokio::spawn(async move {
         let got = fetch(&store, &blob, &etag).await;
-        // The reader decides what a failure means (a value rewritten meanwhile is read again
-        // at its newest version) and the FUSE adapter logs what reaches the user.
-        if let Err(e) = &got {
-            log::debug!("reading {blob:?}: {e}");
+        // A value rewritten or removed meanwhile is the reader's to handle (it reads the
+        // newest version, or reports the name gone); anything else (corrupt data, a store
+        // failure) is logged here, naming the blob.
+        match &got {
+            Err(
+                e @ (FsError::Transfer(TransferError::Changed(_))
+                | FsError::Transfer(TransferError::Store(StoreError::NotFound(_)))
+                | FsError::Store(StoreError::NotFound(_))),
+            ) => log::debug!("reading {blob:?}: {e}"),
+            Err(e) => log::error!("reading {blob:?}: {e}"),
+            Ok(_) => {}
         }
         let _ = tx.send(Some(got));
     });
