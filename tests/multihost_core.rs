@@ -472,3 +472,38 @@ async fn a_name_whose_blob_is_gone_is_unlisted_by_its_first_reader() {
     assert_eq!(assert_consistent(&store, "f").await, None);
     assert_eq!(read(&a, "g").await.unwrap(), b"another");
 }
+
+/// A close whose upload failed (EIO to the program) leaves no value to be uploaded later by the
+/// kernel's `release`: found by the torture, where such a value landed after another host's
+/// newer acknowledged write and replaced it (the store was restarting when the close failed).
+#[tokio::test]
+async fn a_failed_close_is_not_uploaded_later_by_release() {
+    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = fresh_host(&store, ca.path());
+    let b = fresh_host(&store, cb.path());
+    let (_, fh) = a
+        .create(
+            ROOT,
+            "f",
+            0o644,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        )
+        .await
+        .unwrap();
+    a.write(fh, 0, b"told it failed").await.unwrap();
+    for op in [Op::Put, Op::PutBlock, Op::CommitBlocks] {
+        faults.plan(op, When::Prefix("folder/f".into()), Fault::Status(503));
+    }
+    a.flush(fh).await.expect_err("the store refuses the upload");
+    faults.clear();
+    // Another host writes the name after the failed close, then the kernel releases A's handle.
+    write_file(&b, "f", b"newer").await;
+    a.release(fh).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "f").await.as_deref(),
+        Some(&b"newer"[..])
+    );
+}

@@ -34,6 +34,10 @@ pub(super) struct FileState {
     pub(super) claim: Option<claims::ClaimKeeper>,
     /// The name was unlinked while open: nothing of it is saved any more.
     pub(super) unlinked: bool,
+    /// The last save failed and nothing was written since: the program was told (EIO at
+    /// `close`/`fsync`), so the kernel's later `release` must not upload it after all (a value
+    /// landing after its close failed could undo another host's newer write).
+    pub(super) save_failed: bool,
 }
 
 /// An open file handle.
@@ -94,6 +98,7 @@ impl Fs {
                         written: false,
                         claim: None,
                         unlinked: false,
+                        save_failed: false,
                     })),
                 })
             })
@@ -313,7 +318,8 @@ impl Fs {
         let Some(f) = self.open_file(h.ino) else {
             return Ok(());
         };
-        let result = if h.write {
+        let retry = h.write && !f.state.lock().await.save_failed;
+        let result = if retry {
             self.save(h.ino).await
         } else {
             Ok(())

@@ -45,6 +45,7 @@ impl Fs {
                 s.mtime = set.mtime.unwrap_or_else(SystemTime::now);
             }
             st.written = true;
+            st.save_failed = false;
             let idle = st.handles == 0;
             drop(st);
             if idle || fh.is_none() {

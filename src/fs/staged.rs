@@ -128,6 +128,7 @@ impl Fs {
         staged.dirty = true;
         staged.mtime = SystemTime::now();
         st.written = true;
+        st.save_failed = false;
         Ok(data.len() as u32)
     }
 
@@ -238,6 +239,7 @@ impl Fs {
                 Ok(uploaded) => break uploaded,
                 Err(e) => {
                     log::error!("saving {key:?} failed, the previous value stays: {e}");
+                    st.save_failed = true;
                     return Err(e.into());
                 }
             }
@@ -267,6 +269,7 @@ impl Fs {
         st.claim = None;
         st.perms = None;
         st.written = false;
+        st.save_failed = false;
         if let Some(s) = st.staged.as_mut() {
             s.dirty = false;
         }
