@@ -469,9 +469,12 @@ impl Filesystem for FuseAdapter {
         self.spawn(
             move |fs| async move {
                 let saved = fs.release(fh.0).await;
-                // The last close of a file description drops its flock.
-                if let Some(owner) = lock_owner {
-                    fs.unlock(ino.0, owner.0).await?;
+                // The last close of a file description drops its flock. Locks are owned by the
+                // handle, not by the kernel's lock owner: that is the address of the file
+                // description, which a new open can reuse before this release arrives (the
+                // release would then drop the new open's lock).
+                if lock_owner.is_some() {
+                    fs.unlock(ino.0, fh.0).await?;
                 }
                 saved
             },
@@ -483,8 +486,8 @@ impl Filesystem for FuseAdapter {
         &self,
         req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
-        lock_owner: LockOwner,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
         _start: u64,
         _end: u64,
         typ: i32,
@@ -501,9 +504,11 @@ impl Filesystem for FuseAdapter {
         };
         self.spawn(
             move |fs| async move {
+                // Owned by the handle (one per open file description, never reused): see
+                // `release`.
                 match mode {
-                    Some(mode) => fs.lock(ino.0, lock_owner.0, mode, sleep, pid).await,
-                    None => fs.unlock(ino.0, lock_owner.0).await.map(|_| ()),
+                    Some(mode) => fs.lock(ino.0, fh.0, mode, sleep, pid).await,
+                    None => fs.unlock(ino.0, fh.0).await.map(|_| ()),
                 }
             },
             move |r| empty(reply, "flock", r),
