@@ -98,6 +98,14 @@ fn store_errno(e: &StoreError) -> i32 {
 }
 
 impl FsError {
+    /// The store's answer behind this error, if it is one (directly or through a transfer).
+    pub fn store_cause(&self) -> Option<&StoreError> {
+        match self {
+            FsError::Store(e) | FsError::Transfer(TransferError::Store(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The errno this error is reported as.
     pub fn errno(&self) -> i32 {
         match self {

@@ -12,7 +12,17 @@ use crate::index::meta::{entry_from_props, META_CLAIM};
 use crate::lock::{signal_pending, LeaseKeeper};
 use crate::mutex::lock;
 use crate::store::{LeaseDuration, StoreError};
-use crate::transfer::TransferError;
+
+/// What one try at a lock got.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Got {
+    /// Someone holds a conflicting lock (here or on another host).
+    Busy,
+    /// Granted under the lease this host already held.
+    Granted,
+    /// Granted with a lease just acquired: another host may have written before it.
+    Lease,
+}
 
 impl Fs {
     /// Takes (or converts) `owner`'s lock on `ino`; waits while it conflicts when `wait`, giving
@@ -47,11 +57,13 @@ impl Fs {
             let notified = self.locks.changed();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self
+            let got = self
                 .try_lock(&key, ino, owner, mode, duration, renew)
-                .await?
-            {
+                .await?;
+            if got == Got::Lease {
                 // Outside the gate: other locks of this host need not wait for the download.
+                // (A lock granted under a lease this host already held needs none: no other
+                // host can have written meanwhile.)
                 if let Err(e) = self.catch_up(&key, ino).await {
                     // Holding the lock on an old copy would let this holder's save undo the
                     // last holder's write: the lock is given back and the caller told.
@@ -59,6 +71,8 @@ impl Fs {
                     let _ = self.unlock(ino, owner).await;
                     return Err(e);
                 }
+            }
+            if got != Got::Busy {
                 return Ok(());
             }
             if !wait {
@@ -83,22 +97,22 @@ impl Fs {
         mode: LockMode,
         duration: LeaseDuration,
         renew: bool,
-    ) -> FsResult<bool> {
+    ) -> FsResult<Got> {
         let _gate = self.locks.gate().await;
         if self.locks.closing() {
             // Unmounting: the leases were given back, and no new one may outlive the mount.
             return Err(FsError::Interrupted);
         }
         match self.locks.try_grant(key, owner, mode) {
-            Grant::Granted => return Ok(true),
-            Grant::Conflict => return Ok(false),
+            Grant::Granted => return Ok(Got::Granted),
+            Grant::Conflict => return Ok(Got::Busy),
             Grant::NeedLease(Some(stale)) => {
                 let _ = stale.release().await;
             }
             Grant::NeedLease(None) => {}
         }
         if !self.ensure_blob(ino).await? {
-            return Ok(false);
+            return Ok(Got::Busy);
         }
         let blob = self.layout.blob_name(key);
         match LeaseKeeper::acquire(&self.store, &blob, duration, renew).await {
@@ -109,9 +123,9 @@ impl Fs {
                 if let Err(e) = self.index.revalidate().await {
                     log::warn!("refreshing the index after locking {key:?}: {e}");
                 }
-                Ok(true)
+                Ok(Got::Lease)
             }
-            Err(StoreError::LeaseConflict(_)) => Ok(false),
+            Err(StoreError::LeaseConflict(_)) => Ok(Got::Busy),
             Err(StoreError::NotFound(_)) => Err(FsError::NotFound),
             Err(e) => Err(e.into()),
         }
@@ -169,10 +183,7 @@ impl Fs {
             return Ok(true);
         }
         match self.save(ino).await {
-            Err(FsError::Store(StoreError::LeaseConflict(_)))
-            | Err(FsError::Transfer(TransferError::Store(StoreError::LeaseConflict(_)))) => {
-                Ok(false)
-            }
+            Err(e) if matches!(e.store_cause(), Some(StoreError::LeaseConflict(_))) => Ok(false),
             r => r.map(|()| true),
         }
     }

@@ -265,7 +265,8 @@ impl Fs {
             }
             r => r,
         };
-        if result.as_ref().is_err_and(blob_gone) {
+        let gone = |e: &FsError| matches!(e.store_cause(), Some(StoreError::NotFound(_)));
+        if result.as_ref().is_err_and(gone) {
             self.unlist_vanished(&key, &blob).await;
         }
         result
@@ -365,13 +366,4 @@ impl Fs {
         self.release(fh).await?;
         result.map(|_| out)
     }
-}
-
-/// Whether a read failed because the blob is not in the store.
-fn blob_gone(e: &FsError) -> bool {
-    matches!(
-        e,
-        FsError::Store(StoreError::NotFound(_))
-            | FsError::Transfer(TransferError::Store(StoreError::NotFound(_)))
-    )
 }

@@ -32,14 +32,14 @@ pub(super) fn start(store: &Arc<dyn BlobStore>, blob: &str, etag: &str) -> Small
         // A value rewritten or removed meanwhile is the reader's to handle (it reads the
         // newest version, or reports the name gone); anything else (corrupt data, a store
         // failure) is logged here, naming the blob.
-        match &got {
-            Err(
-                e @ (FsError::Transfer(TransferError::Changed(_))
-                | FsError::Transfer(TransferError::Store(StoreError::NotFound(_)))
-                | FsError::Store(StoreError::NotFound(_))),
-            ) => log::debug!("reading {blob:?}: {e}"),
-            Err(e) => log::error!("reading {blob:?}: {e}"),
-            Ok(_) => {}
+        if let Err(e) = &got {
+            let theirs = matches!(e, FsError::Transfer(TransferError::Changed(_)))
+                || matches!(e.store_cause(), Some(StoreError::NotFound(_)));
+            if theirs {
+                log::debug!("reading {blob:?}: {e}");
+            } else {
+                log::error!("reading {blob:?}: {e}");
+            }
         }
         let _ = tx.send(Some(got));
     });
