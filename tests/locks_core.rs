@@ -15,8 +15,8 @@ use remotedict::store::BlobStore;
 
 use common::hosts::{host_with_ttl, read, write_file, ROOT};
 
-fn host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
-    host_with_ttl(store, cache, Duration::from_millis(1))
+fn host(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Arc<Fs> {
+    Arc::new(host_with_ttl(store, cache, Duration::from_millis(1)))
 }
 
 /// `RetryingStore(FaultStore(MemStore))`, as the daemon composes its store.
@@ -37,7 +37,7 @@ fn retrying() -> (Arc<FaultStore>, Arc<dyn BlobStore>) {
 async fn two_shared_holders_both_upgrading_do_not_deadlock() {
     let (_, store) = retrying();
     let cache = tempfile::tempdir().unwrap();
-    let fs = Arc::new(host(&store, cache.path()));
+    let fs = host(&store, cache.path());
     write_file(&fs, "f", b"x").await;
     let ino = fs.lookup(ROOT, "f").await.unwrap().ino;
     fs.lock(ino, 1, LockMode::Shared, false, 0).await.unwrap();
@@ -70,7 +70,7 @@ async fn two_shared_holders_both_upgrading_do_not_deadlock() {
 async fn open_then_lock_sees_the_last_holders_write() {
     let (_, store) = retrying();
     let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Arc::new(host(&store, ca.path()));
+    let a = host(&store, ca.path());
     let b = host(&store, cb.path());
     write_file(&b, "log", b"one\n").await;
     let ino_b = b.lookup(ROOT, "log").await.unwrap().ino;
@@ -165,6 +165,154 @@ async fn a_lease_whose_renewals_hang_is_lost_at_its_deadline() {
     assert!(
         held(a.status_json().await.unwrap()).is_empty(),
         "still counted as held with no renewal for 14 s of a 15 s lease"
+    );
+    faults.clear();
+}
+
+/// Host A's path to the store hangs while host B's works: `(A over faults, B, faults)`.
+fn two_hosts_one_cut_off() -> (Arc<FaultStore>, Arc<dyn BlobStore>, Arc<dyn BlobStore>) {
+    let mem: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let faults = Arc::new(FaultStore::new(mem.clone()));
+    let backoff = Backoff {
+        max_retries: 3,
+        first_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    };
+    let a: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(faults.clone(), backoff));
+    let b: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(mem, backoff));
+    (faults, a, b)
+}
+
+/// `flock -n` while the store takes 8 s to answer the lease request (granted at once, the answer
+/// late): the request is answered
+/// EIO within the bound (it used to wait for the store, minutes with retries, stuck in the
+/// kernel where not even `timeout` could end it), and the lease granted after all, with nobody
+/// left to hold it, is given back: another host gets the lock soon after, not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nonblocking_lock_answers_when_the_store_does_not() {
+    let (faults, store_a, store_b) = two_hosts_one_cut_off();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(&store_a, ca.path());
+    let b = host(&store_b, cb.path());
+    write_file(&a, "f", b"x").await;
+    let ino_a = a.lookup(ROOT, "f").await.unwrap().ino;
+    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    faults.plan(
+        remotedict::store::testing::Op::AcquireLease,
+        remotedict::store::testing::When::Always,
+        remotedict::store::testing::Fault::DelayAfter(Duration::from_secs(8)),
+    );
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        a.lock(ino_a, 1, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .expect("LOCK_NB answers");
+    let took = started.elapsed();
+    let err = answer.expect_err("no lock was taken in time");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert!(took < Duration::from_secs(7), "answered after {took:?}");
+    // The late grant goes back: B gets the lock once A's acquire has landed and been undone.
+    let mut got = false;
+    for _ in 0..100 {
+        if b.lock(ino_b, 2, LockMode::Exclusive, false, 0)
+            .await
+            .is_ok()
+        {
+            got = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        got,
+        "the lease granted after the request was given up was kept"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(8));
+    faults.clear();
+}
+
+/// A blocking `flock` waits on a store that does not answer; its process is killed: the wait
+/// ends at once (EINTR) instead of when the store answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocking_lock_on_a_hung_store_ends_when_its_process_does() {
+    let (faults, store_a, _) = two_hosts_one_cut_off();
+    let cache = tempfile::tempdir().unwrap();
+    let a = host(&store_a, cache.path());
+    write_file(&a, "f", b"x").await;
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    faults.plan(
+        remotedict::store::testing::Op::AcquireLease,
+        remotedict::store::testing::When::Always,
+        remotedict::store::testing::Fault::DelayBefore(Duration::from_secs(600)),
+    );
+    let mut child = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let a2 = a.clone();
+    let waiter = tokio::spawn(async move { a2.lock(ino, 1, LockMode::Exclusive, true, pid).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiter.is_finished(), "the lock cannot be granted yet");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the wait ends with its process")
+        .unwrap();
+    assert!(
+        matches!(r, Err(remotedict::fs::FsError::Interrupted)),
+        "{r:?}"
+    );
+    faults.clear();
+}
+
+/// Unlocking while the store does not answer the lease release: the unlock answers within a
+/// bound (the lock is dropped here at once) and the release goes on behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unlock_answers_when_the_store_does_not() {
+    let (faults, store_a, store_b) = two_hosts_one_cut_off();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(&store_a, ca.path());
+    let b = host(&store_b, cb.path());
+    write_file(&a, "f", b"x").await;
+    let ino_a = a.lookup(ROOT, "f").await.unwrap().ino;
+    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    a.lock(ino_a, 1, LockMode::Exclusive, false, 0)
+        .await
+        .unwrap();
+    faults.plan(
+        remotedict::store::testing::Op::ReleaseLease,
+        remotedict::store::testing::When::Always,
+        remotedict::store::testing::Fault::DelayBefore(Duration::from_secs(10)),
+    );
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(30), a.unlock(ino_a, 1))
+        .await
+        .expect("unlock answers");
+    assert!(r.unwrap(), "the lock was held");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // The release lands after the delay: B gets the lock then.
+    let mut got = false;
+    for _ in 0..150 {
+        if b.lock(ino_b, 2, LockMode::Exclusive, false, 0)
+            .await
+            .is_ok()
+        {
+            got = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        got,
+        "the release that went on in the background never landed"
     );
     faults.clear();
 }

@@ -372,8 +372,8 @@ async fn the_next_lock_holder_reads_what_the_last_one_wrote() {
     use remotedict::fs::LockMode;
     let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
     let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = host(&store, ca.path(), Duration::from_secs(30));
-    let b = host(&store, cb.path(), Duration::from_secs(30));
+    let a = Arc::new(host(&store, ca.path(), Duration::from_secs(30)));
+    let b = Arc::new(host(&store, cb.path(), Duration::from_secs(30)));
     write_file(&a, "x.lock", b"").await;
     write_file(&a, "log", b"0\n").await;
     read(&b, "log").await.unwrap(); // b's index copy: trusted for 30 s

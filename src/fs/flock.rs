@@ -4,6 +4,7 @@
 //! host's locks (docs/SEMANTICS.md). While a host holds a lease, its writes to that blob carry the
 //! lease id; other hosts' writes fail with EBUSY.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::locks::{Grant, LockMode};
@@ -13,22 +14,35 @@ use crate::lock::{signal_pending, LeaseKeeper};
 use crate::mutex::lock;
 use crate::store::{LeaseDuration, StoreError};
 
+/// How long a `LOCK_NB` request may wait for the store before it is answered EIO: the caller
+/// asked not to wait, so a store that does not answer must not hold it (or the kernel) for the
+/// minutes its retries can take.
+const NONBLOCKING_BOUND: Duration = Duration::from_secs(5);
+
+/// How long an unlock waits for its lease to be given back before answering; the release goes
+/// on in the background (the lock is already dropped here).
+const UNLOCK_BOUND: Duration = Duration::from_secs(5);
+
+/// How often a request waiting for an attempt looks for a signal to its process or its bound.
+const ATTEMPT_POLL: Duration = Duration::from_millis(100);
+
 /// What one try at a lock got.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Got {
     /// Someone holds a conflicting lock (here or on another host).
     Busy,
-    /// Granted under the lease this host already held.
-    Granted,
-    /// Granted with a lease just acquired: another host may have written before it.
-    Lease,
+    /// Granted under the lease this host already held, by this grant.
+    Granted(u64),
+    /// Granted with a lease just acquired (another host may have written before it).
+    Lease(u64),
 }
 
 impl Fs {
     /// Takes (or converts) `owner`'s lock on `ino`; waits while it conflicts when `wait`, giving
-    /// up when process `pid` gets a signal.
+    /// up when process `pid` gets a signal. Without `wait`, answers within a few seconds even
+    /// when the store does not (EIO then).
     pub async fn lock(
-        &self,
+        self: &Arc<Self>,
         ino: u64,
         owner: u64,
         mode: LockMode,
@@ -41,7 +55,7 @@ impl Fs {
 
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn lock_with(
-        &self,
+        self: &Arc<Self>,
         ino: u64,
         owner: u64,
         mode: LockMode,
@@ -52,27 +66,20 @@ impl Fs {
     ) -> FsResult<()> {
         self.writable()?;
         let key = self.key_of(ino)?;
+        let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(20);
         loop {
             let notified = self.locks.changed();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let got = self
-                .try_lock(&key, ino, owner, mode, duration, renew)
-                .await?;
-            if got == Got::Lease {
-                // Outside the gate: other locks of this host need not wait for the download.
-                // (A lock granted under a lease this host already held needs none: no other
-                // host can have written meanwhile.)
-                if let Err(e) = self.catch_up(&key, ino).await {
-                    // Holding the lock on an old copy would let this holder's save undo the
-                    // last holder's write: the lock is given back and the caller told.
-                    log::error!("locking {key:?}: cannot read what the last holder wrote: {e}");
-                    let _ = self.unlock(ino, owner).await;
-                    return Err(e);
-                }
-            }
-            if got != Got::Busy {
+            // Each attempt runs as its own task: a request given up (bound, signal) never cuts
+            // an attempt off between its lease request and recording the lease.
+            let attempt = tokio::spawn({
+                let (fs, key) = (self.clone(), key.clone());
+                async move { fs.attempt(&key, ino, owner, mode, duration, renew).await }
+            });
+            let bound = (!wait).then(|| started + NONBLOCKING_BOUND);
+            if self.answer(attempt, &key, owner, bound, pid).await? {
                 return Ok(());
             }
             if !wait {
@@ -86,6 +93,82 @@ impl Fs {
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits for one attempt at `owner`'s lock on `key`: whether it was granted. Gives up at
+    /// `bound` (EIO: the store did not answer in time) or when process `pid` gets a signal
+    /// (EINTR); an attempt given up that is granted after all is given back then.
+    async fn answer(
+        self: &Arc<Self>,
+        mut attempt: tokio::task::JoinHandle<FsResult<Option<u64>>>,
+        key: &str,
+        owner: u64,
+        bound: Option<tokio::time::Instant>,
+        pid: u32,
+    ) -> FsResult<bool> {
+        loop {
+            tokio::select! {
+                r = &mut attempt => return Ok(r??.is_some()),
+                _ = tokio::time::sleep(ATTEMPT_POLL) => {}
+            }
+            let late = bound.is_some_and(|b| tokio::time::Instant::now() >= b);
+            if !late && !(pid != 0 && signal_pending(pid)) {
+                continue;
+            }
+            let (fs, abandoned) = (self.clone(), key.to_string());
+            tokio::spawn(async move {
+                if let Ok(Ok(Some(grant))) = attempt.await {
+                    log::info!(
+                        "{abandoned:?}: a lock granted after its request was given up goes back"
+                    );
+                    fs.give_back(&abandoned, owner, Some(grant)).await;
+                }
+            });
+            if !late {
+                return Err(FsError::Interrupted);
+            }
+            log::warn!(
+                "locking {key:?}: the store did not answer within {}s; LOCK_NB answers EIO",
+                NONBLOCKING_BOUND.as_secs()
+            );
+            return Err(FsError::Store(StoreError::Transient {
+                name: self.layout.blob_name(key),
+                message: format!(
+                    "take a lock: no answer within {}s",
+                    NONBLOCKING_BOUND.as_secs()
+                ),
+            }));
+        }
+    }
+
+    /// One try at `owner`'s lock: its grant, or `None` when someone holds a conflicting lock.
+    async fn attempt(
+        &self,
+        key: &str,
+        ino: u64,
+        owner: u64,
+        mode: LockMode,
+        duration: LeaseDuration,
+        renew: bool,
+    ) -> FsResult<Option<u64>> {
+        match self
+            .try_lock(key, ino, owner, mode, duration, renew)
+            .await?
+        {
+            Got::Busy => Ok(None),
+            // No other host can have written meanwhile: nothing to catch up with.
+            Got::Granted(grant) => Ok(Some(grant)),
+            Got::Lease(grant) => match self.catch_up(key, ino).await {
+                Ok(()) => Ok(Some(grant)),
+                Err(e) => {
+                    // Holding the lock on an old copy would let this holder's save undo the
+                    // last holder's write: the lock is given back and the caller told.
+                    log::error!("locking {key:?}: cannot read what the last holder wrote: {e}");
+                    self.give_back(key, owner, Some(grant)).await;
+                    Err(e)
+                }
+            },
         }
     }
 
@@ -104,7 +187,7 @@ impl Fs {
             return Err(FsError::Interrupted);
         }
         match self.locks.try_grant(key, owner, mode) {
-            Grant::Granted => return Ok(Got::Granted),
+            Grant::Granted(grant) => return Ok(Got::Granted(grant)),
             Grant::Conflict => return Ok(Got::Busy),
             Grant::NeedLease(Some(stale)) => {
                 let _ = stale.release().await;
@@ -117,13 +200,13 @@ impl Fs {
         let blob = self.layout.blob_name(key);
         match LeaseKeeper::acquire(&self.store, &blob, duration, renew).await {
             Ok(keeper) => {
-                self.locks.install(key, keeper, owner, mode);
+                let grant = self.locks.install(key, keeper, owner, mode);
                 // The new holder must read what the previous one wrote.
                 self.index.invalidate();
                 if let Err(e) = self.index.revalidate().await {
                     log::warn!("refreshing the index after locking {key:?}: {e}");
                 }
-                Ok(Got::Lease)
+                Ok(Got::Lease(grant))
             }
             Err(StoreError::LeaseConflict(_)) => Ok(Got::Busy),
             Err(StoreError::NotFound(_)) => Err(FsError::NotFound),
@@ -188,28 +271,51 @@ impl Fs {
         }
     }
 
-    /// Drops `owner`'s lock on `ino`; the last holder on this host releases the lease.
-    pub async fn unlock(&self, ino: u64, owner: u64) -> FsResult<bool> {
+    /// Drops `owner`'s lock on `ino`; the last holder on this host releases the lease (waiting
+    /// a bounded time for it: the lock is dropped here at once).
+    pub async fn unlock(self: &Arc<Self>, ino: u64, owner: u64) -> FsResult<bool> {
         let Ok(key) = self.key_of(ino) else {
             return Ok(false);
         };
-        let _gate = self.locks.gate().await;
-        let (had, lease) = self.locks.remove_holder(&key, owner);
-        let released = match lease {
-            Some(l) => {
-                // The next holder, on any host, must read what this one wrote: the files it
-                // closed are listed in the index blob before the lease goes.
-                if let Err(e) = self.sync_index().await {
-                    log::error!(
-                        "unlocking {key:?}: this host's last changes are not listed yet ({e});                          the next holder may not see them until they land"
-                    );
-                }
-                l.release().await
+        let (had, lease) = self.locks.remove_holder(&key, owner, None);
+        if let Some(lease) = lease {
+            let release = tokio::spawn({
+                let (fs, key) = (self.clone(), key.clone());
+                async move { fs.release_lease(&key, lease).await }
+            });
+            match tokio::time::timeout(UNLOCK_BOUND, release).await {
+                Ok(r) => r??,
+                Err(_) => log::warn!(
+                    "unlocking {key:?}: the store has not answered yet; the lease is given back \
+                     when it does (or runs out)"
+                ),
             }
-            None => Ok(()),
-        };
-        released.inspect_err(|e| log::warn!("releasing the lease on {key:?}: {e}"))?;
+        }
         Ok(had)
+    }
+
+    /// Drops the lock `grant` gave `owner` on `key` (if it still holds it), and the lease when
+    /// it was the last holder here; failures are logged.
+    async fn give_back(&self, key: &str, owner: u64, grant: Option<u64>) {
+        if let (_, Some(lease)) = self.locks.remove_holder(key, owner, grant) {
+            let _ = self.release_lease(key, lease).await;
+        }
+    }
+
+    /// Gives back the lease of `key`, which no holder here uses any more: the files this host
+    /// closed are listed in the index blob first (the next holder, on any host, must read what
+    /// this one wrote). Wakes the waiters here once it is back.
+    async fn release_lease(&self, key: &str, lease: LeaseKeeper) -> FsResult<()> {
+        if let Err(e) = self.sync_index().await {
+            log::error!(
+                "unlocking {key:?}: this host's last changes are not listed yet ({e}); \
+                 the next holder may not see them until they land"
+            );
+        }
+        let released = lease.release().await;
+        self.locks.notify();
+        released.inspect_err(|e| log::warn!("releasing the lease on {key:?}: {e}"))?;
+        Ok(())
     }
 
     /// Releases every lease this host holds (at unmount).

@@ -22,16 +22,24 @@ pub enum LockMode {
     Exclusive,
 }
 
+/// One owner's lock, and which grant gave it (so a grant given back later, after its request
+/// was abandoned, cannot drop a lock the owner took again since).
+#[derive(Clone, Copy)]
+struct Hold {
+    mode: LockMode,
+    grant: u64,
+}
+
 #[derive(Default)]
 struct KeyLocks {
-    holders: HashMap<u64, LockMode>,
+    holders: HashMap<u64, Hold>,
     lease: Option<LeaseKeeper>,
 }
 
 /// What [`LockTable::try_grant`] decided.
 pub enum Grant {
-    /// The owner holds the lock now (this host already holds the key's lease).
-    Granted,
+    /// The owner holds the lock now (this host already holds the key's lease), by this grant.
+    Granted(u64),
     /// Another owner on this host holds a conflicting lock.
     Conflict,
     /// Nobody here holds the key: the lease must be acquired first ([`LockTable::install`]).
@@ -48,6 +56,8 @@ pub struct LockTable {
     gate: tokio::sync::Mutex<()>,
     /// Set when the mount ends ([`LockTable::drain`]): no new lease is taken after that.
     closing: std::sync::atomic::AtomicBool,
+    /// The last grant number given.
+    grants: std::sync::atomic::AtomicU64,
 }
 
 impl LockTable {
@@ -82,6 +92,17 @@ impl LockTable {
         self.changed.notified()
     }
 
+    /// Wakes the waiters (a lease this host held was given back: another try may now get it).
+    pub fn notify(&self) {
+        self.changed.notify_waiters();
+    }
+
+    fn next_grant(&self) -> u64 {
+        self.grants
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
     /// Grants `owner` a `mode` lock on `key` if this host holds the key's live lease and no
     /// other owner here holds a conflicting lock.
     pub fn try_grant(&self, key: &str, owner: u64, mode: LockMode) -> Grant {
@@ -93,11 +114,11 @@ impl LockTable {
             // The lease ran out or was lost: nobody here holds the lock any more.
             return Grant::NeedLease(keys.remove(key).and_then(|k| k.lease));
         }
-        let conflict = k.holders.iter().any(|(o, m)| {
-            *o != owner && (mode == LockMode::Exclusive || *m == LockMode::Exclusive)
+        let conflict = k.holders.iter().any(|(o, h)| {
+            *o != owner && (mode == LockMode::Exclusive || h.mode == LockMode::Exclusive)
         });
         if conflict {
-            if k.holders.get(&owner).is_some_and(|m| *m != mode) {
+            if k.holders.get(&owner).is_some_and(|h| h.mode != mode) {
                 // A conversion that must wait drops the lock held first, as Linux does (flock(2):
                 // not atomic), so two shared holders that both upgrade do not wait on each other.
                 k.holders.remove(&owner);
@@ -107,27 +128,39 @@ impl LockTable {
             return Grant::Conflict;
         }
         if k.lease.is_some() {
-            k.holders.insert(owner, mode);
-            return Grant::Granted;
+            let grant = self.next_grant();
+            k.holders.insert(owner, Hold { mode, grant });
+            return Grant::Granted(grant);
         }
         Grant::NeedLease(None)
     }
 
-    /// Records the lease just acquired for `key` and `owner`'s lock under it.
-    pub fn install(&self, key: &str, lease: LeaseKeeper, owner: u64, mode: LockMode) {
+    /// Records the lease just acquired for `key` and `owner`'s lock under it; returns the grant.
+    pub fn install(&self, key: &str, lease: LeaseKeeper, owner: u64, mode: LockMode) -> u64 {
+        let grant = self.next_grant();
         let mut keys = lock(&self.keys);
         let k = keys.entry(key.to_string()).or_default();
         k.lease = Some(lease);
-        k.holders.insert(owner, mode);
+        k.holders.insert(owner, Hold { mode, grant });
+        grant
     }
 
-    /// Drops `owner`'s lock on `key`: whether it had one, and the key's lease when it was the
-    /// last holder here (for the caller to release). Wakes waiters.
-    pub fn remove_holder(&self, key: &str, owner: u64) -> (bool, Option<LeaseKeeper>) {
+    /// Drops `owner`'s lock on `key` (with `grant`, only the lock that grant gave): whether it
+    /// had one, and the key's lease when it was the last holder here (for the caller to
+    /// release). Wakes waiters.
+    pub fn remove_holder(
+        &self,
+        key: &str,
+        owner: u64,
+        grant: Option<u64>,
+    ) -> (bool, Option<LeaseKeeper>) {
         let mut keys = lock(&self.keys);
         let Some(k) = keys.get_mut(key) else {
             return (false, None);
         };
+        if grant.is_some_and(|g| k.holders.get(&owner).is_none_or(|h| h.grant != g)) {
+            return (false, None);
+        }
         let had = k.holders.remove(&owner).is_some();
         let lease = if k.holders.is_empty() {
             keys.remove(key).and_then(|k| k.lease)

@@ -40,7 +40,13 @@ pub fn parse_lock_value(value: &[u8]) -> Result<(LeaseDuration, bool), String> {
 
 impl Fs {
     /// Sets an extended attribute: only `user.remotedict.lock` (takes a lease).
-    pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], pid: u32) -> FsResult<()> {
+    pub async fn setxattr(
+        self: &std::sync::Arc<Self>,
+        ino: u64,
+        name: &str,
+        value: &[u8],
+        pid: u32,
+    ) -> FsResult<()> {
         match name {
             XATTR_LOCK => {
                 let (duration, wait) = parse_lock_value(value).map_err(|e| {
@@ -68,7 +74,7 @@ impl Fs {
     }
 
     /// Removes an extended attribute: `user.remotedict.lock` releases the lease.
-    pub async fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
+    pub async fn removexattr(self: &std::sync::Arc<Self>, ino: u64, name: &str) -> FsResult<()> {
         match name {
             XATTR_LOCK => {
                 if self.unlock(ino, XATTR_OWNER).await? {
