@@ -113,7 +113,8 @@ impl Fs {
                 _ = tokio::time::sleep(ATTEMPT_POLL) => {}
             }
             let late = bound.is_some_and(|b| tokio::time::Instant::now() >= b);
-            if !late && !(pid != 0 && signal_pending(pid)) {
+            let signalled = pid != 0 && signal_pending(pid);
+            if !late && !signalled {
                 continue;
             }
             let (fs, abandoned) = (self.clone(), key.to_string());
