@@ -369,3 +369,138 @@ on_both_mounts!(
     truncating_open_then_flock_waits_for_the_holder,
     a_stopping_mount_keeps_its_holders_locks
 );
+
+/// Starts `python3 -c SCRIPT` on mount `m` with piped stdin and stdout, and waits for the line
+/// `ready` it prints once the file is open.
+fn python_ready(
+    m: &Mount,
+    script: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .current_dir(&m.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    (child, out)
+}
+
+/// Host A's path to Azurite is black-holed (a proxy holds every byte) while host B's works:
+/// `flock -n` on A answers EIO within seconds (it used to sit in the kernel for minutes, where
+/// not even `timeout` could end it), a blocking `flock` on A ends when its process gets SIGTERM,
+/// B takes the lock meanwhile, and once A's path heals, the lease A's given-up requests got
+/// after all goes back (B can lock again) and A locks as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_off_from_the_store_answers_lock_requests() {
+    use std::io::{BufRead, Write};
+    let Some(direct) = Backend::azure() else {
+        return;
+    };
+    direct.store().await.create_container().await.unwrap();
+    let Backend::Azure { conn, container } = &direct else {
+        unreachable!()
+    };
+    let proxy = common::proxy::Proxy::start(common::proxy::upstream_port(conn));
+    let via_proxy = Backend::Azure {
+        conn: proxy.connection_string(conn),
+        container: container.clone(),
+    };
+    let args = ["--lease-duration", LEASE, "--index-ttl", "60"];
+    let a = Mount::start_with(&via_proxy, &args);
+    run(&a, "echo 1 > f && sync f");
+    let b = Mount::start_with(&direct, &args);
+    assert!(run(&b, "cat f").status.success());
+    let nonblocking = r#"
+import errno, fcntl, sys, time
+f = open("f", "r+")
+print("ready", flush=True)
+sys.stdin.readline()
+t = time.monotonic()
+try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("locked", flush=True)
+except OSError as e:
+    print(errno.errorcode[e.errno], time.monotonic() - t, flush=True)
+"#;
+    let blocking = r#"
+import fcntl, sys
+f = open("f", "r+")
+print("ready", flush=True)
+sys.stdin.readline()
+fcntl.flock(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+"#;
+    let (mut nb, mut nb_out) = python_ready(&a, nonblocking);
+    let (mut bl, _bl_out) = python_ready(&a, blocking);
+    proxy.cut();
+    std::thread::sleep(Duration::from_millis(300));
+
+    writeln!(nb.stdin.as_mut().unwrap()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = nb_out.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("flock -n on the cut-off host did not answer within 30 s");
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("EIO"), "{line}");
+    let took: f64 = words.next().unwrap().parse().unwrap();
+    assert!(took < 8.0, "LOCK_NB answered after {took:.1} s");
+    eprintln!("LOCK_NB on the cut-off host answered EIO after {took:.1} s");
+    let _ = nb.wait();
+
+    writeln!(bl.stdin.as_mut().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        bl.try_wait().unwrap().is_none(),
+        "the blocking flock cannot be granted"
+    );
+    let signalled = Instant::now();
+    unsafe { libc::kill(bl.id() as i32, libc::SIGTERM) };
+    while bl.try_wait().unwrap().is_none() {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "SIGTERM did not end a flock waiting on a cut-off store"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "a blocking flock ended {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+
+    assert!(
+        run(&b, "flock -w 10 f true").status.success(),
+        "the connected host could not lock"
+    );
+    proxy.heal();
+    // A's held-back lease requests land now; whatever they got goes back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !run(&b, "flock -n f true").status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "a lease of the cut-off host was kept"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = run(&a, "flock -w 30 f sh -c 'echo 2 > f'");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&run(&b, "flock -w 30 f cat f").stdout).trim(),
+        "2"
+    );
+    a.unmount();
+    b.unmount();
+}

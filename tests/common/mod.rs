@@ -3,6 +3,7 @@
 
 pub mod hosts;
 pub mod mount;
+pub mod proxy;
 
 use std::sync::Arc;
 
