@@ -169,6 +169,22 @@ async fn a_lease_whose_renewals_hang_is_lost_at_its_deadline() {
     faults.clear();
 }
 
+/// Whether `owner` gets a non-blocking lock on `ino` within `limit`, trying every 100 ms.
+async fn locks_within(fs: &Arc<Fs>, ino: u64, owner: u64, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if fs
+            .lock(ino, owner, LockMode::Exclusive, false, 0)
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Host A's path to the store hangs while host B's works: `(A over faults, B, faults)`.
 fn two_hosts_one_cut_off() -> (Arc<FaultStore>, Arc<dyn BlobStore>, Arc<dyn BlobStore>) {
     let mem: Arc<dyn BlobStore> = Arc::new(MemStore::new());
@@ -214,19 +230,8 @@ async fn a_nonblocking_lock_answers_when_the_store_does_not() {
     assert_eq!(err.errno(), libc::EIO, "{err}");
     assert!(took < Duration::from_secs(7), "answered after {took:?}");
     // The late grant goes back: B gets the lock once A's acquire has landed and been undone.
-    let mut got = false;
-    for _ in 0..100 {
-        if b.lock(ino_b, 2, LockMode::Exclusive, false, 0)
-            .await
-            .is_ok()
-        {
-            got = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        got,
+        locks_within(&b, ino_b, 2, Duration::from_secs(10)).await,
         "the lease granted after the request was given up was kept"
     );
     assert!(started.elapsed() >= Duration::from_secs(8));
@@ -299,19 +304,8 @@ async fn an_unlock_answers_when_the_store_does_not() {
         started.elapsed()
     );
     // The release lands after the delay: B gets the lock then.
-    let mut got = false;
-    for _ in 0..150 {
-        if b.lock(ino_b, 2, LockMode::Exclusive, false, 0)
-            .await
-            .is_ok()
-        {
-            got = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        got,
+        locks_within(&b, ino_b, 2, Duration::from_secs(15)).await,
         "the release that went on in the background never landed"
     );
     faults.clear();
