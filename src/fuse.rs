@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use tokio_util::task::TaskTracker;
 
-use crate::fs::{Attr, Fs, FsError, LockMode, NodeKind, SetAttr};
+use crate::fs::{Attr, Fs, FsError, LockMode, LockRequest, NodeKind, SetAttr};
 
 /// How long an ending mount waits for the operations still running (an `rm` between its delete
 /// and its index commit, an upload ending in a close) before it stops anyway.
@@ -150,9 +150,11 @@ fn time_of(t: TimeOrNow) -> SystemTime {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // flock() requests come to us (and become blob leases); POSIX fcntl locks stay local.
-        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_FLOCK_LOCKS) {
-            log::warn!("the kernel does not offer {missing:?}: flock will lock on this host only");
+        // flock() and fcntl()/lockf() requests come to us (and become blob leases).
+        if let Err(missing) =
+            config.add_capabilities(InitFlags::FUSE_FLOCK_LOCKS | InitFlags::FUSE_POSIX_LOCKS)
+        {
+            log::warn!("the kernel does not offer {missing:?}: those locks hold on this host only");
         }
         // Listings come with attributes (`ls -l` needs no lookup per entry).
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
@@ -431,13 +433,20 @@ impl Filesystem for FuseAdapter {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         self.spawn(
-            move |fs| async move { fs.flush(fh.0).await },
+            move |fs| async move {
+                let saved = fs.flush(fh.0).await;
+                // A process closing any descriptor of a file drops its POSIX record locks on it
+                // (its lock owner is the one flush names); flock locks have other owners. After
+                // the save, so the next holder reads what was written under the lock.
+                fs.unlock_owner(ino.0, lock_owner.0).await?;
+                saved
+            },
             move |r| empty(reply, "flush", r),
         );
     }
@@ -462,23 +471,62 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        lock_owner: Option<LockOwner>,
+        _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         self.spawn(
             move |fs| async move {
                 let saved = fs.release(fh.0).await;
-                // The last close of a file description drops its flock. Locks are owned by the
-                // handle, not by the kernel's lock owner: that is the address of the file
-                // description, which a new open can reuse before this release arrives (the
-                // release would then drop the new open's lock).
-                if lock_owner.is_some() {
-                    fs.unlock(ino.0, fh.0).await?;
-                }
+                // The last close of a file description drops its flock and OFD locks. By handle:
+                // the lock owner is the address of the file description, which a new open can
+                // reuse before this release arrives (see `LockTable::drop_handle`).
+                fs.unlock_handle(ino.0, fh.0).await?;
                 saved
             },
             move |r| empty(reply, "release", r),
+        );
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let mode = match typ {
+            libc::F_RDLCK => LockMode::Shared,
+            libc::F_WRLCK => LockMode::Exclusive,
+            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
+        };
+        let req = LockRequest {
+            owner: lock_owner.0,
+            handle: fh.0,
+            start,
+            end,
+            mode,
+            wait: false,
+            pid,
+        };
+        self.spawn(
+            move |fs| async move { fs.test_lock(ino.0, &req).await },
+            move |r| match r {
+                Ok(Some((s, pid))) => {
+                    let typ = match s.mode {
+                        LockMode::Shared => libc::F_RDLCK,
+                        LockMode::Exclusive => libc::F_WRLCK,
+                    };
+                    reply.locked(s.start, s.end, typ, pid)
+                }
+                Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+                Err(e) => reply.error(errno("getlk", &e)),
+            },
         );
     }
 
@@ -487,9 +535,9 @@ impl Filesystem for FuseAdapter {
         req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
         typ: i32,
         _pid: u32,
         sleep: bool,
@@ -504,14 +552,25 @@ impl Filesystem for FuseAdapter {
         };
         self.spawn(
             move |fs| async move {
-                // Owned by the handle (one per open file description, never reused): see
-                // `release`.
+                // Owned by the kernel's lock owner: the open file description for flock and
+                // OFD locks, the process for POSIX record locks.
                 match mode {
-                    Some(mode) => fs.lock(ino.0, fh.0, mode, sleep, pid).await,
-                    None => fs.unlock(ino.0, fh.0).await.map(|_| ()),
+                    Some(mode) => {
+                        let req = LockRequest {
+                            owner: lock_owner.0,
+                            handle: fh.0,
+                            start,
+                            end,
+                            mode,
+                            wait: sleep,
+                            pid,
+                        };
+                        fs.lock(ino.0, req).await
+                    }
+                    None => fs.unlock(ino.0, lock_owner.0, start, end).await.map(|_| ()),
                 }
             },
-            move |r| empty(reply, "flock", r),
+            move |r| empty(reply, "lock", r),
         );
     }
 

@@ -358,6 +358,212 @@ async fn a_stopping_mount_keeps_its_holders_locks(backend: Backend) {
     b.unmount();
 }
 
+/// POSIX record locks (Python `fcntl.lockf`, what `fcntl(F_SETLKW)`, `lockf(3)` and Java's
+/// `FileChannel.lock()` use) on two hosts at once, 2 x 100 increments, one host locking the
+/// whole file and the other only its first byte: all 200 land (the kernel used to keep these
+/// locks on each host alone, silently, and increments were lost).
+async fn lockf_guarded_counter_keeps_every_increment(backend: Backend) {
+    let args = ["--lease-duration", LEASE, "--index-ttl", "3"];
+    let (a, b) = (
+        Mount::start_with(&backend, &args),
+        Mount::start_with(&backend, &args),
+    );
+    run(&a, "echo 0 > counter && sync counter");
+    run(
+        &b,
+        "timeout 10 sh -c 'until test -e counter; do sleep 0.1; done'",
+    );
+    let script = |len: u32| {
+        format!(
+            r#"
+import fcntl, os
+for _ in range(100):
+    with open("counter", "r+") as f:
+        fcntl.lockf(f, fcntl.LOCK_EX, {len})
+        n = int(f.read() or "0")
+        f.seek(0)
+        f.truncate()
+        f.write(str(n + 1))
+        f.flush()
+        fcntl.lockf(f, fcntl.LOCK_UN, {len})
+"#
+        )
+    };
+    let spawn = |m: &Mount, len: u32| {
+        Command::new("python3")
+            .args(["-c", &script(len)])
+            .current_dir(&m.dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (spawn(&a, 0), spawn(&b, 1));
+    for p in [pa, pb] {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = run(&b, "flock counter cat counter");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+    a.unmount();
+    b.unmount();
+}
+
+/// Record locks keep their POSIX semantics on a host and hold across hosts: two processes on
+/// host A lock disjoint byte ranges of one file at once, a third's overlapping `F_SETLK` fails,
+/// host B cannot lock any byte of it (across hosts a range locks the whole file), `F_GETLK` on
+/// B reports the lock, and the lock ends when its process closes any descriptor of the file.
+async fn record_locks_by_range_here_and_whole_file_elsewhere(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo 0123456789abcdefghij > f && sync f");
+    run(&b, "timeout 10 sh -c 'until test -e f; do sleep 0.1; done'");
+    // Holds bytes START..START+LEN until told to go on, then closes a second descriptor of
+    // the file (which drops its locks, as POSIX says) and waits to be told to end.
+    let holder = r#"
+import fcntl, sys
+f = open("f", "r+")
+other = open("f")
+fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, int(sys.argv[2]), int(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.readline()
+other.close()
+print("closed", flush=True)
+sys.stdin.readline()
+"#;
+    let spawn = |start: &str, len: &str| {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args(["-c", holder, start, len])
+            .current_dir(&a.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        (child, out, line)
+    };
+    let (mut p1, mut out1, line) = spawn("0", "5");
+    assert_eq!(line.trim(), "ready", "the first range lock failed");
+    let (mut p2, _out2, line) = spawn("10", "5");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "a disjoint range lock on the same host failed"
+    );
+    let (p3, _, line) = spawn("3", "4");
+    assert_ne!(
+        line.trim(),
+        "ready",
+        "an overlapping range lock was granted"
+    );
+    let _ = p3.wait_with_output();
+    let try_b = r#"
+import fcntl, struct, sys
+with open("f", "r+") as f:
+    lk = fcntl.fcntl(f, fcntl.F_GETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 18, 1, 0))
+    print("getlk", struct.unpack("hhqqi", lk)[0] == fcntl.F_UNLCK)
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 18)
+        print("locked")
+    except OSError as e:
+        print("busy", e.errno)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", try_b])
+        .current_dir(&b.dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("getlk False"),
+        "F_GETLK on B saw no lock: {said}"
+    );
+    assert!(
+        said.contains("busy"),
+        "B locked a byte while A held others: {said}"
+    );
+    use std::io::{BufRead, Write};
+    // Closing another descriptor of the file drops a process's record locks; the second
+    // holder still holds its range, so B stays out.
+    p1.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    let mut line = String::new();
+    out1.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "closed");
+    let (mut p4, _, line) = spawn("3", "4");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "the range stayed locked after its process closed the file"
+    );
+    let _ = p4.kill();
+    let _ = p4.wait();
+    let out = Command::new("python3")
+        .args(["-c", try_b])
+        .current_dir(&b.dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("busy"));
+    for p in [&mut p1, &mut p2] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("python3")
+            .args(["-c", try_b])
+            .current_dir(&b.dir)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("locked") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed holders' locks were never freed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.unmount();
+    b.unmount();
+}
+
+/// A program that unlocks before it closes (`lockf(LOCK_UN)`, `flock -u`, then `close`): what it
+/// wrote under the lock is what the next holder, on another host, reads, and its close succeeds
+/// (the write used to be saved only at close, after the lease had gone: the next holder read
+/// the old value and the close failed EBUSY).
+async fn a_write_before_an_unlock_reaches_the_next_holder(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo old > f && sync f");
+    run(&b, "timeout 10 sh -c 'until test -e f; do sleep 0.1; done'");
+    let script = r#"
+import fcntl, sys
+f = open("f", "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+f.truncate()
+f.write("new\n")
+f.flush()
+fcntl.lockf(f, fcntl.LOCK_UN)
+print("ready", flush=True)
+sys.stdin.readline()
+f.close()
+"#;
+    let (mut writer, _out) = python_ready(&a, script);
+    let out = run(&b, "flock f cat f");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "new\n");
+    use std::io::Write;
+    writer.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    let out = writer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "close after the unlock failed: {out:?}"
+    );
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
@@ -367,7 +573,10 @@ on_both_mounts!(
     python_open_then_flock_keeps_every_increment,
     two_shared_holders_upgrading_both_finish,
     truncating_open_then_flock_waits_for_the_holder,
-    a_stopping_mount_keeps_its_holders_locks
+    a_stopping_mount_keeps_its_holders_locks,
+    lockf_guarded_counter_keeps_every_increment,
+    record_locks_by_range_here_and_whole_file_elsewhere,
+    a_write_before_an_unlock_reaches_the_next_holder
 );
 
 /// Starts `python3 -c SCRIPT` on mount `m` with piped stdin and stdout, and waits for the line

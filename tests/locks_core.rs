@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remotedict::fs::{Fs, LockMode};
+use remotedict::fs::{Fs, LockMode, LockRequest};
 use remotedict::store::retry::Backoff;
 use remotedict::store::retrying::RetryingStore;
 use remotedict::store::testing::{FaultStore, MemStore};
@@ -40,16 +40,23 @@ async fn two_shared_holders_both_upgrading_do_not_deadlock() {
     let fs = host(&store, cache.path());
     write_file(&fs, "f", b"x").await;
     let ino = fs.lookup(ROOT, "f").await.unwrap().ino;
-    fs.lock(ino, 1, LockMode::Shared, false, 0).await.unwrap();
-    fs.lock(ino, 2, LockMode::Shared, false, 0).await.unwrap();
+    fs.lock(ino, LockRequest::whole(1, 1, LockMode::Shared, false, 0))
+        .await
+        .unwrap();
+    fs.lock(ino, LockRequest::whole(2, 2, LockMode::Shared, false, 0))
+        .await
+        .unwrap();
     let upgrade = |owner: u64| {
         let fs = fs.clone();
         tokio::spawn(async move {
-            fs.lock(ino, owner, LockMode::Exclusive, true, 0)
-                .await
-                .unwrap();
+            fs.lock(
+                ino,
+                LockRequest::whole(owner, owner, LockMode::Exclusive, true, 0),
+            )
+            .await
+            .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
-            fs.unlock(ino, owner).await.unwrap();
+            fs.unlock_owner(ino, owner).await.unwrap();
         })
     };
     let (a, b) = (upgrade(1), upgrade(2));
@@ -74,17 +81,25 @@ async fn open_then_lock_sees_the_last_holders_write() {
     let b = host(&store, cb.path());
     write_file(&b, "log", b"one\n").await;
     let ino_b = b.lookup(ROOT, "log").await.unwrap().ino;
-    b.lock(ino_b, 7, LockMode::Exclusive, false, 0)
-        .await
-        .unwrap();
+    b.lock(
+        ino_b,
+        LockRequest::whole(7, 7, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .unwrap();
     let ino_a = a.lookup(ROOT, "log").await.unwrap().ino;
     let fh = a
         .open(ino_a, libc::O_RDWR)
         .await
         .expect("opening never fails because another host holds a lock");
     let a2 = a.clone();
-    let locker =
-        tokio::spawn(async move { a2.lock(ino_a, fh, LockMode::Exclusive, true, 0).await });
+    let locker = tokio::spawn(async move {
+        a2.lock(
+            ino_a,
+            LockRequest::whole(fh, fh, LockMode::Exclusive, true, 0),
+        )
+        .await
+    });
     // B appends under its lock, then lets go.
     let bfh = b
         .open(ino_b, libc::O_WRONLY | libc::O_APPEND)
@@ -92,7 +107,7 @@ async fn open_then_lock_sees_the_last_holders_write() {
         .unwrap();
     b.write(bfh, 0, b"two\n").await.unwrap();
     b.release(bfh).await.unwrap();
-    b.unlock(ino_b, 7).await.unwrap();
+    b.unlock_owner(ino_b, 7).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), locker)
         .await
         .expect("A gets the lock once B lets go")
@@ -102,7 +117,7 @@ async fn open_then_lock_sees_the_last_holders_write() {
     assert_eq!(&seen[..], b"one\ntwo\n", "A's handle reads what B wrote");
     a.write(fh, seen.len() as u64, b"three\n").await.unwrap();
     a.release(fh).await.unwrap();
-    a.unlock(ino_a, fh).await.unwrap();
+    a.unlock_owner(ino_a, fh).await.unwrap();
     assert_eq!(read(&b, "log").await.unwrap(), b"one\ntwo\nthree\n");
 }
 
@@ -125,14 +140,22 @@ async fn a_lock_whose_catch_up_fails_is_given_back() {
         remotedict::store::testing::When::Prefix("folder/f".into()),
         remotedict::store::testing::Fault::Status(500),
     );
-    let locked = a.lock(ino_a, fh, LockMode::Exclusive, false, 0).await;
+    let locked = a
+        .lock(
+            ino_a,
+            LockRequest::whole(fh, fh, LockMode::Exclusive, false, 0),
+        )
+        .await;
     faults.clear();
     assert!(locked.is_err(), "granted on a copy older than B's write");
     let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
-    b.lock(ino_b, 9, LockMode::Exclusive, false, 0)
-        .await
-        .expect("A gave the lease back");
-    b.unlock(ino_b, 9).await.unwrap();
+    b.lock(
+        ino_b,
+        LockRequest::whole(9, 9, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .expect("A gave the lease back");
+    b.unlock_owner(ino_b, 9).await.unwrap();
     a.write(fh, 0, b"ONE")
         .await
         .expect("A's handle still works");
@@ -149,7 +172,9 @@ async fn a_lease_whose_renewals_hang_is_lost_at_its_deadline() {
     let a = host(&store, cache.path());
     write_file(&a, "f", b"x").await;
     let ino = a.lookup(ROOT, "f").await.unwrap().ino;
-    a.lock(ino, 1, LockMode::Exclusive, false, 0).await.unwrap();
+    a.lock(ino, LockRequest::whole(1, 1, LockMode::Exclusive, false, 0))
+        .await
+        .unwrap();
     let held = |status: Vec<u8>| -> Vec<String> {
         let v: serde_json::Value = serde_json::from_slice(&status).unwrap();
         serde_json::from_value(v["leases_held"].clone()).unwrap()
@@ -174,7 +199,10 @@ async fn locks_within(fs: &Arc<Fs>, ino: u64, owner: u64, limit: Duration) -> bo
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         if fs
-            .lock(ino, owner, LockMode::Exclusive, false, 0)
+            .lock(
+                ino,
+                LockRequest::whole(owner, owner, LockMode::Exclusive, false, 0),
+            )
             .await
             .is_ok()
         {
@@ -221,7 +249,10 @@ async fn a_nonblocking_lock_answers_when_the_store_does_not() {
     let started = std::time::Instant::now();
     let answer = tokio::time::timeout(
         Duration::from_secs(30),
-        a.lock(ino_a, 1, LockMode::Exclusive, false, 0),
+        a.lock(
+            ino_a,
+            LockRequest::whole(1, 1, LockMode::Exclusive, false, 0),
+        ),
     )
     .await
     .expect("LOCK_NB answers");
@@ -258,7 +289,13 @@ async fn a_blocking_lock_on_a_hung_store_ends_when_its_process_does() {
         .unwrap();
     let pid = child.id();
     let a2 = a.clone();
-    let waiter = tokio::spawn(async move { a2.lock(ino, 1, LockMode::Exclusive, true, pid).await });
+    let waiter = tokio::spawn(async move {
+        a2.lock(
+            ino,
+            LockRequest::whole(1, 1, LockMode::Exclusive, true, pid),
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!waiter.is_finished(), "the lock cannot be granted yet");
     child.kill().unwrap();
@@ -285,16 +322,19 @@ async fn an_unlock_answers_when_the_store_does_not() {
     write_file(&a, "f", b"x").await;
     let ino_a = a.lookup(ROOT, "f").await.unwrap().ino;
     let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
-    a.lock(ino_a, 1, LockMode::Exclusive, false, 0)
-        .await
-        .unwrap();
+    a.lock(
+        ino_a,
+        LockRequest::whole(1, 1, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .unwrap();
     faults.plan(
         remotedict::store::testing::Op::ReleaseLease,
         remotedict::store::testing::When::Always,
         remotedict::store::testing::Fault::DelayBefore(Duration::from_secs(10)),
     );
     let started = std::time::Instant::now();
-    let r = tokio::time::timeout(Duration::from_secs(30), a.unlock(ino_a, 1))
+    let r = tokio::time::timeout(Duration::from_secs(30), a.unlock_owner(ino_a, 1))
         .await
         .expect("unlock answers");
     assert!(r.unwrap(), "the lock was held");
@@ -309,4 +349,108 @@ async fn an_unlock_answers_when_the_store_does_not() {
         "the release that went on in the background never landed"
     );
     faults.clear();
+}
+
+fn range(owner: u64, start: u64, end: u64, mode: LockMode) -> LockRequest {
+    LockRequest {
+        owner,
+        handle: owner,
+        start,
+        end,
+        mode,
+        wait: false,
+        pid: owner as u32,
+    }
+}
+
+/// Record locks (`fcntl`, `lockf`) on one host keep their byte ranges: disjoint ranges of two
+/// owners coexist, an overlapping one waits, unlocking part of a range keeps the rest, and a
+/// non-blocking conversion that fails keeps the lock held (it used to drop it, as a waiting
+/// flock conversion does, so the owner went on unprotected). Another host is kept out of the
+/// whole file while any range is held here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_locks_keep_their_ranges_on_a_host_and_the_whole_file_elsewhere() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
+    write_file(&a, "f", b"0123456789abcdefghij").await;
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    use LockMode::{Exclusive, Shared};
+    a.lock(ino, range(1, 0, 9, Exclusive)).await.unwrap();
+    a.lock(ino, range(2, 10, 19, Exclusive)).await.unwrap();
+    assert!(a.lock(ino, range(3, 5, 12, Exclusive)).await.is_err());
+    a.unlock(ino, 1, 0, 4).await.unwrap();
+    assert!(a.lock(ino, range(3, 0, 4, Exclusive)).await.is_ok());
+    assert!(
+        a.lock(ino, range(4, 5, 5, Shared)).await.is_err(),
+        "5..9 is still held"
+    );
+    let found = a.test_lock(ino, &range(4, 7, 7, Shared)).await.unwrap();
+    assert_eq!(found.map(|(s, pid)| (s.start, s.end, pid)), Some((5, 9, 1)));
+    let elsewhere = b.test_lock(ino_b, &range(9, 0, 0, Shared)).await.unwrap();
+    assert!(elsewhere.is_some(), "F_GETLK on another host saw no lock");
+    assert!(b.lock(ino_b, range(9, 30, 40, Exclusive)).await.is_err());
+    for owner in [1, 2, 3] {
+        a.unlock_owner(ino, owner).await.unwrap();
+    }
+    assert!(b
+        .test_lock(ino_b, &range(9, 0, 0, Shared))
+        .await
+        .unwrap()
+        .is_none());
+
+    // A failed non-blocking conversion keeps the shared lock.
+    a.lock(ino, range(5, 0, u64::MAX >> 1, Shared))
+        .await
+        .unwrap();
+    a.lock(ino, range(6, 0, u64::MAX >> 1, Shared))
+        .await
+        .unwrap();
+    assert!(a
+        .lock(ino, range(5, 0, u64::MAX >> 1, Exclusive))
+        .await
+        .is_err());
+    a.unlock_owner(ino, 6).await.unwrap();
+    assert!(
+        a.lock(ino, range(7, 0, 0, Exclusive)).await.is_err(),
+        "the owner whose conversion failed lost its shared lock"
+    );
+    assert!(!locks_within(&b, ino_b, 8, Duration::from_millis(300)).await);
+    a.unlock_owner(ino, 5).await.unwrap();
+    assert!(locks_within(&b, ino_b, 8, Duration::from_secs(5)).await);
+}
+
+/// The kernel's lock owner of a flock is the address of its open file description, which a new
+/// open can reuse before the old one's release arrives: that late release drops only what was
+/// locked through the released handle, not the new open's lock (another host stays out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_release_of_a_reused_lock_owner_keeps_the_new_lock() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
+    write_file(&a, "f", b"x").await;
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    let owner = 0xdead_beef;
+    a.lock(
+        ino,
+        LockRequest::whole(owner, 1, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .unwrap();
+    // Handle 1 was closed; a new open (handle 2) got the same owner and locks.
+    a.lock(
+        ino,
+        LockRequest::whole(owner, 2, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .unwrap();
+    a.unlock_handle(ino, 1).await.unwrap();
+    assert!(
+        !locks_within(&b, ino_b, 9, Duration::from_millis(300)).await,
+        "the late release of the old handle dropped the new open's lock"
+    );
+    a.unlock_handle(ino, 2).await.unwrap();
+    assert!(locks_within(&b, ino_b, 9, Duration::from_secs(5)).await);
 }

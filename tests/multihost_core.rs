@@ -369,7 +369,7 @@ async fn a_handle_that_adopted_another_hosts_value_keeps_working() {
 /// the next holder appended to the older value: the previous append was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_next_lock_holder_reads_what_the_last_one_wrote() {
-    use remotedict::fs::LockMode;
+    use remotedict::fs::{LockMode, LockRequest};
     let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
     let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Arc::new(host(&store, ca.path(), Duration::from_secs(30)));
@@ -381,16 +381,19 @@ async fn the_next_lock_holder_reads_what_the_last_one_wrote() {
     let lock_b = b.lookup(ROOT, "x.lock").await.unwrap().ino;
     for round in 1..=3u8 {
         for (fs, lock_ino, owner) in [(&a, lock_a, 1u64), (&b, lock_b, 2u64)] {
-            fs.lock(lock_ino, owner, LockMode::Exclusive, true, 0)
-                .await
-                .unwrap();
+            fs.lock(
+                lock_ino,
+                LockRequest::whole(owner, owner, LockMode::Exclusive, true, 0),
+            )
+            .await
+            .unwrap();
             let ino = fs.lookup(ROOT, "log").await.unwrap().ino;
             let fh = fs.open(ino, libc::O_WRONLY | libc::O_APPEND).await.unwrap();
             fs.write(fh, 0, format!("{round}.{owner}\n").as_bytes())
                 .await
                 .unwrap();
             fs.release(fh).await.unwrap(); // a close, no fsync
-            assert!(fs.unlock(lock_ino, owner).await.unwrap());
+            assert!(fs.unlock_owner(lock_ino, owner).await.unwrap());
         }
     }
     let expected = "0\n1.1\n1.2\n2.1\n2.2\n3.1\n3.2\n";

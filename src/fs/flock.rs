@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::locks::{Grant, LockMode};
+use super::locks::{Grant, LockMode, LockRequest, Segment, WHOLE};
 use super::{Fs, FsError, FsResult};
 use crate::index::meta::{entry_from_props, META_CLAIM};
 use crate::lock::{signal_pending, LeaseKeeper};
@@ -38,29 +38,18 @@ enum Got {
 }
 
 impl Fs {
-    /// Takes (or converts) `owner`'s lock on `ino`; waits while it conflicts when `wait`, giving
-    /// up when process `pid` gets a signal. Without `wait`, answers within a few seconds even
-    /// when the store does not (EIO then).
-    pub async fn lock(
-        self: &Arc<Self>,
-        ino: u64,
-        owner: u64,
-        mode: LockMode,
-        wait: bool,
-        pid: u32,
-    ) -> FsResult<()> {
-        self.lock_with(ino, owner, mode, wait, pid, self.cfg.lease_duration, true)
+    /// Takes (or converts) the lock `req` asks for on `ino`; waits while it conflicts when
+    /// `req.wait`, giving up when its process gets a signal. Without `wait`, answers within a
+    /// few seconds even when the store does not (EIO then).
+    pub async fn lock(self: &Arc<Self>, ino: u64, req: LockRequest) -> FsResult<()> {
+        self.lock_with(ino, req, self.cfg.lease_duration, true)
             .await
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn lock_with(
         self: &Arc<Self>,
         ino: u64,
-        owner: u64,
-        mode: LockMode,
-        wait: bool,
-        pid: u32,
+        req: LockRequest,
         duration: LeaseDuration,
         renew: bool,
     ) -> FsResult<()> {
@@ -76,16 +65,16 @@ impl Fs {
             // an attempt off between its lease request and recording the lease.
             let attempt = tokio::spawn({
                 let (fs, key) = (self.clone(), key.clone());
-                async move { fs.attempt(&key, ino, owner, mode, duration, renew).await }
+                async move { fs.attempt(&key, ino, &req, duration, renew).await }
             });
-            let bound = (!wait).then(|| started + NONBLOCKING_BOUND);
-            if self.answer(attempt, &key, owner, bound, pid).await? {
+            let bound = (!req.wait).then(|| started + NONBLOCKING_BOUND);
+            if self.answer(attempt, &key, &req, bound).await? {
                 return Ok(());
             }
-            if !wait {
+            if !req.wait {
                 return Err(FsError::WouldBlock);
             }
-            if pid != 0 && signal_pending(pid) {
+            if req.pid != 0 && signal_pending(req.pid) {
                 return Err(FsError::Interrupted);
             }
             tokio::select! {
@@ -96,16 +85,15 @@ impl Fs {
         }
     }
 
-    /// Waits for one attempt at `owner`'s lock on `key`: whether it was granted. Gives up at
-    /// `bound` (EIO: the store did not answer in time) or when process `pid` gets a signal
-    /// (EINTR); an attempt given up that is granted after all is given back then.
+    /// Waits for one attempt at the lock `req` asks for on `key`: whether it was granted. Gives
+    /// up at `bound` (EIO: the store did not answer in time) or when the requesting process
+    /// gets a signal (EINTR); an attempt given up that is granted after all is given back then.
     async fn answer(
         self: &Arc<Self>,
         mut attempt: tokio::task::JoinHandle<FsResult<Option<u64>>>,
         key: &str,
-        owner: u64,
+        req: &LockRequest,
         bound: Option<tokio::time::Instant>,
-        pid: u32,
     ) -> FsResult<bool> {
         loop {
             tokio::select! {
@@ -113,17 +101,17 @@ impl Fs {
                 _ = tokio::time::sleep(ATTEMPT_POLL) => {}
             }
             let late = bound.is_some_and(|b| tokio::time::Instant::now() >= b);
-            let signalled = pid != 0 && signal_pending(pid);
+            let signalled = req.pid != 0 && signal_pending(req.pid);
             if !late && !signalled {
                 continue;
             }
-            let (fs, abandoned) = (self.clone(), key.to_string());
+            let (fs, abandoned, owner) = (self.clone(), key.to_string(), req.owner);
             tokio::spawn(async move {
                 if let Ok(Ok(Some(grant))) = attempt.await {
                     log::info!(
                         "{abandoned:?}: a lock granted after its request was given up goes back"
                     );
-                    fs.give_back(&abandoned, owner, Some(grant)).await;
+                    fs.give_back(&abandoned, owner, grant).await;
                 }
             });
             if !late {
@@ -143,20 +131,17 @@ impl Fs {
         }
     }
 
-    /// One try at `owner`'s lock: its grant, or `None` when someone holds a conflicting lock.
+    /// One try at the lock `req` asks for: its grant, or `None` when someone holds a
+    /// conflicting lock.
     async fn attempt(
         &self,
         key: &str,
         ino: u64,
-        owner: u64,
-        mode: LockMode,
+        req: &LockRequest,
         duration: LeaseDuration,
         renew: bool,
     ) -> FsResult<Option<u64>> {
-        match self
-            .try_lock(key, ino, owner, mode, duration, renew)
-            .await?
-        {
+        match self.try_lock(key, ino, req, duration, renew).await? {
             Got::Busy => Ok(None),
             // No other host can have written meanwhile: nothing to catch up with.
             Got::Granted(grant) => Ok(Some(grant)),
@@ -166,7 +151,7 @@ impl Fs {
                     // Holding the lock on an old copy would let this holder's save undo the
                     // last holder's write: the lock is given back and the caller told.
                     log::error!("locking {key:?}: cannot read what the last holder wrote: {e}");
-                    self.give_back(key, owner, Some(grant)).await;
+                    self.give_back(key, req.owner, grant).await;
                     Err(e)
                 }
             },
@@ -177,8 +162,7 @@ impl Fs {
         &self,
         key: &str,
         ino: u64,
-        owner: u64,
-        mode: LockMode,
+        req: &LockRequest,
         duration: LeaseDuration,
         renew: bool,
     ) -> FsResult<Got> {
@@ -187,7 +171,7 @@ impl Fs {
             // Unmounting: the leases were given back, and no new one may outlive the mount.
             return Err(FsError::Interrupted);
         }
-        match self.locks.try_grant(key, owner, mode) {
+        match self.locks.try_grant(key, req) {
             Grant::Granted(grant) => return Ok(Got::Granted(grant)),
             Grant::Conflict => return Ok(Got::Busy),
             Grant::NeedLease(Some(stale)) => {
@@ -201,7 +185,7 @@ impl Fs {
         let blob = self.layout.blob_name(key);
         match LeaseKeeper::acquire(&self.store, &blob, duration, renew).await {
             Ok(keeper) => {
-                let grant = self.locks.install(key, keeper, owner, mode);
+                let grant = self.locks.install(key, keeper, req);
                 // The new holder must read what the previous one wrote.
                 self.index.invalidate();
                 if let Err(e) = self.index.revalidate().await {
@@ -211,6 +195,31 @@ impl Fs {
             }
             Err(StoreError::LeaseConflict(_)) => Ok(Got::Busy),
             Err(StoreError::NotFound(_)) => Err(FsError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The lock that would keep `req` from being granted (`F_GETLK`): one held on this host
+    /// (with its holder's pid), or, when this host does not hold the file's lease and another
+    /// holder does, the whole file (pid 0: the holder is on another host).
+    pub async fn test_lock(&self, ino: u64, req: &LockRequest) -> FsResult<Option<(Segment, u32)>> {
+        let key = self.key_of(ino)?;
+        if let Some(found) = self.locks.conflict(&key, req) {
+            return Ok(Some(found));
+        }
+        if self.locks.lease_id(&key).is_some() {
+            return Ok(None);
+        }
+        match self.store.head(&self.layout.blob_name(&key)).await {
+            Ok(p) if p.lease_state == crate::store::LeaseState::Leased => Ok(Some((
+                Segment {
+                    start: 0,
+                    end: WHOLE,
+                    mode: LockMode::Exclusive,
+                },
+                0,
+            ))),
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -272,33 +281,95 @@ impl Fs {
         }
     }
 
-    /// Drops `owner`'s lock on `ino`; the last holder on this host releases the lease (waiting
-    /// a bounded time for it: the lock is dropped here at once).
-    pub async fn unlock(self: &Arc<Self>, ino: u64, owner: u64) -> FsResult<bool> {
+    /// Unlocks bytes `start..=end` of `owner`'s locks on `ino` (`LOCK_UN`, `F_UNLCK`): whether
+    /// it held any of them. The last holder on this host gives the lease back (the answer waits
+    /// a bounded time for that: the lock is dropped here at once).
+    pub async fn unlock(
+        self: &Arc<Self>,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+    ) -> FsResult<bool> {
         let Ok(key) = self.key_of(ino) else {
             return Ok(false);
         };
-        let (had, lease) = self.locks.remove_holder(&key, owner, None);
-        if let Some(lease) = lease {
-            let release = tokio::spawn({
-                let (fs, key) = (self.clone(), key.clone());
-                async move { fs.release_lease(&key, lease).await }
-            });
-            match tokio::time::timeout(UNLOCK_BOUND, release).await {
-                Ok(r) => r??,
-                Err(_) => log::warn!(
-                    "unlocking {key:?}: the store has not answered yet; the lease is given back \
-                     when it does (or runs out)"
-                ),
-            }
-        }
+        self.save_before_letting_go(ino, &key, owner).await;
+        let (had, lease) = self.locks.unlock(&key, owner, start, end);
+        self.let_go(&key, lease).await?;
         Ok(had)
     }
 
-    /// Drops the lock `grant` gave `owner` on `key` (if it still holds it), and the lease when
-    /// it was the last holder here; failures are logged.
-    async fn give_back(&self, key: &str, owner: u64, grant: Option<u64>) {
-        if let (_, Some(lease)) = self.locks.remove_holder(key, owner, grant) {
+    /// Drops every lock `owner` holds on `ino`: a POSIX lock owner (a process) closed a
+    /// descriptor of the file (`flush`), or the xattr lock is removed. Whether it held any.
+    pub async fn unlock_owner(self: &Arc<Self>, ino: u64, owner: u64) -> FsResult<bool> {
+        let Ok(key) = self.key_of(ino) else {
+            return Ok(false);
+        };
+        self.save_before_letting_go(ino, &key, owner).await;
+        let (had, lease) = self.locks.drop_owner(&key, owner);
+        self.let_go(&key, lease).await?;
+        Ok(had)
+    }
+
+    /// When `owner` is the last holder of `key` on this host, the lease goes back with its
+    /// unlock: what was written under the lock is saved first, while the lease still guards the
+    /// blob (a program that unlocks before it closes the file would otherwise have its save
+    /// refused by the next holder's lease, and that holder would not read the write). Waits a
+    /// bounded time; a save still going on then carries on and fails loudly at close if the
+    /// lease is gone.
+    async fn save_before_letting_go(self: &Arc<Self>, ino: u64, key: &str, owner: u64) {
+        if !self.locks.sole_holder(key, owner) {
+            return;
+        }
+        let save = tokio::spawn({
+            let fs = self.clone();
+            async move { fs.save(ino).await }
+        });
+        match tokio::time::timeout(UNLOCK_BOUND, save).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => log::error!("unlocking {key:?}: saving what was written failed: {e}"),
+            Ok(Err(e)) => log::error!("unlocking {key:?}: the save stopped: {e}"),
+            Err(_) => log::warn!(
+                "unlocking {key:?}: the save has not finished; close reports whether it lands"
+            ),
+        }
+    }
+
+    /// Open file `fh` of `ino` is released: the flock and OFD locks taken through it end.
+    pub async fn unlock_handle(self: &Arc<Self>, ino: u64, fh: u64) -> FsResult<()> {
+        let Ok(key) = self.key_of(ino) else {
+            return Ok(());
+        };
+        let (_, lease) = self.locks.drop_handle(&key, fh);
+        self.let_go(&key, lease).await
+    }
+
+    /// Releases `lease` (if the last holder here let go of it), waiting for that a bounded time.
+    async fn let_go(self: &Arc<Self>, key: &str, lease: Option<LeaseKeeper>) -> FsResult<()> {
+        let Some(lease) = lease else {
+            return Ok(());
+        };
+        let release = tokio::spawn({
+            let (fs, key) = (self.clone(), key.to_string());
+            async move { fs.release_lease(&key, lease).await }
+        });
+        match tokio::time::timeout(UNLOCK_BOUND, release).await {
+            Ok(r) => r?,
+            Err(_) => {
+                log::warn!(
+                    "unlocking {key:?}: the store has not answered yet; the lease is given back \
+                     when it does (or runs out)"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Undoes `grant` of `owner`'s locks on `key` (if it is still the last change to them), and
+    /// gives back the lease when no holder is left here; failures are logged.
+    async fn give_back(&self, key: &str, owner: u64, grant: u64) {
+        if let (_, Some(lease)) = self.locks.give_back(key, owner, grant) {
             let _ = self.release_lease(key, lease).await;
         }
     }

@@ -1,8 +1,9 @@
-//! The lock table: which lock owners (open file descriptions) on this host hold which `flock`
-//! locks, and the lease behind each locked key.
+//! The lock table: which lock owners on this host hold which locks (`flock`, OFD and POSIX
+//! record locks, the xattr lock), on which byte ranges, and the lease behind each locked key.
 //!
-//! Within a host it keeps flock semantics between owners: shared locks coexist, an exclusive one
-//! excludes all others. Across hosts, the first holder on a host takes a lease on the file's blob
+//! Within a host it keeps the kernel's semantics between owners: shared locks coexist, an
+//! exclusive one excludes all others on the bytes it covers (`flock` always covers the whole
+//! file). Across hosts, the first holder on a host takes a lease on the file's blob
 //! (see `fs::flock`) and the table keeps it until the last holder on the host lets go. It does no
 //! I/O itself: callers take [`LockTable::gate`] around a decision and the lease request it leads to.
 
@@ -15,25 +16,158 @@ use tokio::sync::Notify;
 use crate::lock::LeaseKeeper;
 use crate::mutex::lock;
 
-/// A lock's mode, as `flock` asks for it.
+/// A lock's mode, as `flock` or `fcntl` asks for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockMode {
     Shared,
     Exclusive,
 }
 
-/// One owner's lock, and which grant gave it (so a grant given back later, after its request
-/// was abandoned, cannot drop a lock the owner took again since).
-#[derive(Clone, Copy)]
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Shared => "shared",
+            LockMode::Exclusive => "exclusive",
+        }
+    }
+}
+
+/// The last byte a lock can cover (`OFFSET_MAX`): a lock to it covers the whole file.
+pub const WHOLE: u64 = i64::MAX as u64;
+
+/// One lock request. Owners are the kernel's lock owners: one per open file description for
+/// `flock` and OFD locks, one per process for POSIX record locks (`fcntl`, `lockf`), so both
+/// kinds get their own semantics without being told apart. `handle` is the open file the
+/// request came through.
+#[derive(Clone, Copy, Debug)]
+pub struct LockRequest {
+    pub owner: u64,
+    pub handle: u64,
+    /// First and last byte (inclusive); `0..=WHOLE` for `flock`.
+    pub start: u64,
+    pub end: u64,
+    pub mode: LockMode,
+    /// Wait while it conflicts (`flock` without `LOCK_NB`, `F_SETLKW`).
+    pub wait: bool,
+    /// The requesting process: a wait ends when it gets a signal.
+    pub pid: u32,
+}
+
+impl LockRequest {
+    /// A lock on the whole file.
+    pub fn whole(owner: u64, handle: u64, mode: LockMode, wait: bool, pid: u32) -> Self {
+        LockRequest {
+            owner,
+            handle,
+            start: 0,
+            end: WHOLE,
+            mode,
+            wait,
+            pid,
+        }
+    }
+}
+
+/// A locked byte range of one owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub start: u64,
+    pub end: u64,
+    pub mode: LockMode,
+}
+
+impl Segment {
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start <= end && start <= self.end
+    }
+}
+
+/// `segments` less the bytes `start..=end`.
+fn cut(segments: &[Segment], start: u64, end: u64) -> Vec<Segment> {
+    let mut out = Vec::new();
+    for s in segments {
+        if !s.overlaps(start, end) {
+            out.push(*s);
+            continue;
+        }
+        if s.start < start {
+            out.push(Segment {
+                end: start - 1,
+                ..*s
+            });
+        }
+        if s.end > end {
+            out.push(Segment {
+                start: end + 1,
+                ..*s
+            });
+        }
+    }
+    out
+}
+
+/// One owner's locks on a key.
+#[derive(Clone)]
 struct Hold {
-    mode: LockMode,
+    segments: Vec<Segment>,
+    /// Open files the owner locked through: the hold ends when the last of them is released
+    /// (a released handle's lock owner may already be reused by a new open file description).
+    handles: Vec<u64>,
+    /// The grant that last changed it, and the segments before that grant (so a grant given
+    /// back after its request was abandoned restores exactly what the owner held).
     grant: u64,
+    before: Vec<Segment>,
+    pid: u32,
+    since: std::time::SystemTime,
 }
 
 #[derive(Default)]
 struct KeyLocks {
     holders: HashMap<u64, Hold>,
     lease: Option<LeaseKeeper>,
+}
+
+impl KeyLocks {
+    /// The first lock of another owner that conflicts with `req`.
+    fn conflict(&self, req: &LockRequest) -> Option<(Segment, u32)> {
+        self.holders
+            .iter()
+            .filter(|(o, _)| **o != req.owner)
+            .find_map(|(_, h)| {
+                h.segments
+                    .iter()
+                    .find(|s| {
+                        s.overlaps(req.start, req.end)
+                            && (req.mode == LockMode::Exclusive || s.mode == LockMode::Exclusive)
+                    })
+                    .map(|s| (*s, h.pid))
+            })
+    }
+
+    /// Applies `req` to its owner's hold, by `grant`.
+    fn apply(&mut self, req: &LockRequest, grant: u64) {
+        let hold = self.holders.entry(req.owner).or_insert_with(|| Hold {
+            segments: Vec::new(),
+            handles: Vec::new(),
+            grant,
+            before: Vec::new(),
+            pid: req.pid,
+            since: std::time::SystemTime::now(),
+        });
+        hold.before = hold.segments.clone();
+        hold.segments = cut(&hold.segments, req.start, req.end);
+        hold.segments.push(Segment {
+            start: req.start,
+            end: req.end,
+            mode: req.mode,
+        });
+        hold.segments.sort_by_key(|s| s.start);
+        hold.grant = grant;
+        hold.pid = req.pid;
+        if !hold.handles.contains(&req.handle) {
+            hold.handles.push(req.handle);
+        }
+    }
 }
 
 /// What [`LockTable::try_grant`] decided.
@@ -45,6 +179,20 @@ pub enum Grant {
     /// Nobody here holds the key: the lease must be acquired first ([`LockTable::install`]).
     /// Carries a lease that ran out or was lost, for the caller to release.
     NeedLease(Option<LeaseKeeper>),
+}
+
+/// A lock held on this host, for `status` and `getfattr`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HeldLock {
+    pub key: String,
+    pub owner: u64,
+    pub pid: u32,
+    pub mode: &'static str,
+    /// First and last byte; `end` is `WHOLE` for a lock to the end of any file.
+    pub start: u64,
+    pub end: u64,
+    /// Seconds since the UNIX epoch.
+    pub since: u64,
 }
 
 /// Locks this host holds, per key.
@@ -103,9 +251,9 @@ impl LockTable {
             + 1
     }
 
-    /// Grants `owner` a `mode` lock on `key` if this host holds the key's live lease and no
-    /// other owner here holds a conflicting lock.
-    pub fn try_grant(&self, key: &str, owner: u64, mode: LockMode) -> Grant {
+    /// Grants `req` if this host holds the key's live lease and no other owner here holds a
+    /// conflicting lock.
+    pub fn try_grant(&self, key: &str, req: &LockRequest) -> Grant {
         let mut keys = lock(&self.keys);
         let Some(k) = keys.get_mut(key) else {
             return Grant::NeedLease(None);
@@ -114,14 +262,23 @@ impl LockTable {
             // The lease ran out or was lost: nobody here holds the lock any more.
             return Grant::NeedLease(keys.remove(key).and_then(|k| k.lease));
         }
-        let conflict = k.holders.iter().any(|(o, h)| {
-            *o != owner && (mode == LockMode::Exclusive || h.mode == LockMode::Exclusive)
-        });
-        if conflict {
-            if k.holders.get(&owner).is_some_and(|h| h.mode != mode) {
-                // A conversion that must wait drops the lock held first, as Linux does (flock(2):
-                // not atomic), so two shared holders that both upgrade do not wait on each other.
-                k.holders.remove(&owner);
+        if k.conflict(req).is_some() {
+            let converting = k.holders.get(&req.owner).is_some_and(|h| {
+                h.segments
+                    .iter()
+                    .any(|s| s.overlaps(req.start, req.end) && s.mode != req.mode)
+            });
+            if converting && req.wait {
+                // A conversion that must wait drops the lock held first, as Linux does for
+                // flock (flock(2): not atomic), so two shared holders that both upgrade do not
+                // wait on each other. One that does not wait keeps what it held.
+                if let Some(h) = k.holders.get_mut(&req.owner) {
+                    h.segments = cut(&h.segments, req.start, req.end);
+                    if h.segments.is_empty() {
+                        k.holders.remove(&req.owner);
+                    }
+                }
+                // (Another owner still holds a lock here, so the lease stays.)
                 drop(keys);
                 self.changed.notify_waiters();
             }
@@ -129,47 +286,139 @@ impl LockTable {
         }
         if k.lease.is_some() {
             let grant = self.next_grant();
-            k.holders.insert(owner, Hold { mode, grant });
+            k.apply(req, grant);
             return Grant::Granted(grant);
         }
         Grant::NeedLease(None)
     }
 
-    /// Records the lease just acquired for `key` and `owner`'s lock under it; returns the grant.
-    pub fn install(&self, key: &str, lease: LeaseKeeper, owner: u64, mode: LockMode) -> u64 {
+    /// Records the lease just acquired for `key` and the lock of `req` under it; returns the
+    /// grant.
+    pub fn install(&self, key: &str, lease: LeaseKeeper, req: &LockRequest) -> u64 {
         let grant = self.next_grant();
         let mut keys = lock(&self.keys);
         let k = keys.entry(key.to_string()).or_default();
         k.lease = Some(lease);
-        k.holders.insert(owner, Hold { mode, grant });
+        k.apply(req, grant);
         grant
     }
 
-    /// Drops `owner`'s lock on `key` (with `grant`, only the lock that grant gave): whether it
-    /// had one, and the key's lease when it was the last holder here (for the caller to
-    /// release). Wakes waiters.
-    pub fn remove_holder(
+    /// Changes the holds of `key` with `change` (which says whether it changed anything); an
+    /// owner left with no segment holds nothing. Returns whether anything changed, and the key's
+    /// lease when no holder is left here (for the caller to release). Wakes waiters.
+    fn change(
         &self,
         key: &str,
-        owner: u64,
-        grant: Option<u64>,
+        change: impl FnOnce(&mut HashMap<u64, Hold>) -> bool,
     ) -> (bool, Option<LeaseKeeper>) {
         let mut keys = lock(&self.keys);
         let Some(k) = keys.get_mut(key) else {
             return (false, None);
         };
-        if grant.is_some_and(|g| k.holders.get(&owner).is_none_or(|h| h.grant != g)) {
-            return (false, None);
-        }
-        let had = k.holders.remove(&owner).is_some();
+        let changed = change(&mut k.holders);
+        k.holders.retain(|_, h| !h.segments.is_empty());
         let lease = if k.holders.is_empty() {
             keys.remove(key).and_then(|k| k.lease)
         } else {
             None
         };
         drop(keys);
-        self.changed.notify_waiters();
-        (had, lease)
+        if changed {
+            self.changed.notify_waiters();
+        }
+        (changed, lease)
+    }
+
+    /// Unlocks bytes `start..=end` of `owner`'s locks on `key` (`F_UNLCK`, `LOCK_UN`).
+    pub fn unlock(
+        &self,
+        key: &str,
+        owner: u64,
+        start: u64,
+        end: u64,
+    ) -> (bool, Option<LeaseKeeper>) {
+        self.change(key, |holders| {
+            let Some(h) = holders.get_mut(&owner) else {
+                return false;
+            };
+            let had = h.segments.iter().any(|s| s.overlaps(start, end));
+            h.segments = cut(&h.segments, start, end);
+            had
+        })
+    }
+
+    /// Drops every lock of `owner` on `key` (a POSIX owner closing the file, the xattr lock).
+    pub fn drop_owner(&self, key: &str, owner: u64) -> (bool, Option<LeaseKeeper>) {
+        self.change(key, |holders| holders.remove(&owner).is_some())
+    }
+
+    /// Open file `handle` is released: locks taken through it, and through no other handle
+    /// still open, end (flock and OFD locks at the last close of their file description).
+    pub fn drop_handle(&self, key: &str, handle: u64) -> (bool, Option<LeaseKeeper>) {
+        self.change(key, |holders| {
+            let mut dropped = false;
+            for h in holders.values_mut() {
+                if let Some(i) = h.handles.iter().position(|x| *x == handle) {
+                    h.handles.swap_remove(i);
+                    if h.handles.is_empty() {
+                        h.segments.clear();
+                        dropped = true;
+                    }
+                }
+            }
+            dropped
+        })
+    }
+
+    /// Undoes `grant` if it is still the last change to `owner`'s locks on `key` (its request
+    /// was abandoned before it landed): the owner holds again what it held before.
+    pub fn give_back(&self, key: &str, owner: u64, grant: u64) -> (bool, Option<LeaseKeeper>) {
+        self.change(key, |holders| match holders.get_mut(&owner) {
+            Some(h) if h.grant == grant => {
+                h.segments = std::mem::take(&mut h.before);
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Whether `owner` holds a lock on `key` and nobody else here does (its unlock gives the
+    /// lease back).
+    pub fn sole_holder(&self, key: &str, owner: u64) -> bool {
+        lock(&self.keys)
+            .get(key)
+            .is_some_and(|k| k.holders.len() == 1 && k.holders.contains_key(&owner))
+    }
+
+    /// The first lock held here that conflicts with `req` (`F_GETLK`), with its holder's pid.
+    pub fn conflict(&self, key: &str, req: &LockRequest) -> Option<(Segment, u32)> {
+        lock(&self.keys).get(key)?.conflict(req)
+    }
+
+    /// Every lock held on this host, by key.
+    pub fn held(&self) -> Vec<HeldLock> {
+        let keys = lock(&self.keys);
+        let mut out: Vec<HeldLock> = keys
+            .iter()
+            .flat_map(|(key, k)| {
+                k.holders.iter().flat_map(move |(owner, h)| {
+                    h.segments.iter().map(move |s| HeldLock {
+                        key: key.clone(),
+                        owner: *owner,
+                        pid: h.pid,
+                        mode: s.mode.as_str(),
+                        start: s.start,
+                        end: s.end,
+                        since: h
+                            .since
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    })
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.key, a.since, a.owner).cmp(&(&b.key, b.since, b.owner)));
+        out
     }
 
     /// Whether the mount is ending (no new lease may be taken).

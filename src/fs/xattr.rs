@@ -2,7 +2,7 @@
 //! chosen duration (a lock that outlives the process that set it); `etag`, `lease` and
 //! `compressed_size` are read-only views of the blob.
 
-use super::locks::LockMode;
+use super::locks::{LockMode, LockRequest};
 use super::{Fs, FsError, FsResult};
 use crate::store::LeaseDuration;
 
@@ -53,16 +53,8 @@ impl Fs {
                     log::warn!("setfattr -n {XATTR_LOCK}: {e}");
                     FsError::Invalid(e)
                 })?;
-                self.lock_with(
-                    ino,
-                    XATTR_OWNER,
-                    LockMode::Exclusive,
-                    wait,
-                    pid,
-                    duration,
-                    false,
-                )
-                .await
+                let req = LockRequest::whole(XATTR_OWNER, 0, LockMode::Exclusive, wait, pid);
+                self.lock_with(ino, req, duration, false).await
             }
             XATTR_ETAG | XATTR_LEASE | XATTR_COMPRESSED => {
                 Err(FsError::NotPermitted("this attribute is read-only"))
@@ -77,7 +69,7 @@ impl Fs {
     pub async fn removexattr(self: &std::sync::Arc<Self>, ino: u64, name: &str) -> FsResult<()> {
         match name {
             XATTR_LOCK => {
-                if self.unlock(ino, XATTR_OWNER).await? {
+                if self.unlock_owner(ino, XATTR_OWNER).await? {
                     Ok(())
                 } else {
                     Err(FsError::NoAttribute)
