@@ -444,8 +444,9 @@ impl Filesystem for FuseAdapter {
                 // A process closing any descriptor of a file drops its POSIX record locks on it
                 // (its lock owner is the one flush names); flock locks have other owners. After
                 // the save, so the next holder reads what was written under the lock.
-                fs.unlock_owner(ino.0, lock_owner.0).await?;
-                saved
+                let unlocked = fs.unlock_owner(ino.0, lock_owner.0).await;
+                saved?;
+                unlocked.map(|_| ())
             },
             move |r| empty(reply, "flush", r),
         );
@@ -481,8 +482,9 @@ impl Filesystem for FuseAdapter {
                 // The last close of a file description drops its flock and OFD locks. By handle:
                 // the lock owner is the address of the file description, which a new open can
                 // reuse before this release arrives (see `LockTable::drop_handle`).
-                fs.unlock_handle(ino.0, fh.0).await?;
-                saved
+                let unlocked = fs.unlock_handle(ino.0, fh.0).await;
+                saved?;
+                unlocked
             },
             move |r| empty(reply, "release", r),
         );

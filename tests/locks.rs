@@ -564,6 +564,80 @@ f.close()
     b.unmount();
 }
 
+/// Removing and renaming locked files, by the holder and by another host. The holder's `rm`
+/// frees the name (its lock stays with its descriptor): the name can be written and locked again
+/// at once (later writes to it used to fail EIO, with the old lease id). The holder's
+/// `mv tmp locked` replaces the file it holds (it used to fail EBUSY on its own lease). The
+/// holder's `mv f g` takes its lock along: another host cannot lock `g` until it lets go. And
+/// renaming a file another host holds fails EBUSY and leaves it in place (it used to copy it
+/// and then fail to delete it, leaving the value under both names).
+async fn removing_and_renaming_locked_files(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo one > f && echo x > locked && sync");
+    let out = run(&a, "flock f -c 'rm f' && echo two > f && cat f");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\n");
+    run(
+        &b,
+        "timeout 10 sh -c 'until test -e f && test -e locked; do sleep 0.1; done'",
+    );
+    let out = run(&b, "flock -n f cat f");
+    assert!(
+        out.status.success(),
+        "the recreated name stayed locked: {out:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\n");
+
+    let out = run(
+        &a,
+        "flock locked -c 'echo v2 > tmp && mv tmp locked && cat locked'",
+    );
+    assert!(
+        out.status.success(),
+        "the holder could not replace its file: {out:?}"
+    );
+    let out = run(&b, "flock -n locked cat locked");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\n", "{out:?}");
+
+    let holder = hold(&a, &b, "locked", "sleep 3");
+    let out = run(&b, "mv locked moved");
+    assert!(!out.status.success(), "B renamed a file A holds");
+    assert!(stderr(&out).contains("busy"), "{}", stderr(&out));
+    let out = run(&b, "rm locked");
+    assert!(!out.status.success(), "B removed a file A holds");
+    let _ = holder.wait_with_output();
+    let out = run(&a, "cat locked; test -e moved && echo both");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\n");
+
+    let mut mover = Command::new("flock")
+        .args([
+            "locked",
+            "-c",
+            "mv locked moved && touch moved-done && sleep 3",
+        ])
+        .current_dir(&a.dir)
+        .spawn()
+        .unwrap();
+    run(
+        &a,
+        "timeout 10 sh -c 'until test -e moved-done; do sleep 0.1; done'",
+    );
+    run(
+        &b,
+        "timeout 10 sh -c 'until test -e moved; do sleep 0.1; done'",
+    );
+    let out = run(&b, "flock -n moved true");
+    assert!(
+        !out.status.success(),
+        "the lock did not follow the file to its new name"
+    );
+    assert!(mover.wait().unwrap().success());
+    let out = run(&b, "flock -w 10 moved cat moved");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v2\n", "{out:?}");
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
@@ -576,7 +650,8 @@ on_both_mounts!(
     a_stopping_mount_keeps_its_holders_locks,
     lockf_guarded_counter_keeps_every_increment,
     record_locks_by_range_here_and_whole_file_elsewhere,
-    a_write_before_an_unlock_reaches_the_next_holder
+    a_write_before_an_unlock_reaches_the_next_holder,
+    removing_and_renaming_locked_files
 );
 
 /// Starts `python3 -c SCRIPT` on mount `m` with piped stdin and stdout, and waits for the line

@@ -216,6 +216,7 @@ impl Fs {
                     start: 0,
                     end: WHOLE,
                     mode: LockMode::Exclusive,
+                    handle: 0,
                 },
                 0,
             ))),
@@ -294,7 +295,6 @@ impl Fs {
         let Ok(key) = self.key_of(ino) else {
             return Ok(false);
         };
-        self.save_before_letting_go(ino, &key, owner).await;
         let (had, lease) = self.locks.unlock(&key, owner, start, end);
         self.let_go(&key, lease).await?;
         Ok(had)
@@ -306,34 +306,9 @@ impl Fs {
         let Ok(key) = self.key_of(ino) else {
             return Ok(false);
         };
-        self.save_before_letting_go(ino, &key, owner).await;
         let (had, lease) = self.locks.drop_owner(&key, owner);
         self.let_go(&key, lease).await?;
         Ok(had)
-    }
-
-    /// When `owner` is the last holder of `key` on this host, the lease goes back with its
-    /// unlock: what was written under the lock is saved first, while the lease still guards the
-    /// blob (a program that unlocks before it closes the file would otherwise have its save
-    /// refused by the next holder's lease, and that holder would not read the write). Waits a
-    /// bounded time; a save still going on then carries on and fails loudly at close if the
-    /// lease is gone.
-    async fn save_before_letting_go(self: &Arc<Self>, ino: u64, key: &str, owner: u64) {
-        if !self.locks.sole_holder(key, owner) {
-            return;
-        }
-        let save = tokio::spawn({
-            let fs = self.clone();
-            async move { fs.save(ino).await }
-        });
-        match tokio::time::timeout(UNLOCK_BOUND, save).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => log::error!("unlocking {key:?}: saving what was written failed: {e}"),
-            Ok(Err(e)) => log::error!("unlocking {key:?}: the save stopped: {e}"),
-            Err(_) => log::warn!(
-                "unlocking {key:?}: the save has not finished; close reports whether it lands"
-            ),
-        }
     }
 
     /// Open file `fh` of `ino` is released: the flock and OFD locks taken through it end.
@@ -374,10 +349,18 @@ impl Fs {
         }
     }
 
-    /// Gives back the lease of `key`, which no holder here uses any more: the files this host
-    /// closed are listed in the index blob first (the next holder, on any host, must read what
+    /// Gives back the lease of `key`, which no holder here uses any more: its unsaved writes are
+    /// saved and the files this host closed are listed in the index blob first (the next holder, on any host, must read what
     /// this one wrote). Wakes the waiters here once it is back.
     async fn release_lease(&self, key: &str, lease: LeaseKeeper) -> FsResult<()> {
+        // What was written under the lock and not saved yet (a program that unlocks before it
+        // closes) is saved first, under the lease, which no other host can take meanwhile.
+        let ino = lock(&self.inodes).get(key);
+        if let Some(ino) = ino {
+            if let Err(e) = self.save_under(ino, Some(lease.id().to_string())).await {
+                log::error!("unlocking {key:?}: saving what was written under the lock: {e}");
+            }
+        }
         if let Err(e) = self.sync_index().await {
             log::error!(
                 "unlocking {key:?}: this host's last changes are not listed yet ({e}); \

@@ -68,12 +68,15 @@ impl LockRequest {
     }
 }
 
-/// A locked byte range of one owner.
+/// A locked byte range of one owner, and the open file it was locked through: it ends when that
+/// file is released (flock and OFD locks; a released handle's lock owner may already be reused
+/// by a new open file description, whose own locks stay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub start: u64,
     pub end: u64,
     pub mode: LockMode,
+    pub handle: u64,
 }
 
 impl Segment {
@@ -110,11 +113,9 @@ fn cut(segments: &[Segment], start: u64, end: u64) -> Vec<Segment> {
 #[derive(Clone)]
 struct Hold {
     segments: Vec<Segment>,
-    /// Open files the owner locked through: the hold ends when the last of them is released
-    /// (a released handle's lock owner may already be reused by a new open file description).
-    handles: Vec<u64>,
-    /// The grant that last changed it, and the segments before that grant (so a grant given
-    /// back after its request was abandoned restores exactly what the owner held).
+    /// The grant that last changed it (0 once anything else changed it since), and the
+    /// segments before that grant: a grant given back after its request was abandoned restores
+    /// exactly what the owner held, and never undoes a later change.
     grant: u64,
     before: Vec<Segment>,
     pid: u32,
@@ -148,7 +149,6 @@ impl KeyLocks {
     fn apply(&mut self, req: &LockRequest, grant: u64) {
         let hold = self.holders.entry(req.owner).or_insert_with(|| Hold {
             segments: Vec::new(),
-            handles: Vec::new(),
             grant,
             before: Vec::new(),
             pid: req.pid,
@@ -160,13 +160,11 @@ impl KeyLocks {
             start: req.start,
             end: req.end,
             mode: req.mode,
+            handle: req.handle,
         });
         hold.segments.sort_by_key(|s| s.start);
         hold.grant = grant;
         hold.pid = req.pid;
-        if !hold.handles.contains(&req.handle) {
-            hold.handles.push(req.handle);
-        }
     }
 }
 
@@ -274,6 +272,7 @@ impl LockTable {
                 // wait on each other. One that does not wait keeps what it held.
                 if let Some(h) = k.holders.get_mut(&req.owner) {
                     h.segments = cut(&h.segments, req.start, req.end);
+                    h.grant = 0;
                     if h.segments.is_empty() {
                         k.holders.remove(&req.owner);
                     }
@@ -343,6 +342,7 @@ impl LockTable {
             };
             let had = h.segments.iter().any(|s| s.overlaps(start, end));
             h.segments = cut(&h.segments, start, end);
+            h.grant = 0;
             had
         })
     }
@@ -358,12 +358,11 @@ impl LockTable {
         self.change(key, |holders| {
             let mut dropped = false;
             for h in holders.values_mut() {
-                if let Some(i) = h.handles.iter().position(|x| *x == handle) {
-                    h.handles.swap_remove(i);
-                    if h.handles.is_empty() {
-                        h.segments.clear();
-                        dropped = true;
-                    }
+                let before = h.segments.len();
+                h.segments.retain(|s| s.handle != handle);
+                if h.segments.len() != before {
+                    h.grant = 0;
+                    dropped = true;
                 }
             }
             dropped
@@ -382,12 +381,30 @@ impl LockTable {
         })
     }
 
-    /// Whether `owner` holds a lock on `key` and nobody else here does (its unlock gives the
-    /// lease back).
-    pub fn sole_holder(&self, key: &str, owner: u64) -> bool {
-        lock(&self.keys)
-            .get(key)
-            .is_some_and(|k| k.holders.len() == 1 && k.holders.contains_key(&owner))
+    /// `key` was deleted by this host: its lease went with the blob. The locks on it are
+    /// forgotten (their owners hold the unlinked file, which nobody else can open) and the name
+    /// is free to be locked anew. Wakes waiters.
+    pub fn forget(&self, key: &str) {
+        if lock(&self.keys).remove(key).is_some() {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The locks on `from` move to `to` (a held file was renamed by this host), under `lease`,
+    /// the lease just taken on `to`'s blob (the one on `from` went with its blob); when `to` is
+    /// itself held here, they join its holders under its lease. Wakes waiters.
+    pub fn move_key(&self, from: &str, to: &str, lease: Option<LeaseKeeper>) {
+        let mut keys = lock(&self.keys);
+        let Some(moved) = keys.remove(from) else {
+            return;
+        };
+        let target = keys.entry(to.to_string()).or_default();
+        target.holders.extend(moved.holders);
+        if target.lease.is_none() {
+            target.lease = lease;
+        }
+        drop(keys);
+        self.changed.notify_waiters();
     }
 
     /// The first lock held here that conflicts with `req` (`F_GETLK`), with its holder's pid.

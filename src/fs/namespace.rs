@@ -161,7 +161,12 @@ impl Fs {
         let pending = ino.and_then(|i| self.open_file(i));
         match entry {
             Some(e) if e.kind == EntryKind::Dir => return Err(FsError::IsDir),
-            Some(e) => self.delete_listed(&key, &e.etag).await?,
+            Some(e) => {
+                self.delete_listed(&key, &e.etag).await?;
+                // The locks on the file stay with its open descriptors (as on a local disk); its
+                // lease went with the blob, and the name is free to be locked anew.
+                self.locks.forget(&key);
+            }
             None if pending.is_some() => {}
             None if has_children(&index, &key) => return Err(FsError::IsDir),
             None => return Err(FsError::NotFound),
@@ -186,7 +191,7 @@ impl Fs {
     /// failure (rewritten elsewhere) is decided again on the version there now, a few times.
     pub(super) async fn delete_listed(&self, key: &str, etag: &str) -> FsResult<()> {
         let (seen, _) = self
-            .delete_versions(key, etag, |p| {
+            .delete_versions(key, etag, self.locks.lease_id(key), |p| {
                 if entry_from_props(p).kind == EntryKind::Dir {
                     Err(FsError::IsDir)
                 } else {
@@ -201,18 +206,18 @@ impl Fs {
         Ok(())
     }
 
-    /// Deletes the blob of `key` at version `etag` (If-Match, with this host's lease if it
-    /// holds one). When another version is there instead, `follow` decides whether to delete
+    /// Deletes the blob of `key` at version `etag` (If-Match, presenting `lease`: the lease this
+    /// host holds on it, if any). When another version is there instead, `follow` decides whether to delete
     /// that one too (a few times). Returns every version tried (whose index entries are to go)
     /// and whether the blob is gone; `false` when a version `follow` refused stays.
     pub(super) async fn delete_versions(
         &self,
         key: &str,
         etag: &str,
+        lease: Option<String>,
         follow: impl Fn(&crate::store::BlobProps) -> FsResult<bool>,
     ) -> FsResult<(Vec<String>, bool)> {
         let blob = self.layout.blob_name(key);
-        let lease = self.locks.lease_id(key);
         let mut seen = vec![etag.to_string()];
         let mut attempts = 0;
         let gone = loop {

@@ -14,8 +14,9 @@ use super::namespace::removals;
 use super::*;
 use crate::index::meta::entry_from_props;
 use crate::index::{Change, Entry, EntryKind};
+use crate::lock::LeaseKeeper;
 use crate::mutex::lock;
-use crate::store::{BlobProps, Conditions, StoreError};
+use crate::store::{BlobProps, Conditions, LeaseState, StoreError};
 use crate::time::to_ns;
 use crate::transfer::{self, value_id, Copied, TransferError};
 
@@ -105,16 +106,82 @@ impl Fs {
             )
             .map(|(k, e)| (k.clone(), e.clone()))
             .collect();
+        let result = self
+            .move_keys(&from, &to, &index, &moving, &dst_entry)
+            .await;
+        let moved = result?;
+        self.move_inodes(&from, &to).await;
+        // A file of this host being written moved as its saved version; its changes now replace
+        // the copy at its new name when they are saved.
+        for (new, entry) in moved {
+            let ino = lock(&self.inodes).get(&new);
+            if ino.is_some() && ino == src_ino {
+                if let Some(st) = held.as_deref_mut().filter(|st| st.base.is_some()) {
+                    st.base = Some(entry);
+                }
+                continue;
+            }
+            if let Some(f) = ino.and_then(|i| self.open_file(i)) {
+                let mut st = f.state.lock().await;
+                if st.base.is_some() {
+                    st.base = Some(entry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The copies, the index commit and the deletes of a rename (see `rename`). Locks this host
+    /// holds on a moved file move with it, under a lease on the new blob taken before the copy
+    /// is listed. A file another host holds a lock on does not move (EBUSY): checked on the
+    /// version copied, and again by its delete (a lock taken in between undoes that file's
+    /// move). Returns each new key with the entry listed for it.
+    async fn move_keys(
+        &self,
+        from: &str,
+        to: &str,
+        index: &crate::index::Index,
+        moving: &[(String, Entry)],
+        dst_entry: &Option<Entry>,
+    ) -> FsResult<Vec<(String, Entry)>> {
+        let src_entry = index.entries.get(from);
         let mut changes = Vec::new();
-        let mut moved = Vec::new();
-        for (old, e) in &moving {
+        let mut moved: Vec<Moved> = Vec::new();
+        let mut carried = Vec::new();
+        for (old, e) in moving {
             let new = format!("{to}{}", &old[from.len()..]);
             let Some(copied) = self.copy_version(old, &new).await? else {
-                if old == &from {
+                if old == from {
                     return Err(FsError::NotFound); // deleted elsewhere meanwhile
                 }
                 continue;
             };
+            let held_here = self.locks.lease_id(old).is_some();
+            if !held_here && copied.source.lease_state == LeaseState::Leased {
+                log::info!("rename: {old:?} is locked by another host; nothing moves");
+                let mut unused: Vec<(String, String)> = moved
+                    .iter()
+                    .map(|m: &Moved| (m.new.clone(), m.entry.etag.clone()))
+                    .collect();
+                unused.push((new.clone(), copied.etag.clone()));
+                self.drop_copies(unused).await;
+                release_all(carried).await;
+                return Err(StoreError::LeaseConflict(self.layout.blob_name(old)).into());
+            }
+            if held_here && self.locks.lease_id(&new).is_none() {
+                // Held here: the holders' lock follows the file to its new name.
+                let blob = self.layout.blob_name(&new);
+                match LeaseKeeper::acquire(&self.store, &blob, self.cfg.lease_duration, true).await
+                {
+                    Ok(lease) => carried.push((old.clone(), new.clone(), Some(lease))),
+                    Err(e) => {
+                        release_all(carried).await;
+                        return Err(e.into());
+                    }
+                }
+            } else if held_here {
+                carried.push((old.clone(), new.clone(), None));
+            }
             let now = if copied.source.etag == e.etag {
                 e.clone()
             } else {
@@ -148,48 +215,45 @@ impl Fs {
                 entry,
             });
         }
-        if let Some(d) = &dst_entry {
+        if let Some(d) = dst_entry {
             if d.kind == EntryKind::Dir && src_entry.is_none() {
                 // An implicit directory moved onto an explicit empty one: drop the old marker.
                 changes.push(Change::Remove {
-                    key: to.clone(),
+                    key: to.to_string(),
                     if_etag: Some(d.etag.clone()),
                 });
                 let _ = self
                     .store
-                    .delete(&self.layout.blob_name(&to), &Conditions::default())
+                    .delete(&self.layout.blob_name(to), &Conditions::default())
                     .await;
             }
         }
-        self.index.commit(changes).await?;
-        self.delete_moved(&moved).await;
-        self.move_inodes(&from, &to).await;
-        // A file of this host being written moved as its saved version; its changes now replace
-        // the copy at its new name when they are saved.
-        for m in &moved {
-            let ino = lock(&self.inodes).get(&m.new);
-            if ino.is_some() && ino == src_ino {
-                if let Some(st) = held.as_deref_mut().filter(|st| st.base.is_some()) {
-                    st.base = Some(m.entry.clone());
-                }
-                continue;
-            }
-            if let Some(f) = ino.and_then(|i| self.open_file(i)) {
-                let mut st = f.state.lock().await;
-                if st.base.is_some() {
-                    st.base = Some(m.entry.clone());
-                }
-            }
+        if let Err(e) = self.index.commit(changes).await {
+            release_all(carried).await;
+            return Err(e.into());
         }
-        Ok(())
+        let stayed = self.delete_moved(&moved).await;
+        if stayed.iter().any(|k| k == from) {
+            release_all(carried).await;
+            return Err(StoreError::LeaseConflict(self.layout.blob_name(from)).into());
+        }
+        for (old, new, lease) in carried {
+            self.locks.move_key(&old, &new, lease);
+        }
+        Ok(moved.into_iter().map(|m| (m.new, m.entry)).collect())
     }
 
     /// Deletes the old blobs of a rename: each at the version copied, or at a newer version of
     /// the same value (only its attributes changed meanwhile); a new value stays (its writer
     /// lists it). Failures are logged: the move itself is done.
-    async fn delete_moved(&self, moved: &[Moved]) {
+    ///
+    /// A source another host locked after it was copied stays: its copy is unlisted and
+    /// deleted again, so the value is under one name only. Returns the keys that stayed so.
+    async fn delete_moved(&self, moved: &[Moved]) -> Vec<String> {
         let mut late = Vec::new();
+        let mut stayed = Vec::new();
         for m in moved {
+            let lease = self.locks.lease_id(&m.old);
             let vid = value_id(&m.source.metadata).map(str::to_string);
             let same_value = |p: &BlobProps| {
                 Ok(vid.is_some()
@@ -197,7 +261,7 @@ impl Fs {
                     && entry_from_props(p).kind != EntryKind::Dir)
             };
             match self
-                .delete_versions(&m.old, &m.source.etag, same_value)
+                .delete_versions(&m.old, &m.source.etag, lease, same_value)
                 .await
             {
                 Ok((seen, gone)) => {
@@ -212,12 +276,37 @@ impl Fs {
                     // that they are gone.
                     late.extend(removals(&m.old, seen));
                 }
+                Err(FsError::Store(StoreError::LeaseConflict(_))) => {
+                    log::info!(
+                        "rename: {:?} was locked by another host while it moved; it stays",
+                        m.old
+                    );
+                    late.push(Change::Remove {
+                        key: m.new.clone(),
+                        if_etag: Some(m.entry.etag.clone()),
+                    });
+                    self.drop_copies(vec![(m.new.clone(), m.entry.etag.clone())])
+                        .await;
+                    stayed.push(m.old.clone());
+                }
                 Err(e) => log::warn!("rename: could not delete the old blob of {:?}: {e}", m.old),
             }
         }
         if !late.is_empty() {
             if let Err(e) = self.index.commit(late).await {
                 log::warn!("rename: could not unlist the old names: {e}");
+            }
+        }
+        stayed
+    }
+
+    /// Deletes copies a rename made and does not keep (each only at the version it wrote).
+    async fn drop_copies(&self, copies: Vec<(String, String)>) {
+        for (key, etag) in copies {
+            let cond = Conditions::if_match(etag).with_lease(self.locks.lease_id(&key));
+            match self.store.delete(&self.layout.blob_name(&key), &cond).await {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => log::warn!("rename: could not delete the unused copy {key:?}: {e}"),
             }
         }
     }
@@ -266,7 +355,10 @@ impl Fs {
         let dst = self.layout.blob_name(new);
         let mut last_err = None;
         for _ in 0..5 {
-            match transfer::copy_stored(self.store.as_ref(), &src, &dst, &self.cfg.transfer).await {
+            let lease = self.locks.lease_id(new);
+            match transfer::copy_stored(self.store.as_ref(), &src, &dst, lease, &self.cfg.transfer)
+                .await
+            {
                 Ok(c) => return Ok(Some(c)),
                 Err(TransferError::Store(StoreError::NotFound(_))) => return Ok(None),
                 Err(e @ TransferError::Changed(_)) => last_err = Some(FsError::from(e)),
@@ -274,6 +366,15 @@ impl Fs {
             }
         }
         Err(last_err.unwrap_or(FsError::Internal("rename: no copy attempted".into())))
+    }
+}
+
+/// Gives back the leases a rename took to carry locks along, when it does not happen.
+async fn release_all(carried: Vec<(String, String, Option<LeaseKeeper>)>) {
+    for (_, _, lease) in carried {
+        if let Some(lease) = lease {
+            let _ = lease.release().await;
+        }
     }
 }
 

@@ -158,6 +158,12 @@ impl Fs {
 
     /// Uploads the staged copy of `ino` if it has unsaved changes: blob first, then the index.
     pub(super) async fn save(&self, ino: u64) -> FsResult<()> {
+        self.save_under(ino, None).await
+    }
+
+    /// [`Fs::save`], presenting `lease` (one this host is about to give back, no longer in the
+    /// lock table) instead of the lock table's lease for the file.
+    pub(super) async fn save_under(&self, ino: u64, lease: Option<String>) -> FsResult<()> {
         let Some(f) = self.open_file(ino) else {
             return Ok(());
         };
@@ -180,7 +186,8 @@ impl Fs {
         let src = staged.file.try_clone()?;
         let mtime = staged.mtime;
         let mut opts = PutOptions {
-            conditions: Conditions::default().with_lease(self.locks.lease_id(&key)),
+            conditions: Conditions::default()
+                .with_lease(lease.or_else(|| self.locks.lease_id(&key))),
             ..Default::default()
         };
         // The attributes travel with the value, in its metadata (see index::meta).

@@ -14,19 +14,21 @@ pub struct Copied {
     pub etag: String,
 }
 
-/// Copies blob `from` to `to` with its metadata. The copy is of one version of `from`, the one
-/// returned: it fails with [`TransferError::Changed`] if `from` is rewritten while it is copied
-/// (then nothing was written to `to`).
+/// Copies blob `from` to `to` with its metadata, presenting `lease` (the target's lease id, when
+/// the caller holds it). The copy is of one version of `from`, the one returned: it fails with
+/// [`TransferError::Changed`] if `from` is rewritten while it is copied (then nothing was
+/// written to `to`).
 pub async fn copy_stored(
     store: &dyn BlobStore,
     from: &str,
     to: &str,
+    lease: Option<String>,
     cfg: &TransferConfig,
 ) -> Result<Copied, TransferError> {
     let props = store.head(from).await?;
     let opts = PutOptions {
         metadata: props.metadata.clone(),
-        ..Default::default()
+        conditions: crate::store::Conditions::default().with_lease(lease.clone()),
     };
     let step = cfg.block_size as u64;
     if props.size <= step {
@@ -56,7 +58,7 @@ pub async fn copy_stored(
             _ => return Err(TransferError::Changed(from.to_string())),
         };
         let id = block_ids.id(ids.len());
-        store.put_block(to, &id, data, None).await?;
+        store.put_block(to, &id, data, lease.as_deref()).await?;
         ids.push(id);
         offset = end;
     }
