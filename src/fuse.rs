@@ -16,7 +16,7 @@ use fuser::{
 
 use tokio_util::task::TaskTracker;
 
-use crate::fs::{Attr, Fs, FsError, LockMode, LockRequest, NodeKind, SetAttr};
+use crate::fs::{Attr, Fs, FsError, LockKind, LockMode, LockRequest, NodeKind, SetAttr};
 
 /// How long an ending mount waits for the operations still running (an `rm` between its delete
 /// and its index commit, an upload ending in a close) before it stops anyway.
@@ -508,6 +508,7 @@ impl Filesystem for FuseAdapter {
             _ => return reply.error(Errno::from_i32(libc::EINVAL)),
         };
         let req = LockRequest {
+            kind: LockKind::Record,
             owner: lock_owner.0,
             handle: fh.0,
             start,
@@ -532,7 +533,7 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn setlk(
+    fn setlk_kind(
         &self,
         req: &Request,
         ino: INodeNo,
@@ -543,8 +544,14 @@ impl Filesystem for FuseAdapter {
         typ: i32,
         _pid: u32,
         sleep: bool,
+        flock: bool,
         reply: ReplyEmpty,
     ) {
+        let kind = if flock {
+            LockKind::Flock
+        } else {
+            LockKind::Record
+        };
         let pid = req.pid();
         let mode = match typ {
             libc::F_RDLCK => Some(LockMode::Shared),
@@ -559,6 +566,7 @@ impl Filesystem for FuseAdapter {
                 match mode {
                     Some(mode) => {
                         let req = LockRequest {
+                            kind,
                             owner: lock_owner.0,
                             handle: fh.0,
                             start,
@@ -569,7 +577,10 @@ impl Filesystem for FuseAdapter {
                         };
                         fs.lock(ino.0, req).await
                     }
-                    None => fs.unlock(ino.0, lock_owner.0, start, end).await.map(|_| ()),
+                    None => fs
+                        .unlock(ino.0, kind, lock_owner.0, start, end)
+                        .await
+                        .map(|_| ()),
                 }
             },
             move |r| empty(reply, "lock", r),

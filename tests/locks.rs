@@ -638,6 +638,22 @@ async fn removing_and_renaming_locked_files(backend: Backend) {
     b.unmount();
 }
 
+/// `flock f python3 -c '...lockf(f)...'`: the child takes a record lock on the file its parent
+/// holds a flock on. On Linux the two kinds are independent, so it finishes here too (treating
+/// them alike, it waited forever for its own parent).
+async fn a_flock_holders_child_can_take_a_record_lock(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo x > f && sync f");
+    let out = run(
+        &a,
+        "timeout 20 flock f python3 -c 'import fcntl; fcntl.lockf(open(\"f\", \"r+\"), fcntl.LOCK_EX); print(\"ok\")'",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
@@ -651,7 +667,8 @@ on_both_mounts!(
     lockf_guarded_counter_keeps_every_increment,
     record_locks_by_range_here_and_whole_file_elsewhere,
     a_write_before_an_unlock_reaches_the_next_holder,
-    removing_and_renaming_locked_files
+    removing_and_renaming_locked_files,
+    a_flock_holders_child_can_take_a_record_lock
 );
 
 /// Starts `python3 -c SCRIPT` on mount `m` with piped stdin and stdout, and waits for the line

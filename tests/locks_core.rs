@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remotedict::fs::{Fs, LockMode, LockRequest};
+use remotedict::fs::{Fs, LockKind, LockMode, LockRequest};
 use remotedict::store::retry::Backoff;
 use remotedict::store::retrying::RetryingStore;
 use remotedict::store::testing::{FaultStore, MemStore};
@@ -353,6 +353,7 @@ async fn an_unlock_answers_when_the_store_does_not() {
 
 fn range(owner: u64, start: u64, end: u64, mode: LockMode) -> LockRequest {
     LockRequest {
+        kind: LockKind::Record,
         owner,
         handle: owner,
         start,
@@ -380,7 +381,7 @@ async fn record_locks_keep_their_ranges_on_a_host_and_the_whole_file_elsewhere()
     a.lock(ino, range(1, 0, 9, Exclusive)).await.unwrap();
     a.lock(ino, range(2, 10, 19, Exclusive)).await.unwrap();
     assert!(a.lock(ino, range(3, 5, 12, Exclusive)).await.is_err());
-    a.unlock(ino, 1, 0, 4).await.unwrap();
+    a.unlock(ino, LockKind::Record, 1, 0, 4).await.unwrap();
     assert!(a.lock(ino, range(3, 0, 4, Exclusive)).await.is_ok());
     assert!(
         a.lock(ino, range(4, 5, 5, Shared)).await.is_err(),
@@ -453,4 +454,75 @@ async fn a_late_release_of_a_reused_lock_owner_keeps_the_new_lock() {
     );
     a.unlock_handle(ino, 2).await.unwrap();
     assert!(locks_within(&b, ino_b, 9, Duration::from_secs(5)).await);
+}
+
+/// flock and record locks are independent on a host, as on Linux (a flock holder's child that
+/// takes a record lock on the same file does not wait forever for its parent), but share the
+/// lease across hosts, so another host gets neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flock_and_record_locks_are_independent_here_and_exclusive_elsewhere() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
+    write_file(&a, "f", b"x").await;
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    a.lock(ino, LockRequest::whole(1, 1, LockMode::Exclusive, false, 0))
+        .await
+        .unwrap();
+    a.lock(ino, range(2, 0, 9, LockMode::Exclusive))
+        .await
+        .expect("a record lock waited for a flock");
+    assert!(b
+        .lock(ino_b, range(3, 0, 9, LockMode::Shared))
+        .await
+        .is_err());
+    assert!(!locks_within(&b, ino_b, 4, Duration::from_millis(300)).await);
+    a.unlock_owner(ino, 1).await.unwrap();
+    assert!(!locks_within(&b, ino_b, 4, Duration::from_millis(300)).await);
+    a.unlock_owner(ino, 2).await.unwrap();
+    assert!(locks_within(&b, ino_b, 4, Duration::from_secs(5)).await);
+}
+
+/// Two processes each hold a record lock and each wait for the other's: the second wait fails
+/// EDEADLK at once (POSIX) instead of both waiting forever; the first is served once the other
+/// lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_lock_wait_that_would_deadlock_fails() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let cache = tempfile::tempdir().unwrap();
+    let a = host(&store, cache.path());
+    write_file(&a, "f", b"0123456789abcdefghij").await;
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    a.lock(ino, range(1, 0, 9, LockMode::Exclusive))
+        .await
+        .unwrap();
+    a.lock(ino, range(2, 10, 19, LockMode::Exclusive))
+        .await
+        .unwrap();
+    let first = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let req = LockRequest {
+                wait: true,
+                ..range(1, 10, 19, LockMode::Exclusive)
+            };
+            a.lock(ino, req).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = LockRequest {
+        wait: true,
+        ..range(2, 0, 9, LockMode::Exclusive)
+    };
+    let r = tokio::time::timeout(Duration::from_secs(5), a.lock(ino, second))
+        .await
+        .expect("a deadlocked wait did not end");
+    assert!(matches!(r, Err(remotedict::fs::FsError::Deadlock)), "{r:?}");
+    a.unlock_owner(ino, 2).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("the first waiter was not served")
+        .unwrap()
+        .unwrap();
 }

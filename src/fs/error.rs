@@ -33,6 +33,8 @@ pub enum FsError {
     WouldBlock,
     #[error("interrupted while waiting for a lock")]
     Interrupted,
+    #[error("waiting for that lock would deadlock: its holder waits for a lock the caller holds")]
+    Deadlock,
     #[error("no such attribute")]
     NoAttribute,
     #[error(transparent)]
@@ -121,6 +123,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::WouldBlock => libc::EWOULDBLOCK,
             FsError::Interrupted => libc::EINTR,
+            FsError::Deadlock => libc::EDEADLK,
             FsError::NoAttribute => libc::ENODATA,
             FsError::Key(KeyError::TooLong(_)) => libc::ENAMETOOLONG,
             FsError::Key(_) => libc::EINVAL,

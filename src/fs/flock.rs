@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::locks::{Grant, LockMode, LockRequest, Segment, WHOLE};
+use super::locks::{Grant, LockKind, LockMode, LockRequest, Segment, WHOLE};
 use super::{Fs, FsError, FsResult};
 use crate::index::meta::{entry_from_props, META_CLAIM};
 use crate::lock::{signal_pending, LeaseKeeper};
@@ -37,6 +37,30 @@ enum Got {
     Lease(u64),
 }
 
+/// Marks a record-lock request as waiting in the lock table while it lives (deadlock detection).
+struct Waiting<'a> {
+    fs: &'a Fs,
+    key: &'a str,
+    req: &'a LockRequest,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(fs: &'a Fs, key: &'a str, req: &'a LockRequest) -> Self {
+        if req.wait {
+            fs.locks.waiting(key, req);
+        }
+        Waiting { fs, key, req }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.req.wait {
+            self.fs.locks.done_waiting(self.key, self.req);
+        }
+    }
+}
+
 impl Fs {
     /// Takes (or converts) the lock `req` asks for on `ino`; waits while it conflicts when
     /// `req.wait`, giving up when its process gets a signal. Without `wait`, answers within a
@@ -55,6 +79,7 @@ impl Fs {
     ) -> FsResult<()> {
         self.writable()?;
         let key = self.key_of(ino)?;
+        let _waiting = Waiting::new(self, &key, &req);
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(20);
         loop {
@@ -174,6 +199,7 @@ impl Fs {
         match self.locks.try_grant(key, req) {
             Grant::Granted(grant) => return Ok(Got::Granted(grant)),
             Grant::Conflict => return Ok(Got::Busy),
+            Grant::Deadlock => return Err(FsError::Deadlock),
             Grant::NeedLease(Some(stale)) => {
                 let _ = stale.release().await;
             }
@@ -282,12 +308,13 @@ impl Fs {
         }
     }
 
-    /// Unlocks bytes `start..=end` of `owner`'s locks on `ino` (`LOCK_UN`, `F_UNLCK`): whether
+    /// Unlocks bytes `start..=end` of `owner`'s locks of `kind` on `ino` (`LOCK_UN`, `F_UNLCK`): whether
     /// it held any of them. The last holder on this host gives the lease back (the answer waits
     /// a bounded time for that: the lock is dropped here at once).
     pub async fn unlock(
         self: &Arc<Self>,
         ino: u64,
+        kind: LockKind,
         owner: u64,
         start: u64,
         end: u64,
@@ -295,7 +322,7 @@ impl Fs {
         let Ok(key) = self.key_of(ino) else {
             return Ok(false);
         };
-        let (had, lease) = self.locks.unlock(&key, owner, start, end);
+        let (had, lease) = self.locks.unlock(&key, kind, owner, start, end);
         self.let_go(&key, lease).await?;
         Ok(had)
     }

@@ -35,12 +35,22 @@ impl LockMode {
 /// The last byte a lock can cover (`OFFSET_MAX`): a lock to it covers the whole file.
 pub const WHOLE: u64 = i64::MAX as u64;
 
-/// One lock request. Owners are the kernel's lock owners: one per open file description for
-/// `flock` and OFD locks, one per process for POSIX record locks (`fcntl`, `lockf`), so both
-/// kinds get their own semantics without being told apart. `handle` is the open file the
-/// request came through.
+/// Which kind of lock: Linux keeps them independent (a flock never conflicts with a record
+/// lock, even on the same file), and their conversions differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockKind {
+    /// `flock(2)`, and the `user.remotedict.lock` attribute.
+    Flock,
+    /// POSIX record locks (`fcntl`, `lockf`) and OFD locks.
+    Record,
+}
+
+/// A lock request. Owners are the kernel's lock owners: one per open file description for
+/// `flock` and OFD locks, one per process for POSIX record locks (`fcntl`, `lockf`). `handle` is
+/// the open file the request came through.
 #[derive(Clone, Copy, Debug)]
 pub struct LockRequest {
+    pub kind: LockKind,
     pub owner: u64,
     pub handle: u64,
     /// First and last byte (inclusive); `0..=WHOLE` for `flock`.
@@ -54,9 +64,10 @@ pub struct LockRequest {
 }
 
 impl LockRequest {
-    /// A lock on the whole file.
+    /// A flock (on the whole file).
     pub fn whole(owner: u64, handle: u64, mode: LockMode, wait: bool, pid: u32) -> Self {
         LockRequest {
+            kind: LockKind::Flock,
             owner,
             handle,
             start: 0,
@@ -122,38 +133,50 @@ struct Hold {
     since: std::time::SystemTime,
 }
 
+/// Who holds a lock: its kind and its owner (a flock and an OFD lock of one open file description
+/// have the same owner, and are independent).
+type Holder = (LockKind, u64);
+
 #[derive(Default)]
 struct KeyLocks {
-    holders: HashMap<u64, Hold>,
+    holders: HashMap<Holder, Hold>,
     lease: Option<LeaseKeeper>,
 }
 
 impl KeyLocks {
-    /// The first lock of another owner that conflicts with `req`.
+    /// The first lock of another owner of the same kind that conflicts with `req`, with its
+    /// holder.
     fn conflict(&self, req: &LockRequest) -> Option<(Segment, u32)> {
+        self.conflicting(req).map(|(_, s, pid)| (s, pid))
+    }
+
+    fn conflicting(&self, req: &LockRequest) -> Option<(Holder, Segment, u32)> {
         self.holders
             .iter()
-            .filter(|(o, _)| **o != req.owner)
-            .find_map(|(_, h)| {
+            .filter(|((kind, o), _)| *kind == req.kind && *o != req.owner)
+            .find_map(|(holder, h)| {
                 h.segments
                     .iter()
                     .find(|s| {
                         s.overlaps(req.start, req.end)
                             && (req.mode == LockMode::Exclusive || s.mode == LockMode::Exclusive)
                     })
-                    .map(|s| (*s, h.pid))
+                    .map(|s| (*holder, *s, h.pid))
             })
     }
 
     /// Applies `req` to its owner's hold, by `grant`.
     fn apply(&mut self, req: &LockRequest, grant: u64) {
-        let hold = self.holders.entry(req.owner).or_insert_with(|| Hold {
-            segments: Vec::new(),
-            grant,
-            before: Vec::new(),
-            pid: req.pid,
-            since: std::time::SystemTime::now(),
-        });
+        let hold = self
+            .holders
+            .entry((req.kind, req.owner))
+            .or_insert_with(|| Hold {
+                segments: Vec::new(),
+                grant,
+                before: Vec::new(),
+                pid: req.pid,
+                since: std::time::SystemTime::now(),
+            });
         hold.before = hold.segments.clone();
         hold.segments = cut(&hold.segments, req.start, req.end);
         hold.segments.push(Segment {
@@ -174,6 +197,8 @@ pub enum Grant {
     Granted(u64),
     /// Another owner on this host holds a conflicting lock.
     Conflict,
+    /// Another owner here holds a conflicting record lock and waits for one this owner holds.
+    Deadlock,
     /// Nobody here holds the key: the lease must be acquired first ([`LockTable::install`]).
     /// Carries a lease that ran out or was lost, for the caller to release.
     NeedLease(Option<LeaseKeeper>),
@@ -183,6 +208,7 @@ pub enum Grant {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HeldLock {
     pub key: String,
+    pub kind: &'static str,
     pub owner: u64,
     pub pid: u32,
     pub mode: &'static str,
@@ -204,6 +230,9 @@ pub struct LockTable {
     closing: std::sync::atomic::AtomicBool,
     /// The last grant number given.
     grants: std::sync::atomic::AtomicU64,
+    /// Record-lock requests waiting for a conflict to clear, by owner and key (to find
+    /// deadlocks, which POSIX answers EDEADLK).
+    waiting: Mutex<HashMap<(u64, String), LockRequest>>,
 }
 
 impl LockTable {
@@ -260,8 +289,27 @@ impl LockTable {
             // The lease ran out or was lost: nobody here holds the lock any more.
             return Grant::NeedLease(keys.remove(key).and_then(|k| k.lease));
         }
-        if k.conflict(req).is_some() {
-            let converting = k.holders.get(&req.owner).is_some_and(|h| {
+        if let Some((holder, _, _)) = k.conflicting(req) {
+            let mine = (req.kind, req.owner);
+            if req.kind == LockKind::Record && req.wait {
+                // POSIX: a wait that would close a cycle (the holder waits for what this owner
+                // holds) fails EDEADLK; the owner keeps what it holds.
+                let theirs = lock(&self.waiting)
+                    .get(&(holder.1, key.to_string()))
+                    .copied();
+                let held = k.holders.get(&mine);
+                if let (Some(theirs), Some(held)) = (theirs, held) {
+                    let blocks_them = held.segments.iter().any(|s| {
+                        s.overlaps(theirs.start, theirs.end)
+                            && (theirs.mode == LockMode::Exclusive || s.mode == LockMode::Exclusive)
+                    });
+                    if blocks_them {
+                        return Grant::Deadlock;
+                    }
+                }
+                return Grant::Conflict;
+            }
+            let converting = k.holders.get(&mine).is_some_and(|h| {
                 h.segments
                     .iter()
                     .any(|s| s.overlaps(req.start, req.end) && s.mode != req.mode)
@@ -270,11 +318,11 @@ impl LockTable {
                 // A conversion that must wait drops the lock held first, as Linux does for
                 // flock (flock(2): not atomic), so two shared holders that both upgrade do not
                 // wait on each other. One that does not wait keeps what it held.
-                if let Some(h) = k.holders.get_mut(&req.owner) {
+                if let Some(h) = k.holders.get_mut(&mine) {
                     h.segments = cut(&h.segments, req.start, req.end);
                     h.grant = 0;
                     if h.segments.is_empty() {
-                        k.holders.remove(&req.owner);
+                        k.holders.remove(&mine);
                     }
                 }
                 // (Another owner still holds a lock here, so the lease stays.)
@@ -308,7 +356,7 @@ impl LockTable {
     fn change(
         &self,
         key: &str,
-        change: impl FnOnce(&mut HashMap<u64, Hold>) -> bool,
+        change: impl FnOnce(&mut HashMap<Holder, Hold>) -> bool,
     ) -> (bool, Option<LeaseKeeper>) {
         let mut keys = lock(&self.keys);
         let Some(k) = keys.get_mut(key) else {
@@ -328,16 +376,17 @@ impl LockTable {
         (changed, lease)
     }
 
-    /// Unlocks bytes `start..=end` of `owner`'s locks on `key` (`F_UNLCK`, `LOCK_UN`).
+    /// Unlocks bytes `start..=end` of `owner`'s locks of `kind` on `key` (`F_UNLCK`, `LOCK_UN`).
     pub fn unlock(
         &self,
         key: &str,
+        kind: LockKind,
         owner: u64,
         start: u64,
         end: u64,
     ) -> (bool, Option<LeaseKeeper>) {
         self.change(key, |holders| {
-            let Some(h) = holders.get_mut(&owner) else {
+            let Some(h) = holders.get_mut(&(kind, owner)) else {
                 return false;
             };
             let had = h.segments.iter().any(|s| s.overlaps(start, end));
@@ -347,9 +396,14 @@ impl LockTable {
         })
     }
 
-    /// Drops every lock of `owner` on `key` (a POSIX owner closing the file, the xattr lock).
+    /// Drops every lock `owner` holds on `key` (a process closing the file drops its record
+    /// locks: flush names the process, which owns no flock; removing the xattr drops its lock).
     pub fn drop_owner(&self, key: &str, owner: u64) -> (bool, Option<LeaseKeeper>) {
-        self.change(key, |holders| holders.remove(&owner).is_some())
+        self.change(key, |holders| {
+            let before = holders.len();
+            holders.retain(|(_, o), _| *o != owner);
+            holders.len() != before
+        })
     }
 
     /// Open file `handle` is released: locks taken through it, and through no other handle
@@ -372,13 +426,32 @@ impl LockTable {
     /// Undoes `grant` if it is still the last change to `owner`'s locks on `key` (its request
     /// was abandoned before it landed): the owner holds again what it held before.
     pub fn give_back(&self, key: &str, owner: u64, grant: u64) -> (bool, Option<LeaseKeeper>) {
-        self.change(key, |holders| match holders.get_mut(&owner) {
-            Some(h) if h.grant == grant => {
-                h.segments = std::mem::take(&mut h.before);
-                true
+        self.change(key, |holders| {
+            match holders
+                .iter_mut()
+                .find(|((_, o), h)| *o == owner && h.grant == grant)
+            {
+                Some((_, h)) => {
+                    h.segments = std::mem::take(&mut h.before);
+                    true
+                }
+                None => false,
             }
-            _ => false,
         })
+    }
+
+    /// Records that `req` waits on `key` (for deadlock detection); [`LockTable::done_waiting`]
+    /// ends it.
+    pub fn waiting(&self, key: &str, req: &LockRequest) {
+        if req.kind == LockKind::Record {
+            lock(&self.waiting).insert((req.owner, key.to_string()), *req);
+        }
+    }
+
+    pub fn done_waiting(&self, key: &str, req: &LockRequest) {
+        if req.kind == LockKind::Record {
+            lock(&self.waiting).remove(&(req.owner, key.to_string()));
+        }
     }
 
     /// `key` was deleted by this host: its lease went with the blob. The locks on it are
@@ -418,9 +491,13 @@ impl LockTable {
         let mut out: Vec<HeldLock> = keys
             .iter()
             .flat_map(|(key, k)| {
-                k.holders.iter().flat_map(move |(owner, h)| {
+                k.holders.iter().flat_map(move |((kind, owner), h)| {
                     h.segments.iter().map(move |s| HeldLock {
                         key: key.clone(),
+                        kind: match kind {
+                            LockKind::Flock => "flock",
+                            LockKind::Record => "record",
+                        },
                         owner: *owner,
                         pid: h.pid,
                         mode: s.mode.as_str(),
@@ -460,7 +537,9 @@ impl LockTable {
     /// `None` when it holds none.
     pub fn time_left(&self, key: &str, owner: u64) -> Option<Option<Duration>> {
         let keys = lock(&self.keys);
-        let k = keys.get(key).filter(|k| k.holders.contains_key(&owner))?;
+        let k = keys
+            .get(key)
+            .filter(|k| k.holders.contains_key(&(LockKind::Flock, owner)))?;
         let lease = k.lease.as_ref().filter(|l| l.is_live())?;
         Some(lease.remaining())
     }
