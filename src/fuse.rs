@@ -141,6 +141,16 @@ fn name_str(name: &OsStr) -> Result<String, FsError> {
         .ok_or_else(|| FsError::Invalid("names must be valid UTF-8".into()))
 }
 
+/// The mode a lock request's type asks for: `Some(None)` for `F_UNLCK`, `None` for no type.
+fn lock_mode(typ: i32) -> Option<Option<LockMode>> {
+    match typ {
+        libc::F_RDLCK => Some(Some(LockMode::Shared)),
+        libc::F_WRLCK => Some(Some(LockMode::Exclusive)),
+        libc::F_UNLCK => Some(None),
+        _ => None,
+    }
+}
+
 fn time_of(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
@@ -502,10 +512,8 @@ impl Filesystem for FuseAdapter {
         pid: u32,
         reply: ReplyLock,
     ) {
-        let mode = match typ {
-            libc::F_RDLCK => LockMode::Shared,
-            libc::F_WRLCK => LockMode::Exclusive,
-            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
+        let Some(Some(mode)) = lock_mode(typ) else {
+            return reply.error(Errno::from_i32(libc::EINVAL));
         };
         let req = LockRequest {
             kind: LockKind::Record,
@@ -553,11 +561,8 @@ impl Filesystem for FuseAdapter {
             LockKind::Record
         };
         let pid = req.pid();
-        let mode = match typ {
-            libc::F_RDLCK => Some(LockMode::Shared),
-            libc::F_WRLCK => Some(LockMode::Exclusive),
-            libc::F_UNLCK => None,
-            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
+        let Some(mode) = lock_mode(typ) else {
+            return reply.error(Errno::from_i32(libc::EINVAL));
         };
         self.spawn(
             move |fs| async move {

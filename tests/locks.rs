@@ -233,17 +233,13 @@ async fn xattr_lock_and_readonly_attributes(backend: Backend) {
     b.unmount();
 }
 
-/// The usual Python idiom on two hosts at once, 2 x 100 increments from 0:
-/// `with open(p, 'r+') as f: fcntl.flock(f, LOCK_EX); n = int(f.read()); ...`. The open never
-/// fails because the other host holds the lock (it used to fail EBUSY, losing increments), the
-/// handle opened before the lock reads what the last holder wrote, and the kernel does not cut
-/// that read at the size it cached before the lock (99 read as "10" once the counter is 100).
-async fn python_open_then_flock_keeps_every_increment(backend: Backend) {
-    // A TTL long enough that each kernel caches the counter's size across the other's writes.
+/// Two mounts with a TTL long enough that each kernel caches a file's size across the other's
+/// writes, and `counter` at 0, listed on both.
+fn counter_mounts(backend: &Backend) -> (Mount, Mount) {
     let args = ["--lease-duration", LEASE, "--index-ttl", "3"];
     let (a, b) = (
-        Mount::start_with(&backend, &args),
-        Mount::start_with(&backend, &args),
+        Mount::start_with(backend, &args),
+        Mount::start_with(backend, &args),
     );
     run(&a, "echo 0 > counter && sync counter");
     // Listed for B once its index copy is revalidated (within the TTL).
@@ -251,6 +247,38 @@ async fn python_open_then_flock_keeps_every_increment(backend: Backend) {
         &b,
         "timeout 10 sh -c 'until test -e counter; do sleep 0.1; done'",
     );
+    (a, b)
+}
+
+/// Runs Python `script_a` on mount `a` and `script_b` on `b` at once, each adding 100 to
+/// `counter`: it must end at 200.
+fn count_to_200(a: Mount, b: Mount, script_a: &str, script_b: &str) {
+    let spawn = |m: &Mount, script: &str| {
+        Command::new("python3")
+            .args(["-c", script])
+            .current_dir(&m.dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (spawn(&a, script_a), spawn(&b, script_b));
+    for p in [pa, pb] {
+        let out = p.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = run(&b, "flock counter cat counter");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
+    a.unmount();
+    b.unmount();
+}
+
+/// The usual Python idiom on two hosts at once, 2 x 100 increments from 0:
+/// `with open(p, 'r+') as f: fcntl.flock(f, LOCK_EX); n = int(f.read()); ...`. The open never
+/// fails because the other host holds the lock (it used to fail EBUSY, losing increments), the
+/// handle opened before the lock reads what the last holder wrote, and the kernel does not cut
+/// that read at the size it cached before the lock (99 read as "10" once the counter is 100).
+async fn python_open_then_flock_keeps_every_increment(backend: Backend) {
+    let (a, b) = counter_mounts(&backend);
     let script = r#"
 import fcntl, sys
 for _ in range(100):
@@ -261,23 +289,7 @@ for _ in range(100):
         f.truncate()
         f.write(str(n + 1))
 "#;
-    let spawn = |m: &Mount| {
-        Command::new("python3")
-            .args(["-c", script])
-            .current_dir(&m.dir)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (pa, pb) = (spawn(&a), spawn(&b));
-    for p in [pa, pb] {
-        let out = p.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    let out = run(&b, "flock counter cat counter");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
-    a.unmount();
-    b.unmount();
+    count_to_200(a, b, script, script);
 }
 
 /// Two processes on one host hold `LOCK_SH` and both ask for `LOCK_EX` (Python
@@ -363,16 +375,7 @@ async fn a_stopping_mount_keeps_its_holders_locks(backend: Backend) {
 /// whole file and the other only its first byte: all 200 land (the kernel used to keep these
 /// locks on each host alone, silently, and increments were lost).
 async fn lockf_guarded_counter_keeps_every_increment(backend: Backend) {
-    let args = ["--lease-duration", LEASE, "--index-ttl", "3"];
-    let (a, b) = (
-        Mount::start_with(&backend, &args),
-        Mount::start_with(&backend, &args),
-    );
-    run(&a, "echo 0 > counter && sync counter");
-    run(
-        &b,
-        "timeout 10 sh -c 'until test -e counter; do sleep 0.1; done'",
-    );
+    let (a, b) = counter_mounts(&backend);
     let script = |len: u32| {
         format!(
             r#"
@@ -389,23 +392,7 @@ for _ in range(100):
 "#
         )
     };
-    let spawn = |m: &Mount, len: u32| {
-        Command::new("python3")
-            .args(["-c", &script(len)])
-            .current_dir(&m.dir)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (pa, pb) = (spawn(&a, 0), spawn(&b, 1));
-    for p in [pa, pb] {
-        let out = p.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-    }
-    let out = run(&b, "flock counter cat counter");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200");
-    a.unmount();
-    b.unmount();
+    count_to_200(a, b, &script(0), &script(1));
 }
 
 /// Record locks keep their POSIX semantics on a host and hold across hosts: two processes on

@@ -351,6 +351,26 @@ async fn an_unlock_answers_when_the_store_does_not() {
     faults.clear();
 }
 
+/// Two hosts over one store, with `f` holding `data`: the hosts, `f`'s inode on each, and their
+/// caches (to keep).
+async fn two_hosts_with(
+    data: &[u8],
+) -> (
+    Arc<Fs>,
+    Arc<Fs>,
+    u64,
+    u64,
+    (tempfile::TempDir, tempfile::TempDir),
+) {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
+    write_file(&a, "f", data).await;
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    (a, b, ino, ino_b, (ca, cb))
+}
+
 fn range(owner: u64, start: u64, end: u64, mode: LockMode) -> LockRequest {
     LockRequest {
         kind: LockKind::Record,
@@ -371,12 +391,7 @@ fn range(owner: u64, start: u64, end: u64, mode: LockMode) -> LockRequest {
 /// whole file while any range is held here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_locks_keep_their_ranges_on_a_host_and_the_whole_file_elsewhere() {
-    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
-    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
-    write_file(&a, "f", b"0123456789abcdefghij").await;
-    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
-    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    let (a, b, ino, ino_b, _caches) = two_hosts_with(b"0123456789abcdefghij").await;
     use LockMode::{Exclusive, Shared};
     a.lock(ino, range(1, 0, 9, Exclusive)).await.unwrap();
     a.lock(ino, range(2, 10, 19, Exclusive)).await.unwrap();
@@ -427,12 +442,7 @@ async fn record_locks_keep_their_ranges_on_a_host_and_the_whole_file_elsewhere()
 /// locked through the released handle, not the new open's lock (another host stays out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_release_of_a_reused_lock_owner_keeps_the_new_lock() {
-    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
-    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
-    write_file(&a, "f", b"x").await;
-    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
-    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    let (a, b, ino, ino_b, _caches) = two_hosts_with(b"x").await;
     let owner = 0xdead_beef;
     a.lock(
         ino,
@@ -461,12 +471,7 @@ async fn a_late_release_of_a_reused_lock_owner_keeps_the_new_lock() {
 /// lease across hosts, so another host gets neither.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flock_and_record_locks_are_independent_here_and_exclusive_elsewhere() {
-    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
-    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
-    write_file(&a, "f", b"x").await;
-    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
-    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    let (a, b, ino, ino_b, _caches) = two_hosts_with(b"x").await;
     a.lock(ino, LockRequest::whole(1, 1, LockMode::Exclusive, false, 0))
         .await
         .unwrap();
