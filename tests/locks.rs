@@ -641,6 +641,40 @@ async fn a_flock_holders_child_can_take_a_record_lock(backend: Backend) {
     b.unmount();
 }
 
+/// `while ...; do flock f true; done` on host A for 10 s while `flock f` waits on host B: B gets
+/// its turn while A's loop runs (it used to wait until the loop ended, 12 s in the report).
+async fn a_waiting_host_is_served_while_another_locks_in_a_loop(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo x > f && sync f");
+    run(&b, "timeout 10 sh -c 'until test -e f; do sleep 0.1; done'");
+    let looping = Command::new("sh")
+        .args([
+            "-c",
+            "end=$(($(date +%s) + 10)); n=0; \
+             while [ $(date +%s) -lt $end ]; do flock f true; n=$((n+1)); done; echo $n",
+        ])
+        .current_dir(&a.dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let out = run(&b, "timeout 30 flock f true");
+    let waited = started.elapsed();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        waited < Duration::from_secs(6),
+        "B waited {waited:?}, until A's loop was nearly over"
+    );
+    let rounds = looping.wait_with_output().unwrap();
+    eprintln!(
+        "B waited {waited:?}; A locked {} times",
+        String::from_utf8_lossy(&rounds.stdout).trim()
+    );
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
@@ -655,7 +689,8 @@ on_both_mounts!(
     record_locks_by_range_here_and_whole_file_elsewhere,
     a_write_before_an_unlock_reaches_the_next_holder,
     removing_and_renaming_locked_files,
-    a_flock_holders_child_can_take_a_record_lock
+    a_flock_holders_child_can_take_a_record_lock,
+    a_waiting_host_is_served_while_another_locks_in_a_loop
 );
 
 /// Starts `python3 -c SCRIPT` on mount `m` with piped stdin and stdout, and waits for the line

@@ -531,3 +531,44 @@ async fn a_record_lock_wait_that_would_deadlock_fails() {
         .unwrap()
         .unwrap();
 }
+
+/// Host A takes and drops the lock in a tight loop for 8 s while host B waits for it: B is
+/// served while A's loop still runs (it used to wait until A stopped: A got the lease back
+/// before B's next poll, every time), and A's loop goes on after B's turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_locking_in_a_loop_does_not_starve_a_waiting_host() {
+    let (a, b, ino, ino_b, _caches) = two_hosts_with(b"x").await;
+    let looping = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let end = std::time::Instant::now() + Duration::from_secs(8);
+            let mut rounds = 0u32;
+            while std::time::Instant::now() < end {
+                a.lock(ino, LockRequest::whole(1, 1, LockMode::Exclusive, true, 0))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                a.unlock_owner(ino, 1).await.unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(6),
+        b.lock(
+            ino_b,
+            LockRequest::whole(2, 2, LockMode::Exclusive, true, 0),
+        ),
+    )
+    .await
+    .expect("the waiting host was not served while the other one locked in a loop")
+    .unwrap();
+    let waited = started.elapsed();
+    b.unlock_owner(ino_b, 2).await.unwrap();
+    let rounds = looping.await.unwrap();
+    assert!(rounds > 10, "A's loop stalled: {rounds} rounds");
+    eprintln!("B waited {waited:?}; A locked {rounds} times in 8 s");
+}

@@ -61,6 +61,43 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// This host's waiter marker for one blocking lock request, while it waits on another host's
+/// lease (see `fs::waiters`); deleted when the request ends, however it ends.
+struct Marker {
+    fs: Arc<Fs>,
+    key: String,
+    token: Option<String>,
+    written: tokio::time::Instant,
+}
+
+impl Marker {
+    /// Writes the marker the first time, and again every `MARKER_REFRESH`.
+    async fn refresh(&mut self) {
+        let due = self.written.elapsed() >= super::waiters::MARKER_REFRESH;
+        if self.token.is_some() && !due {
+            return;
+        }
+        let token = self
+            .token
+            .get_or_insert_with(|| self.fs.locks.new_marker())
+            .clone();
+        self.fs.mark_waiting(&self.key, &token).await;
+        self.written = tokio::time::Instant::now();
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            let (fs, key) = (self.fs.clone(), std::mem::take(&mut self.key));
+            tokio::spawn(async move {
+                fs.unmark_waiting(&key, &token).await;
+                fs.locks.drop_marker(&token);
+            });
+        }
+    }
+}
+
 impl Fs {
     /// Takes (or converts) the lock `req` asks for on `ino`; waits while it conflicts when
     /// `req.wait`, giving up when its process gets a signal. Without `wait`, answers within a
@@ -80,6 +117,12 @@ impl Fs {
         self.writable()?;
         let key = self.key_of(ino)?;
         let _waiting = Waiting::new(self, &key, &req);
+        let mut marker = Marker {
+            fs: self.clone(),
+            key: key.clone(),
+            token: None,
+            written: tokio::time::Instant::now(),
+        };
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(20);
         loop {
@@ -101,6 +144,10 @@ impl Fs {
             }
             if req.pid != 0 && signal_pending(req.pid) {
                 return Err(FsError::Interrupted);
+            }
+            if self.locks.lease_id(&key).is_none() {
+                // Waiting on another host's lease: claim a turn.
+                marker.refresh().await;
             }
             tokio::select! {
                 _ = notified => {}
@@ -204,6 +251,10 @@ impl Fs {
                 let _ = stale.release().await;
             }
             Grant::NeedLease(None) => {}
+        }
+        if self.locks.yielding(key) {
+            // Another host waits for this key: its turn first (see `fs::waiters`).
+            return Ok(Got::Busy);
         }
         if !self.ensure_blob(ino).await? {
             return Ok(Got::Busy);
@@ -395,6 +446,9 @@ impl Fs {
             );
         }
         let released = lease.release().await;
+        if released.is_ok() {
+            self.look_for_waiters(key).await;
+        }
         self.locks.notify();
         released.inspect_err(|e| log::warn!("releasing the lease on {key:?}: {e}"))?;
         Ok(())

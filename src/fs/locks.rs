@@ -233,6 +233,11 @@ pub struct LockTable {
     /// Record-lock requests waiting for a conflict to clear, by owner and key (to find
     /// deadlocks, which POSIX answers EDEADLK).
     waiting: Mutex<HashMap<(u64, String), LockRequest>>,
+    /// Keys this host takes no new lease on until the given time: another host waits for them
+    /// (see `fs::waiters`).
+    yields: Mutex<HashMap<String, std::time::Instant>>,
+    /// Tokens of this host's own waiter markers.
+    markers: Mutex<std::collections::HashSet<String>>,
 }
 
 impl LockTable {
@@ -438,6 +443,34 @@ impl LockTable {
                 None => false,
             }
         })
+    }
+
+    /// Takes no new lease on `key` for `time` (another host waits for it).
+    pub fn yield_key(&self, key: &str, time: Duration) {
+        lock(&self.yields).insert(key.to_string(), std::time::Instant::now() + time);
+    }
+
+    /// Whether this host is yielding `key` to a waiting host now.
+    pub fn yielding(&self, key: &str) -> bool {
+        let mut yields = lock(&self.yields);
+        let now = std::time::Instant::now();
+        yields.retain(|_, until| *until > now);
+        yields.contains_key(key)
+    }
+
+    /// A new waiter marker token of this host.
+    pub fn new_marker(&self) -> String {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        lock(&self.markers).insert(token.clone());
+        token
+    }
+
+    pub fn drop_marker(&self, token: &str) {
+        lock(&self.markers).remove(token);
+    }
+
+    pub fn is_own_marker(&self, token: &str) -> bool {
+        lock(&self.markers).contains(token)
     }
 
     /// Records that `req` waits on `key` (for deadlock detection); [`LockTable::done_waiting`]

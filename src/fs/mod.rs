@@ -30,6 +30,7 @@ mod staged;
 pub mod status;
 mod tree;
 mod types;
+mod waiters;
 pub mod xattr;
 
 use std::collections::HashMap;
