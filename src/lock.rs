@@ -99,6 +99,11 @@ impl LeaseKeeper {
         !self.lost.load(Ordering::Relaxed) && boot_ms() < self.deadline.load(Ordering::Relaxed)
     }
 
+    /// Whether it is kept renewed until released.
+    pub fn renewed(&self) -> bool {
+        self.renewed && self.deadline.load(Ordering::Relaxed) != u64::MAX
+    }
+
     /// Time left on a lease that is not renewed; `None` when renewed or infinite.
     pub fn remaining(&self) -> Option<Duration> {
         let deadline = self.deadline.load(Ordering::Relaxed);

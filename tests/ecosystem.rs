@@ -176,6 +176,29 @@ async fn cli_round_trips_with_a_mount(backend: Backend) {
     let text = out(&status);
     let json: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
     assert_eq!(json["leases_held"][0], "docs/b.txt", "{text}");
+    // Who holds it: the `flock` process, since when, in which mode, on a renewed lease.
+    let lock = &json["locks"][0];
+    assert_eq!(lock["key"], "docs/b.txt", "{text}");
+    assert_eq!(lock["kind"], "flock", "{text}");
+    assert_eq!(lock["mode"], "exclusive", "{text}");
+    assert_eq!(lock["pid"], holder.id(), "{text}");
+    assert_eq!(lock["command"], "flock", "{text}");
+    assert_eq!(lock["lease"], "renewed", "{text}");
+    assert!(lock["end"].is_null() && lock["since"].is_string(), "{text}");
+    // A second `flock` waiting for it is listed as a waiter.
+    let mut waiter = Command::new("flock")
+        .args(["docs/b.txt", "true"])
+        .current_dir(&m.dir)
+        .spawn()
+        .unwrap();
+    wait_for("the waiter", || {
+        let status = Command::new(bin())
+            .arg("status")
+            .arg(&m.dir)
+            .output()
+            .unwrap();
+        out(&status).contains(&format!("\"pid\": {}", waiter.id()))
+    });
     assert!(json["index"]["keys"].as_u64().unwrap() >= 2, "{text}");
     assert!(json["index"]["changes_not_yet_written"].is_u64(), "{text}");
     // Plain programs read the status file too: `cat` must see no error, including at close.
@@ -186,6 +209,7 @@ async fn cli_round_trips_with_a_mount(backend: Backend) {
     assert!(cat.status.success(), "cat of the status file: {cat:?}");
     assert!(String::from_utf8_lossy(&cat.stdout).contains("leases_held"));
     holder.wait().unwrap();
+    assert!(waiter.wait().unwrap().success());
     m.unmount();
 }
 

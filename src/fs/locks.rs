@@ -209,14 +209,52 @@ pub enum Grant {
 pub struct HeldLock {
     pub key: String,
     pub kind: &'static str,
+    #[serde(skip)]
     pub owner: u64,
+    /// The process that took it, and its command name (while it runs).
     pub pid: u32,
+    pub command: Option<String>,
     pub mode: &'static str,
-    /// First and last byte; `end` is `WHOLE` for a lock to the end of any file.
+    /// First and last byte; `end` is `null` for a lock to the end of any file.
     pub start: u64,
-    pub end: u64,
-    /// Seconds since the UNIX epoch.
-    pub since: u64,
+    pub end: Option<u64>,
+    /// When it was taken (RFC 3339).
+    pub since: String,
+    /// The lease behind it: `renewed` (kept until unlocked), `expires in N s` (the xattr lock),
+    /// `infinite`, or `lost` (its renewal failed: the holder's writes fail).
+    pub lease: String,
+}
+
+/// A lock request waiting on this host, for `status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct WaitingLock {
+    pub key: String,
+    pub kind: &'static str,
+    pub pid: u32,
+    pub command: Option<String>,
+    pub mode: &'static str,
+    pub since: String,
+}
+
+impl LockKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockKind::Flock => "flock",
+            LockKind::Record => "record",
+        }
+    }
+}
+
+/// The command name of process `pid`, while it runs.
+fn command_of(pid: u32) -> Option<String> {
+    (pid != 0)
+        .then(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+        .flatten()
+        .map(|c| c.trim().to_string())
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    crate::time::fmt_time(crate::time::to_ns(t))
 }
 
 /// Locks this host holds, per key.
@@ -230,9 +268,9 @@ pub struct LockTable {
     closing: std::sync::atomic::AtomicBool,
     /// The last grant number given.
     grants: std::sync::atomic::AtomicU64,
-    /// Record-lock requests waiting for a conflict to clear, by owner and key (to find
-    /// deadlocks, which POSIX answers EDEADLK).
-    waiting: Mutex<HashMap<(u64, String), LockRequest>>,
+    /// Blocking requests waiting for a conflict to clear, by kind, owner and key, since when:
+    /// for `status`, and among record locks to find deadlocks (POSIX answers them EDEADLK).
+    waiting: Mutex<HashMap<(LockKind, u64, String), (LockRequest, std::time::SystemTime)>>,
     /// Keys this host takes no new lease on until the given time: another host waits for them
     /// (see `fs::waiters`).
     yields: Mutex<HashMap<String, std::time::Instant>>,
@@ -300,8 +338,8 @@ impl LockTable {
                 // POSIX: a wait that would close a cycle (the holder waits for what this owner
                 // holds) fails EDEADLK; the owner keeps what it holds.
                 let theirs = lock(&self.waiting)
-                    .get(&(holder.1, key.to_string()))
-                    .copied();
+                    .get(&(LockKind::Record, holder.1, key.to_string()))
+                    .map(|(r, _)| *r);
                 let held = k.holders.get(&mine);
                 if let (Some(theirs), Some(held)) = (theirs, held) {
                     let blocks_them = held.segments.iter().any(|s| {
@@ -476,15 +514,39 @@ impl LockTable {
     /// Records that `req` waits on `key` (for deadlock detection); [`LockTable::done_waiting`]
     /// ends it.
     pub fn waiting(&self, key: &str, req: &LockRequest) {
-        if req.kind == LockKind::Record {
-            lock(&self.waiting).insert((req.owner, key.to_string()), *req);
-        }
+        lock(&self.waiting).insert(
+            (req.kind, req.owner, key.to_string()),
+            (*req, std::time::SystemTime::now()),
+        );
     }
 
     pub fn done_waiting(&self, key: &str, req: &LockRequest) {
-        if req.kind == LockKind::Record {
-            lock(&self.waiting).remove(&(req.owner, key.to_string()));
-        }
+        lock(&self.waiting).remove(&(req.kind, req.owner, key.to_string()));
+    }
+
+    /// The blocking requests waiting on this host, oldest first.
+    pub fn waiters(&self) -> Vec<WaitingLock> {
+        let mut all: Vec<(std::time::SystemTime, WaitingLock)> = lock(&self.waiting)
+            .iter()
+            .map(|((kind, _, key), (req, since))| {
+                let w = WaitingLock {
+                    key: key.clone(),
+                    kind: kind.as_str(),
+                    pid: req.pid,
+                    command: None,
+                    mode: req.mode.as_str(),
+                    since: rfc3339(*since),
+                };
+                (*since, w)
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter()
+            .map(|(_, mut w)| {
+                w.command = command_of(w.pid);
+                w
+            })
+            .collect()
     }
 
     /// `key` was deleted by this host: its lease went with the blob. The locks on it are
@@ -521,31 +583,43 @@ impl LockTable {
     /// Every lock held on this host, by key.
     pub fn held(&self) -> Vec<HeldLock> {
         let keys = lock(&self.keys);
-        let mut out: Vec<HeldLock> = keys
-            .iter()
-            .flat_map(|(key, k)| {
-                k.holders.iter().flat_map(move |((kind, owner), h)| {
-                    h.segments.iter().map(move |s| HeldLock {
+        let mut out: Vec<(std::time::SystemTime, HeldLock)> = Vec::new();
+        for (key, k) in keys.iter() {
+            let lease = match &k.lease {
+                Some(l) if !l.is_live() => "lost".to_string(),
+                Some(l) => match l.remaining() {
+                    Some(left) => format!("expires in {} s", left.as_secs()),
+                    None if l.renewed() => "renewed".to_string(),
+                    None => "infinite".to_string(),
+                },
+                None => "none".to_string(),
+            };
+            for ((kind, owner), h) in &k.holders {
+                for s in &h.segments {
+                    let lock = HeldLock {
                         key: key.clone(),
-                        kind: match kind {
-                            LockKind::Flock => "flock",
-                            LockKind::Record => "record",
-                        },
+                        kind: kind.as_str(),
                         owner: *owner,
                         pid: h.pid,
+                        command: None,
                         mode: s.mode.as_str(),
                         start: s.start,
-                        end: s.end,
-                        since: h
-                            .since
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs()),
-                    })
-                })
+                        end: (s.end != WHOLE).then_some(s.end),
+                        since: rfc3339(h.since),
+                        lease: lease.clone(),
+                    };
+                    out.push((h.since, lock));
+                }
+            }
+        }
+        drop(keys);
+        out.sort_by(|a, b| (&a.1.key, a.0, a.1.start).cmp(&(&b.1.key, b.0, b.1.start)));
+        out.into_iter()
+            .map(|(_, mut l)| {
+                l.command = command_of(l.pid);
+                l
             })
-            .collect();
-        out.sort_by(|a, b| (&a.key, a.since, a.owner).cmp(&(&b.key, b.since, b.owner)));
-        out
+            .collect()
     }
 
     /// Whether the mount is ending (no new lease may be taken).

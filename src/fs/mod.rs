@@ -50,7 +50,9 @@ use content::ContentCache;
 pub use error::{FsError, FsResult};
 use handles::{FileState, Handle, OpenFile};
 use inode::{child_key, parent_key, InodeTable, ROOT_INO};
-pub use locks::{HeldLock, LockKind, LockMode, LockRequest, LockTable, Segment, WHOLE};
+pub use locks::{
+    HeldLock, LockKind, LockMode, LockRequest, LockTable, Segment, WaitingLock, WHOLE,
+};
 use recovery::journal_stem;
 use staged::Staged;
 use tree::{children, has_children};

@@ -118,6 +118,8 @@ impl Fs {
                 "limit_bytes": self.cfg.cache_bytes,
             },
             "leases_held": self.locks.held_keys(),
+            "locks": self.locks.held(),
+            "lock_waiters": self.locks.waiters(),
             "uploads_pending": pending,
             "open_handles": lock(&self.handles).len(),
             "errors_since_start": self.failures.load(Ordering::Relaxed),
