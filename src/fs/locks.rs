@@ -133,6 +133,9 @@ struct Hold {
     since: std::time::SystemTime,
 }
 
+/// A waiting request: its kind, owner and key.
+type Waiter = (LockKind, u64, String);
+
 /// Who holds a lock: its kind and its owner (a flock and an OFD lock of one open file description
 /// have the same owner, and are independent).
 type Holder = (LockKind, u64);
@@ -270,7 +273,7 @@ pub struct LockTable {
     grants: std::sync::atomic::AtomicU64,
     /// Blocking requests waiting for a conflict to clear, by kind, owner and key, since when:
     /// for `status`, and among record locks to find deadlocks (POSIX answers them EDEADLK).
-    waiting: Mutex<HashMap<(LockKind, u64, String), (LockRequest, std::time::SystemTime)>>,
+    waiting: Mutex<HashMap<Waiter, (LockRequest, std::time::SystemTime)>>,
     /// Keys this host takes no new lease on until the given time: another host waits for them
     /// (see `fs::waiters`).
     yields: Mutex<HashMap<String, std::time::Instant>>,
@@ -540,7 +543,7 @@ impl LockTable {
                 (*since, w)
             })
             .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.sort_by_key(|a| a.0);
         all.into_iter()
             .map(|(_, mut w)| {
                 w.command = command_of(w.pid);
