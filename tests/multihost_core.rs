@@ -100,6 +100,48 @@ async fn a_rewrite_during_mv_is_not_undone() {
     );
 }
 
+/// Host B locks `f` between host C's copy of it and C's delete (`mv f g` on C): C's `mv` fails
+/// EBUSY and changes nothing. `f` stays listed with its value and `g` does not appear (the move
+/// used to be undone only halfway: `f` was left unlisted, its value reachable under no name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_taken_during_mv_leaves_the_file_where_it_was() {
+    use remotedict::fs::{LockMode, LockRequest};
+    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = Arc::new(fresh_host(&store, cb.path()));
+    let c = fresh_host(&store, cc.path());
+    write_file(&b, "f", b"v1").await;
+    assert_eq!(read(&c, "f").await.unwrap(), b"v1");
+    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    let b2 = b.clone();
+    faults.plan(
+        Op::Delete,
+        When::Prefix("folder/f".into()),
+        Fault::hook(move || async move {
+            b2.lock(
+                ino_b,
+                LockRequest::whole(1, 1, LockMode::Exclusive, false, 0),
+            )
+            .await
+            .unwrap();
+        }),
+    );
+    let r = c.rename(ROOT, "f", ROOT, "g", false).await;
+    faults.clear();
+    assert!(
+        matches!(&r, Err(e) if e.errno() == libc::EBUSY),
+        "the rename of a file locked meanwhile: {r:?}"
+    );
+    assert_eq!(
+        assert_consistent(&store, "f").await.as_deref(),
+        Some(&b"v1"[..])
+    );
+    assert_eq!(assert_consistent(&store, "g").await, None);
+    assert_eq!(read(&c, "f").await.unwrap(), b"v1");
+    assert!(matches!(c.lookup(ROOT, "g").await, Err(FsError::NotFound)));
+}
+
 /// Case 3: `mkdir -p run/a` on A, then `mkdir -p run/b` on B (whose index copy predates A's):
 /// B's mkdir of `run` is EEXIST and `run` is at once a directory on B, so `run/b` follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

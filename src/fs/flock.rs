@@ -145,15 +145,21 @@ impl Fs {
             if req.pid != 0 && signal_pending(req.pid) {
                 return Err(FsError::Interrupted);
             }
-            if self.locks.lease_id(&key).is_none() {
-                // Waiting on another host's lease: claim a turn.
+            if self.locks.lease_id(&key).is_none() && started.elapsed() >= super::waiters::STARVING
+            {
+                // Waiting long on another host's lease: claim a turn.
                 marker.refresh().await;
             }
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(Duration::from_millis(500));
+            let cap = if marker.token.is_some() {
+                super::waiters::MARKED_POLL
+            } else {
+                Duration::from_millis(500)
+            };
+            delay = (delay * 2).min(cap);
         }
     }
 
@@ -433,7 +439,10 @@ impl Fs {
     async fn release_lease(&self, key: &str, lease: LeaseKeeper) -> FsResult<()> {
         // What was written under the lock and not saved yet (a program that unlocks before it
         // closes) is saved first, under the lease, which no other host can take meanwhile.
+        // (Only while the file still has this name: one renamed meanwhile saves under its new
+        // name, with that name's lease.)
         let ino = lock(&self.inodes).get(key);
+        let ino = ino.filter(|i| self.key_of(*i).is_ok_and(|k| k == key));
         if let Some(ino) = ino {
             if let Err(e) = self.save_under(ino, Some(lease.id().to_string())).await {
                 log::error!("unlocking {key:?}: saving what was written under the lock: {e}");

@@ -563,19 +563,38 @@ impl LockTable {
 
     /// The locks on `from` move to `to` (a held file was renamed by this host), under `lease`,
     /// the lease just taken on `to`'s blob (the one on `from` went with its blob); when `to` is
-    /// itself held here, they join its holders under its lease. Wakes waiters.
-    pub fn move_key(&self, from: &str, to: &str, lease: Option<LeaseKeeper>) {
+    /// itself held here on a live lease, they join its holders under it. Returns a lease not
+    /// used (nobody held `from` any more, or `to`'s own lease serves), for the caller to
+    /// release. Wakes waiters.
+    pub fn move_key(
+        &self,
+        from: &str,
+        to: &str,
+        lease: Option<LeaseKeeper>,
+    ) -> Option<LeaseKeeper> {
         let mut keys = lock(&self.keys);
         let Some(moved) = keys.remove(from) else {
-            return;
+            return lease;
         };
         let target = keys.entry(to.to_string()).or_default();
-        target.holders.extend(moved.holders);
-        if target.lease.is_none() {
-            target.lease = lease;
+        for (holder, hold) in moved.holders {
+            match target.holders.get_mut(&holder) {
+                Some(h) => h.segments.extend(hold.segments),
+                None => {
+                    target.holders.insert(holder, hold);
+                }
+            }
         }
+        let unused = if target.lease.as_ref().is_some_and(|l| l.is_live()) {
+            lease
+        } else {
+            // (A lease of `to` that ran out is dropped: it guards nothing any more.)
+            target.lease = lease;
+            None
+        };
         drop(keys);
         self.changed.notify_waiters();
+        unused
     }
 
     /// The first lock held here that conflicts with `req` (`F_GETLK`), with its holder's pid.

@@ -161,12 +161,7 @@ impl Fs {
         let pending = ino.and_then(|i| self.open_file(i));
         match entry {
             Some(e) if e.kind == EntryKind::Dir => return Err(FsError::IsDir),
-            Some(e) => {
-                self.delete_listed(&key, &e.etag).await?;
-                // The locks on the file stay with its open descriptors (as on a local disk); its
-                // lease went with the blob, and the name is free to be locked anew.
-                self.locks.forget(&key);
-            }
+            Some(e) => self.delete_listed(&key, &e.etag).await?,
             None if pending.is_some() => {}
             None if has_children(&index, &key) => return Err(FsError::IsDir),
             None => return Err(FsError::NotFound),
@@ -183,6 +178,11 @@ impl Fs {
                 self.drop_claim(&key, claim).await?;
             }
         }
+        // The locks on the file stay with its open descriptors (as on a local disk); its lease
+        // went with the blob, and the name is free to be locked anew. (After the open file is
+        // marked unlinked: a save in between still presents the lease, and fails, rather than
+        // bring the file back.)
+        self.locks.forget(&key);
         lock(&self.inodes).remove_key(&key);
         Ok(())
     }

@@ -109,8 +109,13 @@ impl Fs {
         let result = self
             .move_keys(&from, &to, &index, &moving, &dst_entry)
             .await;
-        let moved = result?;
+        let (moved, stayed) = result?;
         self.move_inodes(&from, &to).await;
+        for old in &stayed {
+            // Locked elsewhere while its directory moved: it stays where it was.
+            let new = format!("{to}{}", &old[from.len()..]);
+            lock(&self.inodes).rename(&new, old);
+        }
         // A file of this host being written moved as its saved version; its changes now replace
         // the copy at its new name when they are saved.
         for (new, entry) in moved {
@@ -143,29 +148,33 @@ impl Fs {
         index: &crate::index::Index,
         moving: &[(String, Entry)],
         dst_entry: &Option<Entry>,
-    ) -> FsResult<Vec<(String, Entry)>> {
+    ) -> FsResult<(Vec<(String, Entry)>, Vec<String>)> {
         let src_entry = index.entries.get(from);
         let mut changes = Vec::new();
         let mut moved: Vec<Moved> = Vec::new();
         let mut carried = Vec::new();
+        // Copies made and not listed yet: deleted again if the move stops before its commit.
+        let mut made: Vec<(String, String)> = Vec::new();
         for (old, e) in moving {
             let new = format!("{to}{}", &old[from.len()..]);
-            let Some(copied) = self.copy_version(old, &new).await? else {
-                if old == from {
-                    return Err(FsError::NotFound); // deleted elsewhere meanwhile
+            let copied = match self.copy_version(old, &new).await {
+                Ok(Some(c)) => c,
+                Ok(None) if old != from => continue,
+                stopped => {
+                    release_all(carried).await;
+                    self.drop_copies(made).await;
+                    return match stopped {
+                        Err(e) => Err(e),
+                        _ => Err(FsError::NotFound), // deleted elsewhere meanwhile
+                    };
                 }
-                continue;
             };
+            made.push((new.clone(), copied.etag.clone()));
             let held_here = self.locks.lease_id(old).is_some();
             if !held_here && copied.source.lease_state == LeaseState::Leased {
                 log::info!("rename: {old:?} is locked by another host; nothing moves");
-                let mut unused: Vec<(String, String)> = moved
-                    .iter()
-                    .map(|m: &Moved| (m.new.clone(), m.entry.etag.clone()))
-                    .collect();
-                unused.push((new.clone(), copied.etag.clone()));
-                self.drop_copies(unused).await;
                 release_all(carried).await;
+                self.drop_copies(made).await;
                 return Err(StoreError::LeaseConflict(self.layout.blob_name(old)).into());
             }
             if held_here && self.locks.lease_id(&new).is_none() {
@@ -176,6 +185,7 @@ impl Fs {
                     Ok(lease) => carried.push((old.clone(), new.clone(), Some(lease))),
                     Err(e) => {
                         release_all(carried).await;
+                        self.drop_copies(made).await;
                         return Err(e.into());
                     }
                 }
@@ -233,14 +243,25 @@ impl Fs {
             return Err(e.into());
         }
         let stayed = self.delete_moved(&moved).await;
+        let mut unused = Vec::new();
+        for (old, new, lease) in carried {
+            if stayed.contains(&old) {
+                unused.push((old, new, lease));
+            } else if let Some(lease) = self.locks.move_key(&old, &new, lease) {
+                // Its holders let go meanwhile.
+                let _ = lease.release().await;
+            }
+        }
+        release_all(unused).await;
         if stayed.iter().any(|k| k == from) {
-            release_all(carried).await;
             return Err(StoreError::LeaseConflict(self.layout.blob_name(from)).into());
         }
-        for (old, new, lease) in carried {
-            self.locks.move_key(&old, &new, lease);
-        }
-        Ok(moved.into_iter().map(|m| (m.new, m.entry)).collect())
+        let moved = moved
+            .into_iter()
+            .filter(|m| !stayed.contains(&m.old))
+            .map(|m| (m.new, m.entry))
+            .collect();
+        Ok((moved, stayed))
     }
 
     /// Deletes the old blobs of a rename: each at the version copied, or at a newer version of
@@ -281,6 +302,17 @@ impl Fs {
                         "rename: {:?} was locked by another host while it moved; it stays",
                         m.old
                     );
+                    // Listed again under its old name (unless its new holder listed a newer
+                    // value meanwhile), and unlisted under the new one.
+                    late.push(Change::Saved {
+                        key: m.old.clone(),
+                        blob: self.layout.blob_name(&m.old),
+                        entry: Entry {
+                            etag: m.source.etag.clone(),
+                            ..m.entry.clone()
+                        },
+                        replaces: None,
+                    });
                     late.push(Change::Remove {
                         key: m.new.clone(),
                         if_etag: Some(m.entry.etag.clone()),

@@ -1,10 +1,10 @@
 //! Fairness across hosts. Leases have no queue: a host that takes and drops a lock in a loop
-//! gets it back before a waiting host's next poll, every time. So a host whose blocking lock waits
-//! on another host's lease leaves a *waiter marker*, an empty blob
+//! gets it back before a waiting host's next poll, every time. So a host whose blocking lock has
+//! waited [`STARVING`] on another host's lease leaves a *waiter marker*, an empty blob
 //! `.remotedict/waiters/<hash of the key>/<token>` (docs/FORMAT.md), refreshed while it waits and
 //! deleted when it stops. A host that gives a lease back looks for markers of that key; finding
-//! one that is not its own and is fresh, it takes no new lease on the key for [`YIELD`], so the
-//! waiter's next poll gets the lock.
+//! one that is not its own and is fresh, it takes no new lease on the key for [`YIELD`]; a
+//! marked waiter polls every [`MARKED_POLL`], so its next poll gets the lock.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,9 +15,18 @@ use super::Fs;
 use crate::layout::RESERVED_DIR;
 use crate::store::{list_all, PutOptions};
 
-/// How long a host that saw another host waiting stays away from the key's lease: longer than a
-/// waiter's longest poll interval (0.5 s).
-pub(super) const YIELD: Duration = Duration::from_secs(1);
+/// How long a host that saw another host waiting stays away from the key's lease: three of a
+/// marked waiter's poll intervals ([`MARKED_POLL`]), so the waiter's next poll finds it free,
+/// while a host that waits in turn is not kept out for long.
+pub(super) const YIELD: Duration = Duration::from_millis(300);
+
+/// How long a blocking request waits on another host's lease before it leaves a marker: short
+/// waits stay first come, first served by polling (fast handoffs), only a waiter kept out this
+/// long claims a turn.
+pub(super) const STARVING: Duration = Duration::from_secs(1);
+
+/// How often a waiter that left a marker tries the lease (its turn is short).
+pub(super) const MARKED_POLL: Duration = Duration::from_millis(100);
 
 /// How often a waiter rewrites its marker, and after how long without a rewrite a marker counts
 /// as left behind by a waiter that is gone.
@@ -66,13 +75,21 @@ impl Fs {
             }
         };
         let now = SystemTime::now();
-        let waiting = markers.iter().any(|m| {
+        let mut waiting = false;
+        for m in &markers {
             let token = &m.name[prefix.len()..];
-            let fresh = now
+            // Either way within the bound: the store's clock and this host's may differ.
+            let apart = now
                 .duration_since(m.last_modified)
-                .map_or(true, |age| age < MARKER_STALE);
-            fresh && !self.locks.is_own_marker(token)
-        });
+                .or_else(|e| Ok::<_, ()>(e.duration()))
+                .unwrap_or_default();
+            if apart < MARKER_STALE {
+                waiting |= !self.locks.is_own_marker(token);
+            } else if apart > 2 * MARKER_STALE {
+                // Left behind by a waiter that is gone (a crash): cleaned up.
+                let _ = self.store.delete(&m.name, &Default::default()).await;
+            }
+        }
         if waiting {
             log::debug!("{key:?}: another host waits for it; yielding for {YIELD:?}");
             self.locks.yield_key(key, YIELD);
