@@ -227,13 +227,16 @@ fn two_hosts_one_cut_off() -> (Arc<FaultStore>, Arc<dyn BlobStore>, Arc<dyn Blob
     (faults, a, b)
 }
 
-/// `flock -n` while the store takes 8 s to answer the lease request (granted at once, the answer
-/// late): the request is answered
-/// EIO within the bound (it used to wait for the store, minutes with retries, stuck in the
-/// kernel where not even `timeout` could end it), and the lease granted after all, with nobody
-/// left to hold it, is given back: another host gets the lock soon after, not never.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_nonblocking_lock_answers_when_the_store_does_not() {
+/// [`two_hosts_one_cut_off`] as hosts A and B, with `f` written by A: the faults of A's path,
+/// the hosts, `f`'s inode on each, and their caches (to keep).
+async fn cut_off_hosts_with_f() -> (
+    Arc<FaultStore>,
+    Arc<Fs>,
+    Arc<Fs>,
+    u64,
+    u64,
+    (tempfile::TempDir, tempfile::TempDir),
+) {
     let (faults, store_a, store_b) = two_hosts_one_cut_off();
     let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = host(&store_a, ca.path());
@@ -241,6 +244,17 @@ async fn a_nonblocking_lock_answers_when_the_store_does_not() {
     write_file(&a, "f", b"x").await;
     let ino_a = a.lookup(ROOT, "f").await.unwrap().ino;
     let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    (faults, a, b, ino_a, ino_b, (ca, cb))
+}
+
+/// `flock -n` while the store takes 8 s to answer the lease request (granted at once, the answer
+/// late): the request is answered
+/// EIO within the bound (it used to wait for the store, minutes with retries, stuck in the
+/// kernel where not even `timeout` could end it), and the lease granted after all, with nobody
+/// left to hold it, is given back: another host gets the lock soon after, not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nonblocking_lock_answers_when_the_store_does_not() {
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
     faults.plan(
         remotedict::store::testing::Op::AcquireLease,
         remotedict::store::testing::When::Always,
@@ -315,13 +329,7 @@ async fn a_blocking_lock_on_a_hung_store_ends_when_its_process_does() {
 /// bound (the lock is dropped here at once) and the release goes on behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unlock_answers_when_the_store_does_not() {
-    let (faults, store_a, store_b) = two_hosts_one_cut_off();
-    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = host(&store_a, ca.path());
-    let b = host(&store_b, cb.path());
-    write_file(&a, "f", b"x").await;
-    let ino_a = a.lookup(ROOT, "f").await.unwrap().ino;
-    let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
     a.lock(
         ino_a,
         LockRequest::whole(1, 1, LockMode::Exclusive, false, 0),

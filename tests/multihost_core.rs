@@ -71,10 +71,15 @@ async fn a_stale_mv_moves_the_newest_value() {
     );
 }
 
-/// Case 2, at the worst moment: B rewrites `f` between C's copy and C's delete of the old
-/// blob. B's acknowledged write survives under `f`; `g` holds the version C copied.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rewrite_during_mv_is_not_undone() {
+/// Hosts B and C over one store with faults, and `f` = `v1` written by B and seen by C: the
+/// faults, the store, B, C and their caches (to keep).
+async fn writer_and_mover() -> (
+    Arc<FaultStore>,
+    Arc<dyn BlobStore>,
+    Arc<Fs>,
+    Fs,
+    (tempfile::TempDir, tempfile::TempDir),
+) {
     let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
     let store: Arc<dyn BlobStore> = faults.clone();
     let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -82,6 +87,14 @@ async fn a_rewrite_during_mv_is_not_undone() {
     let c = fresh_host(&store, cc.path());
     write_file(&b, "f", b"v1").await;
     assert_eq!(read(&c, "f").await.unwrap(), b"v1");
+    (faults, store, b, c, (cb, cc))
+}
+
+/// Case 2, at the worst moment: B rewrites `f` between C's copy and C's delete of the old
+/// blob. B's acknowledged write survives under `f`; `g` holds the version C copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rewrite_during_mv_is_not_undone() {
+    let (faults, store, b, c, _caches) = writer_and_mover().await;
     let b2 = b.clone();
     faults.plan(
         Op::Delete,
@@ -106,13 +119,7 @@ async fn a_rewrite_during_mv_is_not_undone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lock_taken_during_mv_leaves_the_file_where_it_was() {
     use remotedict::fs::{LockMode, LockRequest};
-    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
-    let store: Arc<dyn BlobStore> = faults.clone();
-    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let b = Arc::new(fresh_host(&store, cb.path()));
-    let c = fresh_host(&store, cc.path());
-    write_file(&b, "f", b"v1").await;
-    assert_eq!(read(&c, "f").await.unwrap(), b"v1");
+    let (faults, store, b, c, _caches) = writer_and_mover().await;
     let ino_b = b.lookup(ROOT, "f").await.unwrap().ino;
     let b2 = b.clone();
     faults.plan(
