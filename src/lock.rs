@@ -41,6 +41,9 @@ pub struct LeaseKeeper {
     deadline: Arc<AtomicU64>,
     /// Whether it is kept renewed (else it simply runs out at its deadline).
     renewed: bool,
+    /// Whether the blob exists only to hold this lease (a shared lock's reader slot): giving the
+    /// lease back deletes it.
+    slot: bool,
     renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -70,6 +73,7 @@ impl LeaseKeeper {
             lost: lost.clone(),
             deadline: deadline.clone(),
             renewed: renew,
+            slot: false,
             renewer: None,
         };
         if let (Some(d), true) = (duration.as_duration(), renew) {
@@ -84,6 +88,17 @@ impl LeaseKeeper {
         }
         log::debug!("lease on {blob:?} acquired ({duration:?})");
         Ok(keeper)
+    }
+
+    /// Marks the blob as one that exists only for this lease: [`LeaseKeeper::release`] deletes it.
+    pub fn deleting_blob(mut self) -> Self {
+        self.slot = true;
+        self
+    }
+
+    /// Whether this lease is on a blob of its own (a reader slot), not on a file's blob.
+    pub fn is_slot(&self) -> bool {
+        self.slot
     }
 
     pub fn id(&self) -> &str {
@@ -111,10 +126,20 @@ impl LeaseKeeper {
             .then(|| Duration::from_millis(deadline.saturating_sub(boot_ms())))
     }
 
-    /// Stops renewing and gives the lease back.
+    /// Stops renewing and gives the lease back (deleting a slot's blob with it).
     pub async fn release(mut self) -> Result<(), StoreError> {
         if let Some(r) = self.renewer.take() {
             r.abort();
+        }
+        if self.slot {
+            // Presenting the id while it may still hold; a slot that ran out is deleted all the
+            // same (nobody else ever leases it).
+            let lease = self.is_live().then(|| self.id.clone());
+            let cond = crate::store::Conditions::default().with_lease(lease);
+            return match self.store.delete(&self.blob, &cond).await {
+                Ok(()) | Err(StoreError::LeaseLost(_)) | Err(StoreError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            };
         }
         if !self.is_live() {
             return Ok(());

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use remotedict::fs::{Fs, LockKind, LockMode, LockRequest};
+use remotedict::fs::{Fs, FsError, LockKind, LockMode, LockRequest};
 use remotedict::store::retry::Backoff;
 use remotedict::store::retrying::RetryingStore;
 use remotedict::store::testing::{FaultStore, MemStore};
@@ -579,4 +579,179 @@ async fn a_host_locking_in_a_loop_does_not_starve_a_waiting_host() {
     let rounds = looping.await.unwrap();
     assert!(rounds > 10, "A's loop stalled: {rounds} rounds");
     eprintln!("B waited {waited:?}; A locked {rounds} times in 8 s");
+}
+
+/// Three hosts over one in-memory store (`f` written by the first): the store, the hosts, `f`'s
+/// inode on each, and their caches (to keep).
+async fn three_hosts_with_f() -> (
+    Arc<MemStore>,
+    [Arc<Fs>; 3],
+    [u64; 3],
+    Vec<tempfile::TempDir>,
+) {
+    let mem = Arc::new(MemStore::new());
+    let store: Arc<dyn BlobStore> = mem.clone();
+    let caches: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hosts = [0, 1, 2].map(|i| host(&store, caches[i].path()));
+    write_file(&hosts[0], "f", b"x").await;
+    let mut inos = [0; 3];
+    for (i, h) in hosts.iter().enumerate() {
+        inos[i] = h.lookup(ROOT, "f").await.unwrap().ino;
+    }
+    (mem, hosts, inos, caches)
+}
+
+fn flock(owner: u64, mode: LockMode, wait: bool) -> LockRequest {
+    LockRequest::whole(owner, owner, mode, wait, 0)
+}
+
+/// `LOCK_SH` is held on two hosts at once, and `LOCK_EX` on a third host waits for both (it
+/// used to be refused on the second host: every lock across hosts was exclusive). `F_GETLK` on
+/// the third host names the shared lock; once both readers let go the writer holds the file and
+/// keeps new readers out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_locks_are_held_on_several_hosts_at_once() {
+    let (_, [a, b, c], [ia, ib, ic], _caches) = three_hosts_with_f().await;
+    a.lock(ia, flock(1, LockMode::Shared, false)).await.unwrap();
+    b.lock(ib, flock(2, LockMode::Shared, false))
+        .await
+        .expect("a second host can hold the file shared too");
+    let r = c.lock(ic, flock(3, LockMode::Exclusive, false)).await;
+    assert!(matches!(r, Err(FsError::WouldBlock)), "{r:?}");
+    let (seg, pid) = c
+        .test_lock(ic, &flock(3, LockMode::Exclusive, false))
+        .await
+        .unwrap()
+        .expect("F_GETLK names the readers elsewhere");
+    assert_eq!((seg.mode, pid), (LockMode::Shared, 0));
+    assert!(c
+        .test_lock(ic, &flock(3, LockMode::Shared, false))
+        .await
+        .unwrap()
+        .is_none());
+    a.unlock_owner(ia, 1).await.unwrap();
+    let r = c.lock(ic, flock(3, LockMode::Exclusive, false)).await;
+    assert!(
+        matches!(r, Err(FsError::WouldBlock)),
+        "one reader left: {r:?}"
+    );
+    b.unlock_owner(ib, 2).await.unwrap();
+    c.lock(ic, flock(3, LockMode::Exclusive, false))
+        .await
+        .expect("no reader left: the writer gets it");
+    for (h, i) in [(&a, ia), (&b, ib)] {
+        let r = h.lock(i, flock(9, LockMode::Shared, false)).await;
+        assert!(matches!(r, Err(FsError::WouldBlock)), "{r:?}");
+    }
+    c.unlock_owner(ic, 3).await.unwrap();
+    a.lock(ia, flock(1, LockMode::Shared, false)).await.unwrap();
+}
+
+/// Two hosts keep the file shared without a gap (each takes it again before the other lets
+/// go, and two owners on one host do the same) while a third waits for `LOCK_EX`: the writer is
+/// served within seconds, and no reader holds while it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_writer_is_not_starved_by_readers() {
+    let (_, [a, b, c], [ia, ib, ic], _caches) = three_hosts_with_f().await;
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let overlaps = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let reader = |h: Arc<Fs>, ino: u64, owner: u64, offset: u64| {
+        let (writing, overlaps) = (writing.clone(), overlaps.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(offset)).await;
+            let end = std::time::Instant::now() + Duration::from_secs(8);
+            while std::time::Instant::now() < end {
+                h.lock(ino, flock(owner, LockMode::Shared, true))
+                    .await
+                    .unwrap();
+                if writing.load(std::sync::atomic::Ordering::SeqCst) {
+                    overlaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                h.unlock_owner(ino, owner).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Two readers on each of two hosts, out of step: the file is never without a reader.
+    let readers = [
+        reader(a.clone(), ia, 1, 0),
+        reader(a.clone(), ia, 2, 30),
+        reader(b.clone(), ib, 3, 15),
+        reader(b.clone(), ib, 4, 45),
+    ];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(6),
+        c.lock(ic, flock(5, LockMode::Exclusive, true)),
+    )
+    .await
+    .expect("the writer was starved by readers taking turns")
+    .unwrap();
+    writing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let waited = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    c.unlock_owner(ic, 5).await.unwrap();
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert_eq!(overlaps.load(std::sync::atomic::Ordering::SeqCst), 0);
+    eprintln!("the writer waited {waited:?}");
+}
+
+/// A host holding the file shared crashes (its slot's lease is no longer renewed): a writer
+/// elsewhere gets the lock once that lease has run out, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_holder_that_is_gone_stops_blocking_after_its_lease() {
+    let (mem, [a, b, _], [ia, ib, _], _caches) = three_hosts_with_f().await;
+    a.lock(ia, flock(1, LockMode::Shared, false)).await.unwrap();
+    drop(a); // the daemon dies: nothing is given back, nothing renewed
+    let r = b.lock(ib, flock(2, LockMode::Exclusive, false)).await;
+    assert!(matches!(r, Err(FsError::WouldBlock)), "{r:?}");
+    mem.advance(Duration::from_secs(61));
+    b.lock(ib, flock(2, LockMode::Exclusive, false))
+        .await
+        .expect("the dead reader's slot ran out");
+}
+
+/// Every answer of the shared-lock protocol lost once after the store acted (the slot's put,
+/// its lease, the file's head, the slot's delete): retries recognise their own success, the
+/// lock is held and given back, and a writer gets the file afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_locks_survive_lost_answers() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, store) = retrying();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (host(&store, ca.path()), host(&store, cb.path()));
+    write_file(&a, "f", b"x").await;
+    let (ia, ib) = (
+        a.lookup(ROOT, "f").await.unwrap().ino,
+        b.lookup(ROOT, "f").await.unwrap().ino,
+    );
+    let slots = "folder/.remotedict/readers/";
+    for op in [Op::Put, Op::AcquireLease, Op::Delete] {
+        faults.plan(op, When::NthWithPrefix(slots.into(), 1), Fault::LoseAnswer);
+    }
+    faults.plan(
+        Op::Head,
+        When::NthWithPrefix("folder/f".into(), 1),
+        Fault::LoseAnswer,
+    );
+    a.lock(ia, flock(1, LockMode::Shared, false)).await.unwrap();
+    b.lock(ib, flock(2, LockMode::Shared, false)).await.unwrap();
+    a.unlock_owner(ia, 1).await.unwrap();
+    b.unlock_owner(ib, 2).await.unwrap();
+    a.lock(ia, flock(1, LockMode::Exclusive, false))
+        .await
+        .expect("no slot was left behind");
+    let left = remotedict::store::list_all(faults.inner().as_ref(), slots)
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "{:?}",
+        left.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
 }

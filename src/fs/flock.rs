@@ -1,8 +1,9 @@
-//! `flock` across hosts: a lock is granted by the host's [`LockTable`] and, for the first holder
-//! on a host, by a lease on the file's blob, kept renewed until the last holder here lets go.
-//! Leases are exclusive, so across hosts every lock — shared or exclusive — excludes every other
-//! host's locks (docs/SEMANTICS.md). While a host holds a lease, its writes to that blob carry the
-//! lease id; other hosts' writes fail with EBUSY.
+//! Locks across hosts: a lock is granted by the host's [`LockTable`] and, for the first holder
+//! on a host, by a lease kept renewed until the last holder here lets go: an exclusive lock by
+//! the lease on the file's blob, once no other host holds the file shared; a shared one by a
+//! reader slot while no host holds or waits for the file's lease (see `fs::readers`). While a
+//! host holds the file's lease, its writes to that blob carry the lease id; other hosts' writes
+//! fail with EBUSY.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +87,28 @@ impl Marker {
     }
 }
 
+/// Gives back, when a blocking exclusive request ends without its lock, the file's lease it took
+/// while it waited for other hosts' shared locks to end.
+struct Pending {
+    fs: Arc<Fs>,
+    key: String,
+    req: LockRequest,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(lease) = self
+            .fs
+            .locks
+            .take_pending(&self.key, self.req.kind, self.req.owner)
+        {
+            tokio::spawn(async move {
+                let _ = lease.release().await;
+            });
+        }
+    }
+}
+
 impl Drop for Marker {
     fn drop(&mut self) {
         if let Some(token) = self.token.take() {
@@ -117,6 +140,11 @@ impl Fs {
         self.writable()?;
         let key = self.key_of(ino)?;
         let _waiting = Waiting::new(self, &key, &req);
+        let _pending = Pending {
+            fs: self.clone(),
+            key: key.clone(),
+            req,
+        };
         let mut marker = Marker {
             fs: self.clone(),
             key: key.clone(),
@@ -183,13 +211,17 @@ impl Fs {
             if !late && !signalled {
                 continue;
             }
-            let (fs, abandoned, owner) = (self.clone(), key.to_string(), req.owner);
+            let (fs, abandoned, req) = (self.clone(), key.to_string(), *req);
             tokio::spawn(async move {
-                if let Ok(Ok(Some(grant))) = attempt.await {
+                let granted = attempt.await;
+                if let Some(lease) = fs.locks.take_pending(&abandoned, req.kind, req.owner) {
+                    let _ = lease.release().await;
+                }
+                if let Ok(Ok(Some(grant))) = granted {
                     log::info!(
                         "{abandoned:?}: a lock granted after its request was given up goes back"
                     );
-                    fs.give_back(&abandoned, owner, grant).await;
+                    fs.give_back(&abandoned, req.owner, grant).await;
                 }
             });
             if !late {
@@ -212,7 +244,7 @@ impl Fs {
     /// One try at the lock `req` asks for: its grant, or `None` when someone holds a
     /// conflicting lock.
     async fn attempt(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         ino: u64,
         req: &LockRequest,
@@ -237,7 +269,7 @@ impl Fs {
     }
 
     async fn try_lock(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         ino: u64,
         req: &LockRequest,
@@ -249,15 +281,23 @@ impl Fs {
             // Unmounting: the leases were given back, and no new one may outlive the mount.
             return Err(FsError::Interrupted);
         }
-        match self.locks.try_grant(key, req) {
+        let joining = req.mode == LockMode::Shared && self.locks.slot_of(key).is_some();
+        if joining && !self.locks.holds(key, req) && self.writer_waiting(key).await? {
+            // Another host waits to write: it goes before new readers here.
+            return Ok(Got::Busy);
+        }
+        let upgrade = match self.locks.try_grant(key, req) {
             Grant::Granted(grant) => return Ok(Got::Granted(grant)),
             Grant::Conflict => return Ok(Got::Busy),
             Grant::Deadlock => return Err(FsError::Deadlock),
-            Grant::NeedLease(Some(stale)) => {
-                let _ = stale.release().await;
+            Grant::NeedLease(stale) => {
+                if let Some(stale) = stale {
+                    let _ = stale.release().await;
+                }
+                false
             }
-            Grant::NeedLease(None) => {}
-        }
+            Grant::Upgrade => true,
+        };
         if self.locks.yielding(key) {
             // Another host waits for this key: its turn first (see `fs::waiters`).
             return Ok(Got::Busy);
@@ -265,21 +305,71 @@ impl Fs {
         if !self.ensure_blob(ino).await? {
             return Ok(Got::Busy);
         }
-        let blob = self.layout.blob_name(key);
-        match LeaseKeeper::acquire(&self.store, &blob, duration, renew).await {
-            Ok(keeper) => {
-                let grant = self.locks.install(key, keeper, req);
-                // The new holder must read what the previous one wrote.
-                self.index.invalidate();
-                if let Err(e) = self.index.revalidate().await {
-                    log::warn!("refreshing the index after locking {key:?}: {e}");
-                }
-                Ok(Got::Lease(grant))
-            }
-            Err(StoreError::LeaseConflict(_)) => Ok(Got::Busy),
-            Err(StoreError::NotFound(_)) => Err(FsError::NotFound),
-            Err(e) => Err(e.into()),
+        if req.mode == LockMode::Shared {
+            let Some(slot) = self.take_slot(key, req.pid, duration, renew).await? else {
+                return Ok(Got::Busy);
+            };
+            return Ok(Got::Lease(self.granted(key, slot, req).await));
         }
+        let lease = match self.locks.take_pending(key, req.kind, req.owner) {
+            Some(lease) if lease.is_live() => lease,
+            stale => {
+                if let Some(stale) = stale {
+                    let _ = stale.release().await;
+                }
+                let blob = self.layout.blob_name(key);
+                match LeaseKeeper::acquire(&self.store, &blob, duration, renew).await {
+                    Ok(lease) => lease,
+                    Err(StoreError::LeaseConflict(_)) => {
+                        if upgrade && req.wait {
+                            // Another host holds or takes the file's lease: waiting for it
+                            // while holding shared could wait for each other forever.
+                            if let Some(slot) = self.locks.drop_for_upgrade(key, req) {
+                                let _ = slot.release().await;
+                            }
+                        }
+                        return Ok(Got::Busy);
+                    }
+                    Err(StoreError::NotFound(_)) => return Err(FsError::NotFound),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        // The file's lease keeps new readers out; those that hold it shared already must go.
+        let own = self.locks.slot_of(key);
+        match self.readers_present(key, own.as_deref(), true).await {
+            Ok(false) => Ok(Got::Lease(self.granted(key, lease, req).await)),
+            Ok(true) if req.wait => {
+                self.locks.set_pending(key, req, lease);
+                Ok(Got::Busy)
+            }
+            Ok(true) => {
+                let _ = lease.release().await;
+                Ok(Got::Busy)
+            }
+            Err(e) => {
+                let _ = lease.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records `lease` (just taken: the file's lease or a reader slot) and `req`'s lock under
+    /// it; the lease it replaces (an upgrade's slot) is given back. The new holder must read what
+    /// the previous one wrote: the index is refreshed. Returns the grant.
+    async fn granted(self: &Arc<Self>, key: &str, lease: LeaseKeeper, req: &LockRequest) -> u64 {
+        if !lease.is_slot() {
+            self.record_holder(key, req.pid);
+        }
+        let (grant, replaced) = self.locks.install(key, lease, req);
+        if let Some(old) = replaced {
+            let _ = old.release().await;
+        }
+        self.index.invalidate();
+        if let Err(e) = self.index.revalidate().await {
+            log::warn!("refreshing the index after locking {key:?}: {e}");
+        }
+        grant
     }
 
     /// The lock that would keep `req` from being granted (`F_GETLK`): one held on this host
@@ -293,16 +383,27 @@ impl Fs {
         if self.locks.lease_id(&key).is_some() {
             return Ok(None);
         }
-        match self.store.head(&self.layout.blob_name(&key)).await {
-            Ok(p) if p.lease_state == crate::store::LeaseState::Leased => Ok(Some((
+        let whole = |mode| {
+            Some((
                 Segment {
                     start: 0,
                     end: WHOLE,
-                    mode: LockMode::Exclusive,
+                    mode,
                     handle: 0,
                 },
                 0,
-            ))),
+            ))
+        };
+        if req.mode == LockMode::Exclusive {
+            let own = self.locks.slot_of(&key);
+            if self.readers_present(&key, own.as_deref(), false).await? {
+                return Ok(whole(LockMode::Shared));
+            }
+        }
+        match self.store.head(&self.layout.blob_name(&key)).await {
+            Ok(p) if p.lease_state == crate::store::LeaseState::Leased => {
+                Ok(whole(LockMode::Exclusive))
+            }
             Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -441,7 +542,8 @@ impl Fs {
         // closes) is saved first, under the lease, which no other host can take meanwhile.
         // (Only while the file still has this name: one renamed meanwhile saves under its new
         // name, with that name's lease.)
-        let ino = lock(&self.inodes).get(key);
+        // (A reader slot guards no write: nothing to save under it.)
+        let ino = lock(&self.inodes).get(key).filter(|_| !lease.is_slot());
         let ino = ino.filter(|i| self.key_of(*i).is_ok_and(|k| k == key));
         if let Some(ino) = ino {
             if let Err(e) = self.save_under(ino, Some(lease.id().to_string())).await {

@@ -3,9 +3,11 @@
 //!
 //! Within a host it keeps the kernel's semantics between owners: shared locks coexist, an
 //! exclusive one excludes all others on the bytes it covers (`flock` always covers the whole
-//! file). Across hosts, the first holder on a host takes a lease on the file's blob
-//! (see `fs::flock`) and the table keeps it until the last holder on the host lets go. It does no
-//! I/O itself: callers take [`LockTable::gate`] around a decision and the lease request it leads to.
+//! file). Across hosts, the first holder on a host takes a lease (see `fs::flock`) and the table
+//! keeps it until the last holder on the host lets go: for an exclusive lock, the lease on the
+//! file's blob; for a shared one, the lease on a reader slot of its own (see `fs::readers`). It
+//! does no I/O itself: callers take [`LockTable::gate`] around a decision and the lease request it
+//! leads to.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -205,6 +207,10 @@ pub enum Grant {
     /// Nobody here holds the key: the lease must be acquired first ([`LockTable::install`]).
     /// Carries a lease that ran out or was lost, for the caller to release.
     NeedLease(Option<LeaseKeeper>),
+    /// This host holds the key shared across hosts (a reader slot) and nobody here conflicts
+    /// with the exclusive lock asked for: the file's lease must be taken, and every other host's
+    /// shared lock gone, before it is granted.
+    Upgrade,
 }
 
 /// A lock held on this host, for `status` and `getfattr`.
@@ -226,6 +232,9 @@ pub struct HeldLock {
     /// The lease behind it: `renewed` (kept until unlocked), `expires in N s` (the xattr lock),
     /// `infinite`, or `lost` (its renewal failed: the holder's writes fail).
     pub lease: String,
+    /// How this host holds the file towards other hosts: `exclusive` (the file's lease) or
+    /// `shared` (a reader slot: other hosts may hold it shared too).
+    pub host_mode: &'static str,
 }
 
 /// A lock request waiting on this host, for `status`.
@@ -249,7 +258,7 @@ impl LockKind {
 }
 
 /// The command name of process `pid`, while it runs.
-fn command_of(pid: u32) -> Option<String> {
+pub(super) fn command_of(pid: u32) -> Option<String> {
     (pid != 0)
         .then(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
         .flatten()
@@ -279,13 +288,16 @@ pub struct LockTable {
     yields: Mutex<HashMap<String, std::time::Instant>>,
     /// Tokens of this host's own waiter markers.
     markers: Mutex<std::collections::HashSet<String>>,
+    /// Leases on files taken by a blocking exclusive request that still waits for other hosts'
+    /// shared locks to end, by its kind, owner and key.
+    pending: Mutex<HashMap<Waiter, LeaseKeeper>>,
 }
 
 impl LockTable {
     /// The lease id writes to `key` must carry, if this host holds its lease.
     pub fn lease_id(&self, key: &str) -> Option<String> {
         let keys = lock(&self.keys);
-        let lease = keys.get(key)?.lease.as_ref()?;
+        let lease = keys.get(key)?.lease.as_ref().filter(|l| !l.is_slot())?;
         // A lease that ran out by design (xattr locks) is no longer presented; one whose renewal
         // failed still is, so the write fails loudly instead of overwriting.
         (lease.is_live() || lease.remaining().is_none()).then(|| lease.id().to_string())
@@ -295,7 +307,11 @@ impl LockTable {
     pub fn held_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = lock(&self.keys)
             .iter()
-            .filter(|(_, k)| k.lease.as_ref().is_some_and(|l| l.is_live()))
+            .filter(|(_, k)| {
+                k.lease
+                    .as_ref()
+                    .is_some_and(|l| l.is_live() && !l.is_slot())
+            })
             .map(|(key, _)| key.clone())
             .collect();
         keys.sort();
@@ -377,6 +393,9 @@ impl LockTable {
             }
             return Grant::Conflict;
         }
+        if k.lease.as_ref().is_some_and(|l| l.is_slot()) && req.mode == LockMode::Exclusive {
+            return Grant::Upgrade;
+        }
         if k.lease.is_some() {
             let grant = self.next_grant();
             k.apply(req, grant);
@@ -386,14 +405,72 @@ impl LockTable {
     }
 
     /// Records the lease just acquired for `key` and the lock of `req` under it; returns the
-    /// grant.
-    pub fn install(&self, key: &str, lease: LeaseKeeper, req: &LockRequest) -> u64 {
+    /// grant, and the lease it replaces (the reader slot of an upgrade), for the caller to
+    /// release.
+    pub fn install(
+        &self,
+        key: &str,
+        lease: LeaseKeeper,
+        req: &LockRequest,
+    ) -> (u64, Option<LeaseKeeper>) {
         let grant = self.next_grant();
         let mut keys = lock(&self.keys);
         let k = keys.entry(key.to_string()).or_default();
-        k.lease = Some(lease);
+        let replaced = k.lease.replace(lease);
         k.apply(req, grant);
-        grant
+        (grant, replaced)
+    }
+
+    /// Whether this host holds `key` shared across hosts (by a reader slot), and the slot's blob.
+    pub fn slot_of(&self, key: &str) -> Option<String> {
+        let keys = lock(&self.keys);
+        let lease = keys.get(key)?.lease.as_ref()?;
+        lease.is_slot().then(|| lease.blob().to_string())
+    }
+
+    /// The process that took the oldest lock on `key` here (0 when none).
+    pub fn slot_pid(&self, key: &str) -> u32 {
+        lock(&self.keys).get(key).map_or(0, |k| {
+            k.holders
+                .values()
+                .min_by_key(|h| h.since)
+                .map_or(0, |h| h.pid)
+        })
+    }
+
+    /// Whether `req`'s owner already holds a lock of its kind on `key` here.
+    pub fn holds(&self, key: &str, req: &LockRequest) -> bool {
+        lock(&self.keys)
+            .get(key)
+            .is_some_and(|k| k.holders.contains_key(&(req.kind, req.owner)))
+    }
+
+    /// A blocking upgrade from shared to exclusive must wait for another host: as a waiting
+    /// flock conversion on Linux, it lets go of what `req`'s owner holds on those bytes first,
+    /// so two hosts upgrading at once do not wait for each other forever. Returns the slot
+    /// when nobody here holds the key any more.
+    pub fn drop_for_upgrade(&self, key: &str, req: &LockRequest) -> Option<LeaseKeeper> {
+        self.change(key, |holders| {
+            let Some(h) = holders.get_mut(&(req.kind, req.owner)) else {
+                return false;
+            };
+            h.segments = cut(&h.segments, req.start, req.end);
+            h.grant = 0;
+            true
+        })
+        .1
+    }
+
+    /// Keeps `lease`, the file's lease taken by a blocking exclusive request that waits for
+    /// other hosts' shared locks to end, until its next try ([`LockTable::take_pending`]).
+    pub fn set_pending(&self, key: &str, req: &LockRequest, lease: LeaseKeeper) {
+        let old = lock(&self.pending).insert((req.kind, req.owner, key.to_string()), lease);
+        debug_assert!(old.is_none());
+    }
+
+    /// The file's lease a waiting exclusive request of `kind` and `owner` took, if any.
+    pub fn take_pending(&self, key: &str, kind: LockKind, owner: u64) -> Option<LeaseKeeper> {
+        lock(&self.pending).remove(&(kind, owner, key.to_string()))
     }
 
     /// Changes the holds of `key` with `change` (which says whether it changed anything); an
@@ -555,27 +632,30 @@ impl LockTable {
     /// `key` was deleted by this host: its lease went with the blob. The locks on it are
     /// forgotten (their owners hold the unlinked file, which nobody else can open) and the name
     /// is free to be locked anew. Wakes waiters.
-    pub fn forget(&self, key: &str) {
-        if lock(&self.keys).remove(key).is_some() {
+    /// Returns a reader slot's lease (its blob is not the file's), for the caller to release.
+    pub fn forget(&self, key: &str) -> Option<LeaseKeeper> {
+        let removed = lock(&self.keys).remove(key);
+        let slot = removed
+            .as_ref()
+            .and_then(|k| k.lease.as_ref())
+            .is_some_and(|l| l.is_slot());
+        if removed.is_some() {
             self.changed.notify_waiters();
         }
+        removed.and_then(|k| k.lease).filter(|_| slot)
     }
 
     /// The locks on `from` move to `to` (a held file was renamed by this host), under `lease`,
     /// the lease just taken on `to`'s blob (the one on `from` went with its blob); when `to` is
     /// itself held here on a live lease, they join its holders under it. Returns a lease not
-    /// used (nobody held `from` any more, or `to`'s own lease serves), for the caller to
-    /// release. Wakes waiters.
-    pub fn move_key(
-        &self,
-        from: &str,
-        to: &str,
-        lease: Option<LeaseKeeper>,
-    ) -> Option<LeaseKeeper> {
+    /// used (nobody held `from` any more, or `to`'s own lease serves) and the reader slot of
+    /// `from` (a slot is per name), for the caller to release. Wakes waiters.
+    pub fn move_key(&self, from: &str, to: &str, lease: Option<LeaseKeeper>) -> Vec<LeaseKeeper> {
         let mut keys = lock(&self.keys);
-        let Some(moved) = keys.remove(from) else {
-            return lease;
+        let Some(mut moved) = keys.remove(from) else {
+            return lease.into_iter().collect();
         };
+        let old_slot = moved.lease.take().filter(|l| l.is_slot());
         let target = keys.entry(to.to_string()).or_default();
         for (holder, hold) in moved.holders {
             match target.holders.get_mut(&holder) {
@@ -594,7 +674,7 @@ impl LockTable {
         };
         drop(keys);
         self.changed.notify_waiters();
-        unused
+        unused.into_iter().chain(old_slot).collect()
     }
 
     /// The first lock held here that conflicts with `req` (`F_GETLK`), with its holder's pid.
@@ -607,6 +687,10 @@ impl LockTable {
         let keys = lock(&self.keys);
         let mut out: Vec<(std::time::SystemTime, HeldLock)> = Vec::new();
         for (key, k) in keys.iter() {
+            let host_mode = match &k.lease {
+                Some(l) if l.is_slot() => "shared",
+                _ => "exclusive",
+            };
             let lease = match &k.lease {
                 Some(l) if !l.is_live() => "lost".to_string(),
                 Some(l) => match l.remaining() {
@@ -629,6 +713,7 @@ impl LockTable {
                         end: (s.end != WHOLE).then_some(s.end),
                         since: rfc3339(h.since),
                         lease: lease.clone(),
+                        host_mode,
                     };
                     out.push((h.since, lock));
                 }
@@ -654,10 +739,11 @@ impl LockTable {
     pub fn drain(&self) -> Vec<(String, LeaseKeeper)> {
         self.closing
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let all: Vec<(String, LeaseKeeper)> = lock(&self.keys)
+        let mut all: Vec<(String, LeaseKeeper)> = lock(&self.keys)
             .drain()
             .filter_map(|(key, k)| k.lease.map(|l| (key, l)))
             .collect();
+        all.extend(lock(&self.pending).drain().map(|((_, _, key), l)| (key, l)));
         self.changed.notify_waiters();
         all
     }

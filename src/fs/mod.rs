@@ -23,6 +23,7 @@ mod handles;
 pub mod inode;
 pub mod locks;
 mod namespace;
+mod readers;
 mod recovery;
 mod rename;
 mod setattr;

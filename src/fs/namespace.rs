@@ -181,8 +181,10 @@ impl Fs {
         // The locks on the file stay with its open descriptors (as on a local disk); its lease
         // went with the blob, and the name is free to be locked anew. (After the open file is
         // marked unlinked: a save in between still presents the lease, and fails, rather than
-        // bring the file back.)
-        self.locks.forget(&key);
+        // bring the file back.) A reader slot is a blob of its own: it is given back.
+        if let Some(slot) = self.locks.forget(&key) {
+            let _ = slot.release().await;
+        }
         lock(&self.inodes).remove_key(&key);
         Ok(())
     }

@@ -191,6 +191,26 @@ impl Fs {
                 }
             } else if held_here {
                 carried.push((old.clone(), new.clone(), None));
+            } else if self.locks.slot_of(old).is_some() {
+                // Held shared across hosts: a reader slot of the new name carries it (slots are
+                // per name). A writer that locked the new name meanwhile makes it EBUSY.
+                let pid = self.locks.slot_pid(old);
+                let slot = match self
+                    .take_slot(&new, pid, self.cfg.lease_duration, true)
+                    .await
+                {
+                    Ok(Some(slot)) => Ok(slot),
+                    Ok(None) => Err(StoreError::LeaseConflict(self.layout.blob_name(&new)).into()),
+                    Err(e) => Err(e),
+                };
+                match slot {
+                    Ok(slot) => carried.push((old.clone(), new.clone(), Some(slot))),
+                    Err(e) => {
+                        release_all(carried).await;
+                        self.drop_copies(made).await;
+                        return Err(e);
+                    }
+                }
             }
             let now = if copied.source.etag == e.etag {
                 e.clone()
@@ -247,9 +267,11 @@ impl Fs {
         for (old, new, lease) in carried {
             if stayed.contains(&old) {
                 unused.push((old, new, lease));
-            } else if let Some(lease) = self.locks.move_key(&old, &new, lease) {
-                // Its holders let go meanwhile.
-                let _ = lease.release().await;
+            } else {
+                // (Leases not used: its holders let go meanwhile, or the old name's slot.)
+                for lease in self.locks.move_key(&old, &new, lease) {
+                    let _ = lease.release().await;
+                }
             }
         }
         release_all(unused).await;

@@ -1,6 +1,7 @@
 //! Extended attributes: only `user.remotedict.*` exist. `user.remotedict.lock` takes a lease for a
 //! chosen duration (a lock that outlives the process that set it); `etag`, `lease` and
-//! `compressed_size` are read-only views of the blob.
+//! `compressed_size` are read-only views of the blob, `holders` says who holds a lock on the
+//! file on any host.
 
 use super::locks::{LockMode, LockRequest};
 use super::{Fs, FsError, FsResult};
@@ -14,6 +15,7 @@ pub const XATTR_LOCK: &str = "user.remotedict.lock";
 pub const XATTR_ETAG: &str = "user.remotedict.etag";
 pub const XATTR_LEASE: &str = "user.remotedict.lease";
 pub const XATTR_COMPRESSED: &str = "user.remotedict.compressed_size";
+pub const XATTR_HOLDERS: &str = "user.remotedict.holders";
 
 /// Parses the value of `user.remotedict.lock`: `SECONDS` (15–60, or -1 for infinite), optionally
 /// followed by `,wait` (the default: wait until the lock is free) or `,nowait` (fail at once).
@@ -119,6 +121,10 @@ impl Fs {
                 let here = if held { ",held-here" } else { "" };
                 format!("{}{duration}{here}", props.lease_state.as_str())
             }
+            XATTR_HOLDERS => {
+                let holders = self.holders(&key).await?;
+                serde_json::to_string(&holders).unwrap_or_default()
+            }
             XATTR_LOCK => match self.locks.time_left(&key, XATTR_OWNER) {
                 Some(Some(left)) => left.as_secs().to_string(),
                 Some(None) => "-1".to_string(),
@@ -135,7 +141,7 @@ impl Fs {
         if key.is_empty() || !self.index.current().await?.entries.contains_key(&key) {
             return Ok(Vec::new());
         }
-        let mut names = vec![XATTR_ETAG, XATTR_LEASE, XATTR_COMPRESSED];
+        let mut names = vec![XATTR_ETAG, XATTR_LEASE, XATTR_COMPRESSED, XATTR_HOLDERS];
         if self.getxattr(ino, XATTR_LOCK).await.is_ok() {
             names.push(XATTR_LOCK);
         }
