@@ -675,6 +675,64 @@ async fn a_waiting_host_is_served_while_another_locks_in_a_loop(backend: Backend
     b.unmount();
 }
 
+/// `flock -s` holds on two mounts at once, and Python's `fcntl.flock(LOCK_SH)` joins them;
+/// `LOCK_EX` waits for every reader, keeps new readers out while it waits (`flock -n -s` fails
+/// then), and gets the file once the last reader is done. `getfattr` names the readers' hosts.
+async fn shared_locks_hold_on_both_mounts(backend: Backend) {
+    let (a, b) = mounts(&backend);
+    run(&a, "echo 1 > f");
+    let mut reader = Command::new("flock")
+        .args(["-s", "f", "-c", "sleep 6"])
+        .current_dir(&a.dir)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run(&b, "flock -n -x f true").status.success() {
+        assert!(Instant::now() < deadline, "the shared lock was never taken");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run(&b, "flock -n -s f cat f");
+    assert!(out.status.success(), "a second host's LOCK_SH: {out:?}");
+    let py =
+        "import fcntl; f = open('f'); fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB); print('ok')";
+    let out = Command::new("python3")
+        .args(["-c", py])
+        .current_dir(&b.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "python LOCK_SH: {out:?}");
+    let holders = run(&b, "getfattr --only-values -n user.remotedict.holders f");
+    let holders = String::from_utf8_lossy(&holders.stdout).to_string();
+    assert!(holders.contains("\"mode\":\"shared\""), "{holders}");
+    assert!(holders.contains("\"command\":\"flock\""), "{holders}");
+    // A writer on b waits for a's reader ...
+    let started = Instant::now();
+    let mut writer = Command::new("flock")
+        .args(["-x", "f", "-c", "echo 2 > f"])
+        .current_dir(&b.dir)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        writer.try_wait().unwrap().is_none(),
+        "the writer did not wait for the reader"
+    );
+    // ... and no new reader comes in meanwhile, on either host.
+    for m in [&a, &b] {
+        assert!(
+            !run(m, "flock -n -s f true").status.success(),
+            "a reader joined a waiting writer"
+        );
+    }
+    assert!(reader.wait().unwrap().success());
+    assert!(writer.wait().unwrap().success());
+    eprintln!("the writer waited {:?} for the reader", started.elapsed());
+    let out = run(&a, "flock -s f cat f");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
     flock_guarded_counter_reaches_400,
     nonblocking_fails_fast_and_waiting_can_be_interrupted,
@@ -690,7 +748,8 @@ on_both_mounts!(
     a_write_before_an_unlock_reaches_the_next_holder,
     removing_and_renaming_locked_files,
     a_flock_holders_child_can_take_a_record_lock,
-    a_waiting_host_is_served_while_another_locks_in_a_loop
+    a_waiting_host_is_served_while_another_locks_in_a_loop,
+    shared_locks_hold_on_both_mounts
 );
 
 /// Starts `python3 -c SCRIPT` on mount `m` with piped stdin and stdout, and waits for the line

@@ -254,7 +254,8 @@ class Proxy:
     """A TCP proxy on 127.0.0.1 in front of Azurite that injects faults while `mode` is set:
     `delay` (answers held back 0.1–1.5 s), `drop` (a connection closed in the middle of an
     answer), `lose` (the request is forwarded, then the connection is closed before the answer
-    is passed back: the request took effect, its answer is lost)."""
+    is passed back: the request took effect, its answer is lost), `blackhole` (every byte, both
+    ways, held until the mode ends: a host cut off from the store, its connections left open)."""
 
     def __init__(self, upstream_port, seed):
         self.upstream = upstream_port
@@ -291,6 +292,8 @@ class Proxy:
                     data = await creader.read(65536)
                     if not data:
                         break
+                    while self.mode == "blackhole":
+                        await asyncio.sleep(0.05)
                     uwriter.write(data)
                     await uwriter.drain()
             except (OSError, asyncio.CancelledError):
@@ -304,6 +307,8 @@ class Proxy:
                     data = await ureader.read(65536)
                     if not data:
                         break
+                    while self.mode == "blackhole":
+                        await asyncio.sleep(0.05)
                     mode = self.mode
                     if mode == "delay" and self.rng.random() < 0.5:
                         self._count("delay")

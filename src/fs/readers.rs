@@ -81,6 +81,10 @@ impl Fs {
         duration: crate::store::LeaseDuration,
         renew: bool,
     ) -> FsResult<Option<LeaseKeeper>> {
+        if self.file_leased(key).await? {
+            // A writer is there: no slot yet (one look costs less than writing one to find out).
+            return Ok(None);
+        }
         let blob = format!(
             "{}{}",
             self.reader_prefix(key),
