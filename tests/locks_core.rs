@@ -121,6 +121,43 @@ async fn open_then_lock_sees_the_last_holders_write() {
     assert_eq!(read(&b, "log").await.unwrap(), b"one\ntwo\nthree\n");
 }
 
+/// A process on host A opens the counter for writing and waits for the lock while host B
+/// increments it; meanwhile another process on A opens it for reading (`cat` under `flock -s`,
+/// say), which sees B's newer value. When A's writer gets the lock it reads B's value and its
+/// write works (the reader's open used to drop the writer's local copy under it: the writer read
+/// the old value, and its write failed EBADF, or landed on a copy staged since: a lost increment;
+/// found by scripts/lock-torture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_readers_open_keeps_a_waiting_writers_copy() {
+    let (a, b, ino_a, ino_b, _caches) = two_hosts_with(b"1\n").await;
+    let fh = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
+        .await
+        .unwrap();
+    let bfh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
+    b.write(bfh, 0, b"2\n").await.unwrap();
+    b.release(bfh).await.unwrap();
+    b.unlock_owner(ino_b, 2).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await; // past A's index TTL
+    let rfh = a.open(ino_a, libc::O_RDONLY).await.unwrap();
+    assert_eq!(&a.read(rfh, 0, 10).await.unwrap()[..], b"2\n");
+    a.lock(ino_a, flock(fh, LockMode::Exclusive, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        &a.read(fh, 0, 10).await.unwrap()[..],
+        b"2\n",
+        "the writer reads B's value"
+    );
+    a.write(fh, 0, b"3\n")
+        .await
+        .expect("the writer's copy is still there");
+    a.release(fh).await.unwrap();
+    a.release(rfh).await.unwrap();
+    a.unlock_owner(ino_a, fh).await.unwrap();
+    assert_eq!(read(&b, "f").await.unwrap(), b"3\n");
+}
+
 /// Host A opened the file for writing before B's last write; when A locks, its copy cannot be
 /// brought up to date (the store fails the download): the lock is refused and given back,
 /// rather than granted on the old copy (whose save would undo B's write), and A's handle keeps
@@ -754,4 +791,51 @@ async fn shared_locks_survive_lost_answers() {
         "{:?}",
         left.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
+}
+
+/// Host A writes under its lock, then its path to the store hangs: its lease is lost, host B
+/// takes the lock and writes. When A's path works again and another process on A locks the
+/// file, A's unsaved changes made under the lost lock are dropped (B's value stays), and the
+/// handle that made them fails from then on (it used to save them under the new lease, undoing
+/// B's acknowledged write; found by scripts/lock-torture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_made_under_a_lost_lock_never_land_under_a_later_one() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
+    a.lock(ino_a, flock(1, LockMode::Exclusive, false))
+        .await
+        .unwrap();
+    let fh = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    a.write(fh, 0, b"A").await.unwrap();
+    faults.plan(
+        Op::RenewLease,
+        When::Always,
+        Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    faults.plan(
+        Op::Put,
+        When::Always,
+        Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    // Past the server's 15 s: the lease is free for B.
+    tokio::time::sleep(Duration::from_millis(15_500)).await;
+    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
+        .await
+        .expect("A's lease ran out");
+    let bfh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
+    b.write(bfh, 0, b"B").await.unwrap();
+    b.release(bfh).await.unwrap();
+    b.unlock_owner(ino_b, 2).await.unwrap();
+    faults.clear();
+    a.lock(ino_a, flock(3, LockMode::Exclusive, false))
+        .await
+        .expect("A locks anew");
+    let r = a.write(fh, 1, b"A").await;
+    assert!(matches!(r, Err(FsError::LockLost)), "{r:?}");
+    let r = a.flush(fh).await;
+    assert!(matches!(r, Err(FsError::LockLost)), "{r:?}");
+    let _ = a.release(fh).await;
+    a.unlock_owner(ino_a, 3).await.unwrap();
+    assert_eq!(read(&b, "f").await.unwrap(), b"B", "B's write was undone");
+    assert_eq!(read(&a, "f").await.unwrap(), b"B");
 }

@@ -37,6 +37,8 @@ pub enum FsError {
     Deadlock,
     #[error("no such attribute")]
     NoAttribute,
+    #[error("the lock this file was written under is lost (its lease ran out or was broken): the write is refused, and the unsaved changes made under it are dropped")]
+    LockLost,
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
@@ -125,6 +127,7 @@ impl FsError {
             FsError::Interrupted => libc::EINTR,
             FsError::Deadlock => libc::EDEADLK,
             FsError::NoAttribute => libc::ENODATA,
+            FsError::LockLost => libc::EIO,
             FsError::Key(KeyError::TooLong(_)) => libc::ENAMETOOLONG,
             FsError::Key(_) => libc::EINVAL,
             FsError::Store(e) => store_errno(e),

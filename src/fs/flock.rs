@@ -426,6 +426,25 @@ impl Fs {
         let newest = entry_from_props(&props);
         if let Some(f) = self.open_file(ino) {
             let mut st = f.state.lock().await;
+            let current = self.locks.lease_id(key);
+            let lost = st
+                .dirty_under
+                .as_ref()
+                .is_some_and(|l| Some(l) != current.as_ref());
+            if lost && st.staged.as_ref().is_some_and(|s| s.dirty) {
+                // Changes made here under a lock this host lost (its lease ran out): another
+                // host may have written since, so they are dropped, not saved under this lock.
+                // The handles that made them fail from their next write or close on.
+                log::error!(
+                    "{key:?}: unsaved changes made under a lock this host lost are dropped; \
+                     the new holder works on the newest value"
+                );
+                st.staged = None;
+                st.dirty_under = None;
+                st.save_failed = false;
+                st.base = Some(newest.clone());
+                self.ensure_staged(key, &mut st, false).await?;
+            }
             let older = st.base.as_ref().is_some_and(|b| b.etag != newest.etag);
             if older && st.staged.as_ref().is_some_and(|s| !s.dirty) {
                 log::debug!("{key:?} changed before this host locked it; using the newest value");

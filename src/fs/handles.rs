@@ -38,6 +38,10 @@ pub(super) struct FileState {
     /// `close`/`fsync`), so the kernel's later `release` must not upload it after all (a value
     /// landing after its close failed could undo another host's newer write).
     pub(super) save_failed: bool,
+    /// The lease this host held on the file when its unsaved changes were begun (`None`: none,
+    /// or no unsaved changes). They are saved under that lease only: once it is lost, they
+    /// were made under a lock that no longer holds, and may not land under a later one.
+    pub(super) dirty_under: Option<String>,
 }
 
 /// An open file handle.
@@ -54,6 +58,9 @@ pub(super) struct Handle {
     pub(super) value: Option<Arc<content::CachedValue>>,
     /// For a handle of the status file: the snapshot it reads.
     pub(super) snapshot: Option<Arc<Vec<u8>>>,
+    /// Writes through this handle not saved yet (`Some`), and the lease this host held on the
+    /// file when they were made: once that lease is lost, the handle's writes and close fail.
+    pub(super) unsaved: Option<Option<String>>,
 }
 
 impl Handle {
@@ -67,6 +74,7 @@ impl Handle {
             sizes: None,
             value: None,
             snapshot: None,
+            unsaved: None,
         }
     }
 }
@@ -99,6 +107,7 @@ impl Fs {
                         claim: None,
                         unlinked: false,
                         save_failed: false,
+                        dirty_under: None,
                     })),
                 })
             })
@@ -182,7 +191,18 @@ impl Fs {
         let stale = st.staged.as_ref().is_some_and(|s| !s.dirty)
             && st.base.as_ref().map(|b| &b.etag) != entry.as_ref().map(|e| &e.etag);
         if stale {
-            st.staged = None;
+            let kept = (st.staged.take(), st.base.clone());
+            st.base = entry.clone();
+            if st.handles > 0 {
+                // Other handles here work on that copy (a writer waiting for its lock, say): it
+                // is replaced by a copy of the newest version, never taken from under them.
+                if let Err(e) = self.ensure_staged(&key, &mut st, false).await {
+                    log::warn!(
+                        "{key:?}: cannot fetch its newest version ({e}); keeping the older copy"
+                    );
+                    (st.staged, st.base) = kept;
+                }
+            }
         }
         if st.staged.is_none() {
             st.base = entry.clone();

@@ -118,16 +118,24 @@ impl Fs {
         }
         // A file of this host being written moved as its saved version; its changes now replace
         // the copy at its new name when they are saved.
+        // Its unsaved changes made under the old name's lease go on under the new name's.
         for (new, entry) in moved {
             let ino = lock(&self.inodes).get(&new);
+            let lease = self.locks.lease_id(&new);
             if ino.is_some() && ino == src_ino {
-                if let Some(st) = held.as_deref_mut().filter(|st| st.base.is_some()) {
-                    st.base = Some(entry);
+                if let Some(st) = held.as_deref_mut() {
+                    if let Some(ino) = ino {
+                        self.rebind_unsaved(ino, st, lease);
+                    }
+                    if st.base.is_some() {
+                        st.base = Some(entry);
+                    }
                 }
                 continue;
             }
-            if let Some(f) = ino.and_then(|i| self.open_file(i)) {
+            if let Some((ino, f)) = ino.and_then(|i| self.open_file(i).map(|f| (i, f))) {
                 let mut st = f.state.lock().await;
+                self.rebind_unsaved(ino, &mut st, lease);
                 if st.base.is_some() {
                     st.base = Some(entry);
                 }

@@ -35,9 +35,14 @@ impl Fs {
                 st.base = self.index.current().await?.entries.get(&key).cloned();
             }
             let r = self.ensure_staged(&key, &mut st, size == 0).await;
+            let r = r.and_then(|()| self.check_lease(&key, fh, &st));
             if let Err(e) = r {
                 self.drop_if_idle(ino, &f, &st);
                 return Err(e);
+            }
+            self.note_dirty(&key, &mut st);
+            if let Some(fh) = fh {
+                self.note_unsaved(&key, fh);
             }
             if let Some(s) = st.staged.as_mut() {
                 s.file.set_len(size)?;

@@ -36,6 +36,8 @@ impl Fs {
     ) -> FsResult<()> {
         if st.staged.is_some() {
             if truncate {
+                self.check_lease(key, None, st)?;
+                self.note_dirty(key, st);
                 if let Some(s) = st.staged.as_mut() {
                     s.file.set_len(0)?;
                     s.dirty = true;
@@ -55,7 +57,12 @@ impl Fs {
                     log::debug!("{key:?} changed before it could be staged; staging the newest");
                     st.base = Some(entry_from_props(&props));
                 }
-                r => return r,
+                r => {
+                    if r.is_ok() && truncate {
+                        st.dirty_under = self.locks.lease_id(key);
+                    }
+                    return r;
+                }
             }
         }
     }
@@ -117,7 +124,11 @@ impl Fs {
             return Err(FsError::BadHandle);
         }
         let f = self.open_file(h.ino).ok_or(FsError::BadHandle)?;
+        let key = self.key_of(h.ino)?;
         let mut st = f.state.lock().await;
+        self.check_lease(&key, Some(fh), &st)?;
+        self.note_dirty(&key, &mut st);
+        self.note_unsaved(&key, fh);
         let staged = st.staged.as_mut().ok_or(FsError::BadHandle)?;
         let at = if h.append {
             staged.file.metadata()?.len()
@@ -153,7 +164,67 @@ impl Fs {
         if !h.write {
             return Ok(());
         }
+        if let (Some(Some(_)), Ok(key)) = (&h.unsaved, self.key_of(h.ino)) {
+            if let Some(f) = self.open_file(h.ino) {
+                // This handle's writes were made under a lease that is gone: they are not
+                // saved under another one, and the close says so.
+                let st = f.state.lock().await;
+                self.check_lease(&key, Some(fh), &st)?;
+            }
+        }
         self.save(h.ino).await
+    }
+
+    /// Refuses a change to `key` (through handle `fh`, if given) when that handle's unsaved
+    /// writes, or the staged copy's unsaved changes, were made under a lease this host no longer
+    /// holds: its lock was lost, and another host may have written since.
+    pub(super) fn check_lease(&self, key: &str, fh: Option<u64>, st: &FileState) -> FsResult<()> {
+        let current = self.locks.lease_id(key);
+        let lost = |l: &String| current.as_ref() != Some(l);
+        let handle_lost = fh.is_some_and(|fh| {
+            lock(&self.handles)
+                .get(&fh)
+                .is_some_and(|h| matches!(&h.unsaved, Some(Some(l)) if lost(l)))
+        });
+        let dirty = st.staged.as_ref().is_some_and(|s| s.dirty);
+        if handle_lost || (dirty && st.dirty_under.as_ref().is_some_and(lost)) {
+            log::error!("{key:?}: {}", FsError::LockLost);
+            return Err(FsError::LockLost);
+        }
+        Ok(())
+    }
+
+    /// The staged copy of `key` is about to get changes: they belong to the lease this host
+    /// holds on it now (changes begun without one join the first lease taken while they are
+    /// unsaved).
+    pub(super) fn note_dirty(&self, key: &str, st: &mut FileState) {
+        let dirty = st.staged.as_ref().is_some_and(|s| s.dirty);
+        if !dirty || st.dirty_under.is_none() {
+            st.dirty_under = self.locks.lease_id(key);
+        }
+    }
+
+    /// Handle `fh` of `key` writes: its writes belong to the lease this host holds on it now.
+    pub(super) fn note_unsaved(&self, key: &str, fh: u64) {
+        let current = self.locks.lease_id(key);
+        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+            if !matches!(h.unsaved, Some(Some(_))) {
+                h.unsaved = Some(current);
+            }
+        }
+    }
+
+    /// The unsaved changes of `ino` (whose state is `st`) now belong to `lease`: a rename
+    /// carried its lock to a new name, with a lease on the new blob.
+    pub(super) fn rebind_unsaved(&self, ino: u64, st: &mut FileState, lease: Option<String>) {
+        if st.dirty_under.is_some() {
+            st.dirty_under = lease.clone();
+        }
+        for h in lock(&self.handles).values_mut() {
+            if h.ino == ino && matches!(h.unsaved, Some(Some(_))) {
+                h.unsaved = Some(lease.clone());
+            }
+        }
     }
 
     /// Uploads the staged copy of `ino` if it has unsaved changes: blob first, then the index.
@@ -185,9 +256,15 @@ impl Fs {
         let blob = self.layout.blob_name(&key);
         let src = staged.file.try_clone()?;
         let mtime = staged.mtime;
+        // Changes begun under a lease are saved under that one only (if it is gone, the save
+        // fails: they were made under a lock that no longer holds).
+        let lease = st
+            .dirty_under
+            .clone()
+            .or(lease)
+            .or_else(|| self.locks.lease_id(&key));
         let mut opts = PutOptions {
-            conditions: Conditions::default()
-                .with_lease(lease.or_else(|| self.locks.lease_id(&key))),
+            conditions: Conditions::default().with_lease(lease),
             ..Default::default()
         };
         // The attributes travel with the value, in its metadata (see index::meta).
@@ -277,8 +354,14 @@ impl Fs {
         st.perms = None;
         st.written = false;
         st.save_failed = false;
+        st.dirty_under = None;
         if let Some(s) = st.staged.as_mut() {
             s.dirty = false;
+        }
+        for h in lock(&self.handles).values_mut() {
+            if h.ino == ino {
+                h.unsaved = None;
+            }
         }
         Ok(())
     }
