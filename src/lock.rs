@@ -59,7 +59,17 @@ impl LeaseKeeper {
         let sent = boot_ms();
         // Our own id, so a retry after a lost answer is recognised as ours.
         let proposed = uuid::Uuid::new_v4().to_string();
-        let id = store.acquire_lease(blob, duration, Some(&proposed)).await?;
+        let id = match store.acquire_lease(blob, duration, Some(&proposed)).await {
+            Ok(id) => id,
+            Err(e) => {
+                if e.is_transient() {
+                    // The request may still reach the server (held up on the way) and take a
+                    // lease nobody knows: it is given back if it does.
+                    tokio::spawn(release_orphan(store.clone(), blob.to_string(), proposed));
+                }
+                return Err(e);
+            }
+        };
         let lost = Arc::new(AtomicBool::new(false));
         let deadline = Arc::new(AtomicU64::new(
             duration
@@ -197,6 +207,20 @@ async fn renew_loop(
                 lost.store(true, Ordering::Relaxed);
                 return;
             }
+        }
+    }
+}
+
+/// After an acquire that failed without a clear answer: tries, for a minute, to release the
+/// lease under the id it proposed, in case the request took effect after all (late, held up on
+/// the way). Nobody else knows that id, so the lease would keep every host out until it ran
+/// out (forever, for an infinite one).
+async fn release_orphan(store: Arc<dyn BlobStore>, blob: String, id: String) {
+    for wait in [1, 2, 4, 8, 15, 30] {
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        if store.release_lease(&blob, &id).await.is_ok() {
+            log::info!("released a lease on {blob:?} taken by a request given up earlier");
+            return;
         }
     }
 }

@@ -839,3 +839,46 @@ async fn changes_made_under_a_lost_lock_never_land_under_a_later_one() {
     assert_eq!(read(&b, "f").await.unwrap(), b"B", "B's write was undone");
     assert_eq!(read(&a, "f").await.unwrap(), b"B");
 }
+
+/// A process on host A takes a shared lock (its host catches up with B's last write, slowly:
+/// the store takes a second to answer) while another process on A, which opened the file
+/// before B wrote, asks for a shared lock too: it is granted only once A has caught up, and
+/// reads B's value (it used to be granted under the new lease at once and read the old value;
+/// found by scripts/lock-torture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_granted_beside_a_new_holder_waits_for_its_catch_up() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
+    let early = a.open(ino_a, libc::O_RDONLY).await.unwrap();
+    assert_eq!(&a.read(early, 0, 10).await.unwrap()[..], b"x");
+    b.lock(ino_b, flock(9, LockMode::Exclusive, false))
+        .await
+        .unwrap();
+    let bfh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
+    b.write(bfh, 0, b"y").await.unwrap();
+    b.release(bfh).await.unwrap();
+    b.unlock_owner(ino_b, 9).await.unwrap();
+    // The first lock's catch-up (its third look at the blob) waits a second for the store.
+    faults.plan(
+        Op::Head,
+        When::NthWithPrefix("folder/f".into(), 3),
+        Fault::DelayBefore(Duration::from_secs(1)),
+    );
+    let first = {
+        let a = a.clone();
+        tokio::spawn(async move { a.lock(ino_a, flock(1, LockMode::Shared, false)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.lock(
+        ino_a,
+        LockRequest::whole(2, early, LockMode::Shared, false, 0),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &a.read(early, 0, 10).await.unwrap()[..],
+        b"y",
+        "a lock skipped the catch-up"
+    );
+    first.await.unwrap().unwrap();
+}

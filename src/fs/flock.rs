@@ -36,6 +36,20 @@ enum Got {
     Granted(u64),
     /// Granted with a lease just acquired (another host may have written before it).
     Lease(u64),
+    /// Another request here just took the lease and is catching up: try again at once.
+    CatchingUp,
+}
+
+/// What one attempt came to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tried {
+    /// Granted, by this grant.
+    Granted(u64),
+    /// Someone holds a conflicting lock.
+    Busy,
+    /// Another request here is catching up under a lease it just took: try again shortly
+    /// (even a request that does not wait: nobody holds a conflicting lock).
+    Again,
 }
 
 /// Marks a record-lock request as waiting in the lock table while it lives (deadlock detection).
@@ -164,11 +178,14 @@ impl Fs {
                 async move { fs.attempt(&key, ino, &req, duration, renew).await }
             });
             let bound = (!req.wait).then(|| started + NONBLOCKING_BOUND);
-            if self.answer(attempt, &key, &req, bound).await? {
-                return Ok(());
-            }
-            if !req.wait {
-                return Err(FsError::WouldBlock);
+            match self.answer(attempt, &key, &req, bound).await? {
+                Tried::Granted(_) => return Ok(()),
+                Tried::Again if started.elapsed() < NONBLOCKING_BOUND || req.wait => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                Tried::Again | Tried::Busy if !req.wait => return Err(FsError::WouldBlock),
+                Tried::Again | Tried::Busy => {}
             }
             if req.pid != 0 && signal_pending(req.pid) {
                 return Err(FsError::Interrupted);
@@ -196,14 +213,14 @@ impl Fs {
     /// gets a signal (EINTR); an attempt given up that is granted after all is given back then.
     async fn answer(
         self: &Arc<Self>,
-        mut attempt: tokio::task::JoinHandle<FsResult<Option<u64>>>,
+        mut attempt: tokio::task::JoinHandle<FsResult<Tried>>,
         key: &str,
         req: &LockRequest,
         bound: Option<tokio::time::Instant>,
-    ) -> FsResult<bool> {
+    ) -> FsResult<Tried> {
         loop {
             tokio::select! {
-                r = &mut attempt => return Ok(r??.is_some()),
+                r = &mut attempt => return r?,
                 _ = tokio::time::sleep(ATTEMPT_POLL) => {}
             }
             let late = bound.is_some_and(|b| tokio::time::Instant::now() >= b);
@@ -217,7 +234,7 @@ impl Fs {
                 if let Some(lease) = fs.locks.take_pending(&abandoned, req.kind, req.owner) {
                     let _ = lease.release().await;
                 }
-                if let Ok(Ok(Some(grant))) = granted {
+                if let Ok(Ok(Tried::Granted(grant))) = granted {
                     log::info!(
                         "{abandoned:?}: a lock granted after its request was given up goes back"
                     );
@@ -250,17 +267,23 @@ impl Fs {
         req: &LockRequest,
         duration: LeaseDuration,
         renew: bool,
-    ) -> FsResult<Option<u64>> {
+    ) -> FsResult<Tried> {
         match self.try_lock(key, ino, req, duration, renew).await? {
-            Got::Busy => Ok(None),
-            // No other host can have written meanwhile: nothing to catch up with.
-            Got::Granted(grant) => Ok(Some(grant)),
+            Got::Busy => Ok(Tried::Busy),
+            Got::CatchingUp => Ok(Tried::Again),
+            // No other host can have written meanwhile, and the holder that took the lease has
+            // caught up: nothing to catch up with.
+            Got::Granted(grant) => Ok(Tried::Granted(grant)),
             Got::Lease(grant) => match self.catch_up(key, ino).await {
-                Ok(()) => Ok(Some(grant)),
+                Ok(()) => {
+                    self.locks.caught_up(key);
+                    Ok(Tried::Granted(grant))
+                }
                 Err(e) => {
                     // Holding the lock on an old copy would let this holder's save undo the
                     // last holder's write: the lock is given back and the caller told.
                     log::error!("locking {key:?}: cannot read what the last holder wrote: {e}");
+                    self.locks.catch_up_failed(key);
                     self.give_back(key, req.owner, grant).await;
                     Err(e)
                 }
@@ -288,6 +311,8 @@ impl Fs {
         }
         let upgrade = match self.locks.try_grant(key, req) {
             Grant::Granted(grant) => return Ok(Got::Granted(grant)),
+            Grant::GrantedBehind(grant) => return Ok(Got::Lease(grant)),
+            Grant::CatchingUp => return Ok(Got::CatchingUp),
             Grant::Conflict => return Ok(Got::Busy),
             Grant::Deadlock => return Err(FsError::Deadlock),
             Grant::NeedLease(stale) => {

@@ -146,6 +146,20 @@ type Holder = (LockKind, u64);
 struct KeyLocks {
     holders: HashMap<Holder, Hold>,
     lease: Option<LeaseKeeper>,
+    /// Whether the holder that took `lease` has caught up with what the last holder wrote
+    /// (`fs::flock`): no other lock is granted under it while it is at it.
+    catch_up: CatchUp,
+}
+
+/// Where catching up with the last holder's writes stands, under a key's lease.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum CatchUp {
+    #[default]
+    Done,
+    /// The holder that took the lease is at it.
+    Running,
+    /// It failed: the next lock granted under the lease does it.
+    Needed,
 }
 
 impl KeyLocks {
@@ -207,6 +221,13 @@ pub enum Grant {
     /// Nobody here holds the key: the lease must be acquired first ([`LockTable::install`]).
     /// Carries a lease that ran out or was lost, for the caller to release.
     NeedLease(Option<LeaseKeeper>),
+    /// Granted, by this grant, under a lease whose catching up with the last holder's writes
+    /// failed before: the caller does it now ([`LockTable::caught_up`] or
+    /// [`LockTable::catch_up_failed`]).
+    GrantedBehind(u64),
+    /// The lease was just taken and its holder is still catching up with the last holder's
+    /// writes: try again in a moment.
+    CatchingUp,
     /// This host holds the key shared across hosts (a reader slot) and nobody here conflicts
     /// with the exclusive lock asked for: the file's lease must be taken, and every other host's
     /// shared lock gone, before it is granted.
@@ -393,12 +414,19 @@ impl LockTable {
             }
             return Grant::Conflict;
         }
+        if k.lease.is_some() && k.catch_up == CatchUp::Running {
+            return Grant::CatchingUp;
+        }
         if k.lease.as_ref().is_some_and(|l| l.is_slot()) && req.mode == LockMode::Exclusive {
             return Grant::Upgrade;
         }
         if k.lease.is_some() {
             let grant = self.next_grant();
             k.apply(req, grant);
+            if k.catch_up == CatchUp::Needed {
+                k.catch_up = CatchUp::Running;
+                return Grant::GrantedBehind(grant);
+            }
             return Grant::Granted(grant);
         }
         Grant::NeedLease(None)
@@ -417,8 +445,27 @@ impl LockTable {
         let mut keys = lock(&self.keys);
         let k = keys.entry(key.to_string()).or_default();
         let replaced = k.lease.replace(lease);
+        k.catch_up = CatchUp::Running;
         k.apply(req, grant);
         (grant, replaced)
+    }
+
+    /// The holder that took `key`'s lease has caught up with the last holder's writes: other
+    /// locks may be granted under it now. Wakes waiters.
+    pub fn caught_up(&self, key: &str) {
+        self.set_catch_up(key, CatchUp::Done);
+    }
+
+    /// Catching up under `key`'s lease failed: the next lock granted under it tries again.
+    pub fn catch_up_failed(&self, key: &str) {
+        self.set_catch_up(key, CatchUp::Needed);
+    }
+
+    fn set_catch_up(&self, key: &str, state: CatchUp) {
+        if let Some(k) = lock(&self.keys).get_mut(key) {
+            k.catch_up = state;
+        }
+        self.changed.notify_waiters();
     }
 
     /// Whether this host holds `key` shared across hosts (by a reader slot), and the slot's blob.
@@ -656,6 +703,7 @@ impl LockTable {
             return lease.into_iter().collect();
         };
         let old_slot = moved.lease.take().filter(|l| l.is_slot());
+        let catch_up = moved.catch_up;
         let target = keys.entry(to.to_string()).or_default();
         for (holder, hold) in moved.holders {
             match target.holders.get_mut(&holder) {
@@ -670,6 +718,7 @@ impl LockTable {
         } else {
             // (A lease of `to` that ran out is dropped: it guards nothing any more.)
             target.lease = lease;
+            target.catch_up = catch_up;
             None
         };
         drop(keys);
