@@ -882,3 +882,49 @@ async fn a_lock_granted_beside_a_new_holder_waits_for_its_catch_up() {
     );
     first.await.unwrap().unwrap();
 }
+
+/// Host A holds a record lock, and its path to the store then hangs: a flock on the same file
+/// (independent of record locks on one host) is granted at once under the lease A holds, while
+/// that lease certainly holds, and refused (EIO within the LOCK_NB bound) once it may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_host_grants_under_its_live_lease_until_its_deadline() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, a, _b, ino_a, _ino_b, _caches) = cut_off_hosts_with_f().await;
+    a.lock(ino_a, range(1, 0, 0, LockMode::Exclusive))
+        .await
+        .unwrap();
+    for op in Op::ALL {
+        faults.plan(
+            op,
+            When::Always,
+            Fault::DelayBefore(Duration::from_secs(300)),
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut last_grant = None;
+    while started.elapsed() < Duration::from_secs(16) {
+        let t = std::time::Instant::now();
+        let r = a.lock(ino_a, flock(2, LockMode::Exclusive, false)).await;
+        if r.is_ok() {
+            assert!(
+                t.elapsed() < Duration::from_millis(500),
+                "a grant waited for the store"
+            );
+            last_grant = Some(started.elapsed());
+            a.unlock(ino_a, LockKind::Flock, 2, 0, remotedict::fs::WHOLE)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let last = last_grant.expect("no grant under the live lease");
+    assert!(
+        last > Duration::from_secs(8),
+        "stopped granting after {last:?}"
+    );
+    assert!(
+        last < Duration::from_secs(13),
+        "granted {last:?} into a 15 s lease"
+    );
+    faults.clear();
+}

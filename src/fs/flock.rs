@@ -299,7 +299,7 @@ impl Fs {
         duration: LeaseDuration,
         renew: bool,
     ) -> FsResult<Got> {
-        let _gate = self.locks.gate().await;
+        let _gate = self.locks.gate(key).await;
         if self.locks.closing() {
             // Unmounting: the leases were given back, and no new one may outlive the mount.
             return Err(FsError::Interrupted);
@@ -334,7 +334,7 @@ impl Fs {
             let Some(slot) = self.take_slot(key, req.pid, duration, renew).await? else {
                 return Ok(Got::Busy);
             };
-            return Ok(Got::Lease(self.granted(key, slot, req).await));
+            return Ok(Got::Lease(self.granted(key, slot, req).await?));
         }
         let lease = match self.locks.take_pending(key, req.kind, req.owner) {
             Some(lease) if lease.is_live() => lease,
@@ -363,7 +363,7 @@ impl Fs {
         // The file's lease keeps new readers out; those that hold it shared already must go.
         let own = self.locks.slot_of(key);
         match self.readers_present(key, own.as_deref(), true).await {
-            Ok(false) => Ok(Got::Lease(self.granted(key, lease, req).await)),
+            Ok(false) => Ok(Got::Lease(self.granted(key, lease, req).await?)),
             Ok(true) if req.wait => {
                 self.locks.set_pending(key, req, lease);
                 Ok(Got::Busy)
@@ -382,11 +382,23 @@ impl Fs {
     /// Records `lease` (just taken: the file's lease or a reader slot) and `req`'s lock under
     /// it; the lease it replaces (an upgrade's slot) is given back. The new holder must read what
     /// the previous one wrote: the index is refreshed. Returns the grant.
-    async fn granted(self: &Arc<Self>, key: &str, lease: LeaseKeeper, req: &LockRequest) -> u64 {
-        if !lease.is_slot() {
+    async fn granted(
+        self: &Arc<Self>,
+        key: &str,
+        lease: LeaseKeeper,
+        req: &LockRequest,
+    ) -> FsResult<u64> {
+        let (grant, replaced) = match self.locks.install(key, lease, req) {
+            Ok(installed) => installed,
+            Err(lease) => {
+                // Unmounting: no lease may outlive the mount.
+                let _ = lease.release().await;
+                return Err(FsError::Interrupted);
+            }
+        };
+        if self.locks.lease_id(key).is_some() {
             self.record_holder(key, req.pid);
         }
-        let (grant, replaced) = self.locks.install(key, lease, req);
         if let Some(old) = replaced {
             let _ = old.release().await;
         }
@@ -394,7 +406,7 @@ impl Fs {
         if let Err(e) = self.index.revalidate().await {
             log::warn!("refreshing the index after locking {key:?}: {e}");
         }
-        grant
+        Ok(grant)
     }
 
     /// The lock that would keep `req` from being granted (`F_GETLK`): one held on this host
@@ -611,7 +623,6 @@ impl Fs {
 
     /// Releases every lease this host holds (at unmount).
     pub async fn release_all_locks(&self) {
-        let _gate = self.locks.gate().await;
         for (key, lease) in self.locks.drain() {
             if let Err(e) = lease.release().await {
                 log::warn!("releasing the lease on {key:?}: {e}");

@@ -295,8 +295,9 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 pub struct LockTable {
     keys: Mutex<HashMap<String, KeyLocks>>,
     changed: Notify,
-    /// Serializes lease acquisition and release on this host.
-    gate: tokio::sync::Mutex<()>,
+    /// Per key: serializes the decisions on its locks and the lease requests they lead to
+    /// (other keys' lease requests, however slow, hold up none of them).
+    gates: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     /// Set when the mount ends ([`LockTable::drain`]): no new lease is taken after that.
     closing: std::sync::atomic::AtomicBool,
     /// The last grant number given.
@@ -339,9 +340,17 @@ impl LockTable {
         keys
     }
 
-    /// Held while deciding on a lock and acquiring or releasing the lease it needs.
-    pub async fn gate(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.gate.lock().await
+    /// Held while deciding on a lock of `key` and acquiring the lease it needs.
+    pub async fn gate(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = {
+            let mut gates = lock(&self.gates);
+            if gates.len() > 1024 {
+                // Gates nobody holds or waits for are dropped now and then.
+                gates.retain(|_, g| std::sync::Arc::strong_count(g) > 1);
+            }
+            gates.entry(key.to_string()).or_default().clone()
+        };
+        gate.lock_owned().await
     }
 
     /// A future that completes at the next change of the table (a lock let go). Enable it
@@ -434,20 +443,23 @@ impl LockTable {
 
     /// Records the lease just acquired for `key` and the lock of `req` under it; returns the
     /// grant, and the lease it replaces (the reader slot of an upgrade), for the caller to
-    /// release.
+    /// release. Once the mount is ending it records nothing and hands the lease back.
     pub fn install(
         &self,
         key: &str,
         lease: LeaseKeeper,
         req: &LockRequest,
-    ) -> (u64, Option<LeaseKeeper>) {
+    ) -> Result<(u64, Option<LeaseKeeper>), LeaseKeeper> {
         let grant = self.next_grant();
         let mut keys = lock(&self.keys);
+        if self.closing() {
+            return Err(lease);
+        }
         let k = keys.entry(key.to_string()).or_default();
         let replaced = k.lease.replace(lease);
         k.catch_up = CatchUp::Running;
         k.apply(req, grant);
-        (grant, replaced)
+        Ok((grant, replaced))
     }
 
     /// The holder that took `key`'s lease has caught up with the last holder's writes: other
@@ -780,14 +792,14 @@ impl LockTable {
 
     /// Whether the mount is ending (no new lease may be taken).
     pub fn closing(&self) -> bool {
-        self.closing.load(std::sync::atomic::Ordering::Relaxed)
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Forgets every lock and refuses new ones; returns the leases to release (at unmount).
     /// Wakes waiters.
     pub fn drain(&self) -> Vec<(String, LeaseKeeper)> {
         self.closing
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut all: Vec<(String, LeaseKeeper)> = lock(&self.keys)
             .drain()
             .filter_map(|(key, k)| k.lease.map(|l| (key, l)))
