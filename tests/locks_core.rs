@@ -928,3 +928,78 @@ async fn a_cut_off_host_grants_under_its_live_lease_until_its_deadline() {
     );
     faults.clear();
 }
+
+/// On host A one process holds `g` shared and another holds `f` exclusive, then renames `f`
+/// onto `g`: the exclusive lock keeps holding on `g` across hosts (host B can neither lock `g`
+/// shared nor write it). The move used to put the exclusive lock under `g`'s reader slot and give
+/// back the lease it took on `g`: B got `LOCK_SH` beside A's `LOCK_EX`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exclusive_lock_moved_onto_a_name_held_shared_stays_exclusive() {
+    let (a, b, ino_f, _, _caches) = two_hosts_with(b"f").await;
+    write_file(&a, "g", b"g").await;
+    let ino_g = a.lookup(ROOT, "g").await.unwrap().ino;
+    a.lock(ino_g, flock(1, LockMode::Shared, false))
+        .await
+        .unwrap();
+    a.lock(ino_f, flock(2, LockMode::Exclusive, false))
+        .await
+        .unwrap();
+    a.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await; // past B's index TTL
+    let ino_b = b.lookup(ROOT, "g").await.unwrap().ino;
+    let r = b.lock(ino_b, flock(3, LockMode::Shared, false)).await;
+    assert!(
+        matches!(r, Err(FsError::WouldBlock)),
+        "B locked g beside A's LOCK_EX: {r:?}"
+    );
+    let fh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
+    b.write(fh, 0, b"B").await.unwrap();
+    assert!(
+        b.flush(fh).await.is_err(),
+        "B's write went through A's lock"
+    );
+    let _ = b.release(fh).await;
+    assert_eq!(read(&a, "g").await.unwrap(), b"f");
+}
+
+/// Like `changes_made_under_a_lost_lock_never_land_under_a_later_one`, but A renames the file
+/// after its lease was lost and B wrote: A's stale changes do not follow the file under the
+/// lease the rename takes on the new name (they used to be rebound to it and saved over B's
+/// value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rename_does_not_carry_changes_made_under_a_lost_lock() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
+    a.lock(ino_a, flock(1, LockMode::Exclusive, false))
+        .await
+        .unwrap();
+    let fh = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    a.write(fh, 0, b"A").await.unwrap();
+    faults.plan(
+        Op::RenewLease,
+        When::Always,
+        Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    faults.plan(
+        Op::Put,
+        When::Always,
+        Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    tokio::time::sleep(Duration::from_millis(15_500)).await;
+    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
+        .await
+        .unwrap();
+    let bfh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
+    b.write(bfh, 0, b"B").await.unwrap();
+    b.release(bfh).await.unwrap();
+    b.unlock_owner(ino_b, 2).await.unwrap();
+    faults.clear();
+    let _ = a.rename(ROOT, "f", ROOT, "g", false).await;
+    assert!(a.flush(fh).await.is_err(), "A's stale changes were saved");
+    let _ = a.release(fh).await;
+    for name in ["f", "g"] {
+        if let Ok(v) = read(&b, name).await {
+            assert_eq!(v, b"B", "{name} holds A's stale change");
+        }
+    }
+}

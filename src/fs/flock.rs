@@ -181,7 +181,14 @@ impl Fs {
             match self.answer(attempt, &key, &req, bound).await? {
                 Tried::Granted(_) => return Ok(()),
                 Tried::Again if started.elapsed() < NONBLOCKING_BOUND || req.wait => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if req.pid != 0 && signal_pending(req.pid) {
+                        return Err(FsError::Interrupted);
+                    }
+                    // Woken when the catch-up ends.
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
                     continue;
                 }
                 Tried::Again | Tried::Busy if !req.wait => return Err(FsError::WouldBlock),
@@ -276,14 +283,14 @@ impl Fs {
             Got::Granted(grant) => Ok(Tried::Granted(grant)),
             Got::Lease(grant) => match self.catch_up(key, ino).await {
                 Ok(()) => {
-                    self.locks.caught_up(key);
+                    self.locks.caught_up(key, grant);
                     Ok(Tried::Granted(grant))
                 }
                 Err(e) => {
                     // Holding the lock on an old copy would let this holder's save undo the
                     // last holder's write: the lock is given back and the caller told.
                     log::error!("locking {key:?}: cannot read what the last holder wrote: {e}");
-                    self.locks.catch_up_failed(key);
+                    self.locks.catch_up_failed(key, grant);
                     self.give_back(key, req.owner, grant).await;
                     Err(e)
                 }
@@ -323,11 +330,12 @@ impl Fs {
             }
             Grant::Upgrade => true,
         };
-        if self.locks.yielding(key) {
-            // Another host waits for this key: its turn first (see `fs::waiters`).
-            return Ok(Got::Busy);
-        }
-        if !self.ensure_blob(ino).await? {
+        if self.locks.yielding(key) || !self.ensure_blob(ino).await? {
+            // Another host waits for this key (its turn first, see `fs::waiters`), or holds it:
+            // a file lease this request kept while waiting for readers would stand in its way.
+            if let Some(lease) = self.locks.take_pending(key, req.kind, req.owner) {
+                let _ = lease.release().await;
+            }
             return Ok(Got::Busy);
         }
         if req.mode == LockMode::Shared {
@@ -364,10 +372,13 @@ impl Fs {
         let own = self.locks.slot_of(key);
         match self.readers_present(key, own.as_deref(), true).await {
             Ok(false) => Ok(Got::Lease(self.granted(key, lease, req).await?)),
-            Ok(true) if req.wait => {
-                self.locks.set_pending(key, req, lease);
-                Ok(Got::Busy)
-            }
+            Ok(true) if req.wait => match self.locks.set_pending(key, req, lease) {
+                Ok(()) => Ok(Got::Busy),
+                Err(lease) => {
+                    let _ = lease.release().await;
+                    Err(FsError::Interrupted)
+                }
+            },
             Ok(true) => {
                 let _ = lease.release().await;
                 Ok(Got::Busy)
@@ -480,6 +491,7 @@ impl Fs {
                 st.dirty_under = None;
                 st.save_failed = false;
                 st.base = Some(newest.clone());
+                self.fence_unsaved(ino);
                 self.ensure_staged(key, &mut st, false).await?;
             }
             let older = st.base.as_ref().is_some_and(|b| b.etag != newest.etag);

@@ -149,6 +149,9 @@ struct KeyLocks {
     /// Whether the holder that took `lease` has caught up with what the last holder wrote
     /// (`fs::flock`): no other lock is granted under it while it is at it.
     catch_up: CatchUp,
+    /// The grant doing the catch-up (a late report of another grant, under an earlier lease of
+    /// the key, changes nothing).
+    catch_up_by: u64,
 }
 
 /// Where catching up with the last holder's writes stands, under a key's lease.
@@ -325,6 +328,13 @@ impl LockTable {
         (lease.is_live() || lease.remaining().is_none()).then(|| lease.id().to_string())
     }
 
+    /// The id of `key`'s file lease while it certainly holds (not lost, deadline not passed).
+    pub fn live_lease_id(&self, key: &str) -> Option<String> {
+        let keys = lock(&self.keys);
+        let lease = keys.get(key)?.lease.as_ref().filter(|l| !l.is_slot())?;
+        lease.is_live().then(|| lease.id().to_string())
+    }
+
     /// Keys this host holds a live lease on (one lost, or past its deadline, is not held).
     pub fn held_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = lock(&self.keys)
@@ -434,6 +444,7 @@ impl LockTable {
             k.apply(req, grant);
             if k.catch_up == CatchUp::Needed {
                 k.catch_up = CatchUp::Running;
+                k.catch_up_by = grant;
                 return Grant::GrantedBehind(grant);
             }
             return Grant::Granted(grant);
@@ -458,24 +469,27 @@ impl LockTable {
         let k = keys.entry(key.to_string()).or_default();
         let replaced = k.lease.replace(lease);
         k.catch_up = CatchUp::Running;
+        k.catch_up_by = grant;
         k.apply(req, grant);
         Ok((grant, replaced))
     }
 
     /// The holder that took `key`'s lease has caught up with the last holder's writes: other
     /// locks may be granted under it now. Wakes waiters.
-    pub fn caught_up(&self, key: &str) {
-        self.set_catch_up(key, CatchUp::Done);
+    pub fn caught_up(&self, key: &str, grant: u64) {
+        self.set_catch_up(key, grant, CatchUp::Done);
     }
 
     /// Catching up under `key`'s lease failed: the next lock granted under it tries again.
-    pub fn catch_up_failed(&self, key: &str) {
-        self.set_catch_up(key, CatchUp::Needed);
+    pub fn catch_up_failed(&self, key: &str, grant: u64) {
+        self.set_catch_up(key, grant, CatchUp::Needed);
     }
 
-    fn set_catch_up(&self, key: &str, state: CatchUp) {
+    fn set_catch_up(&self, key: &str, grant: u64, state: CatchUp) {
         if let Some(k) = lock(&self.keys).get_mut(key) {
-            k.catch_up = state;
+            if k.catch_up_by == grant && k.catch_up == CatchUp::Running {
+                k.catch_up = state;
+            }
         }
         self.changed.notify_waiters();
     }
@@ -522,9 +536,20 @@ impl LockTable {
 
     /// Keeps `lease`, the file's lease taken by a blocking exclusive request that waits for
     /// other hosts' shared locks to end, until its next try ([`LockTable::take_pending`]).
-    pub fn set_pending(&self, key: &str, req: &LockRequest, lease: LeaseKeeper) {
-        let old = lock(&self.pending).insert((req.kind, req.owner, key.to_string()), lease);
+    /// Once the mount is ending it keeps nothing and hands the lease back.
+    pub fn set_pending(
+        &self,
+        key: &str,
+        req: &LockRequest,
+        lease: LeaseKeeper,
+    ) -> Result<(), LeaseKeeper> {
+        let mut pending = lock(&self.pending);
+        if self.closing() {
+            return Err(lease);
+        }
+        let old = pending.insert((req.kind, req.owner, key.to_string()), lease);
         debug_assert!(old.is_none());
+        Ok(())
     }
 
     /// The file's lease a waiting exclusive request of `kind` and `owner` took, if any.
@@ -725,13 +750,32 @@ impl LockTable {
                 }
             }
         }
-        let unused = if target.lease.as_ref().is_some_and(|l| l.is_live()) {
-            lease
-        } else {
+        // (A catch-up still running under the old name ends there: the next grant redoes it.)
+        let catch_up = match catch_up {
+            CatchUp::Running => CatchUp::Needed,
+            c => c,
+        };
+        let target_held = target
+            .lease
+            .as_ref()
+            .filter(|l| l.is_live())
+            .map(|l| l.is_slot());
+        let unused = match (target_held, lease) {
+            // `to`'s own lease on its blob serves.
+            (Some(false), lease) => lease,
+            // `to` is held shared here and an exclusive lock arrives with a lease on the blob:
+            // that lease guards both, and the slot goes.
+            (Some(true), Some(l)) if !l.is_slot() => {
+                target.catch_up = catch_up;
+                target.lease.replace(l)
+            }
+            (Some(true), lease) => lease,
             // (A lease of `to` that ran out is dropped: it guards nothing any more.)
-            target.lease = lease;
-            target.catch_up = catch_up;
-            None
+            (None, lease) => {
+                target.lease = lease;
+                target.catch_up = catch_up;
+                None
+            }
         };
         drop(keys);
         self.changed.notify_waiters();

@@ -106,6 +106,14 @@ impl Fs {
             )
             .map(|(k, e)| (k.clone(), e.clone()))
             .collect();
+        // The leases each name had here: unsaved changes made under one follow the file.
+        let leases: std::collections::HashMap<String, Option<String>> = moving
+            .iter()
+            .map(|(old, _)| {
+                let new = format!("{to}{}", &old[from.len()..]);
+                (new, self.locks.live_lease_id(old))
+            })
+            .collect();
         let result = self
             .move_keys(&from, &to, &index, &moving, &dst_entry)
             .await;
@@ -122,10 +130,11 @@ impl Fs {
         for (new, entry) in moved {
             let ino = lock(&self.inodes).get(&new);
             let lease = self.locks.lease_id(&new);
+            let old = leases.get(&new).cloned().flatten();
             if ino.is_some() && ino == src_ino {
                 if let Some(st) = held.as_deref_mut() {
                     if let Some(ino) = ino {
-                        self.rebind_unsaved(ino, st, lease);
+                        self.rebind_unsaved(ino, st, &old, lease);
                     }
                     if st.base.is_some() {
                         st.base = Some(entry);
@@ -135,7 +144,7 @@ impl Fs {
             }
             if let Some((ino, f)) = ino.and_then(|i| self.open_file(i).map(|f| (i, f))) {
                 let mut st = f.state.lock().await;
-                self.rebind_unsaved(ino, &mut st, lease);
+                self.rebind_unsaved(ino, &mut st, &old, lease);
                 if st.base.is_some() {
                     st.base = Some(entry);
                 }

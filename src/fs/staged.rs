@@ -214,14 +214,36 @@ impl Fs {
         }
     }
 
+    /// The unsaved writes of every handle of `ino` were dropped (made under a lost lock): each
+    /// such handle fails its later writes and its close, whatever lease it wrote under.
+    pub(super) fn fence_unsaved(&self, ino: u64) {
+        for h in lock(&self.handles).values_mut() {
+            if h.ino == ino && h.unsaved.is_some() {
+                // (No lease id is empty: this binding matches no lease, ever.)
+                h.unsaved = Some(Some(String::new()));
+            }
+        }
+    }
+
     /// The unsaved changes of `ino` (whose state is `st`) now belong to `lease`: a rename
     /// carried its lock to a new name, with a lease on the new blob.
-    pub(super) fn rebind_unsaved(&self, ino: u64, st: &mut FileState, lease: Option<String>) {
-        if st.dirty_under.is_some() {
+    /// Only changes made under `old`, the lease the old name had, move: others were made
+    /// under a lock already lost, and stay refused.
+    pub(super) fn rebind_unsaved(
+        &self,
+        ino: u64,
+        st: &mut FileState,
+        old: &Option<String>,
+        lease: Option<String>,
+    ) {
+        let Some(old) = old else {
+            return;
+        };
+        if st.dirty_under.as_ref() == Some(old) {
             st.dirty_under = lease.clone();
         }
         for h in lock(&self.handles).values_mut() {
-            if h.ino == ino && matches!(h.unsaved, Some(Some(_))) {
+            if h.ino == ino && matches!(&h.unsaved, Some(Some(l)) if l == old) {
                 h.unsaved = Some(lease.clone());
             }
         }
