@@ -717,6 +717,14 @@ async fn shared_locks_hold_on_both_mounts(backend: Backend) {
         writer.try_wait().unwrap().is_none(),
         "the writer did not wait for the reader"
     );
+    // Both hosts see who holds it and who waits.
+    let holders = run(&a, "getfattr --only-values -n user.remotedict.holders f");
+    let holders = String::from_utf8_lossy(&holders.stdout).to_string();
+    assert!(
+        holders.contains("\"mode\":\"waiting (exclusive)\""),
+        "{holders}"
+    );
+    assert!(holders.contains("\"mode\":\"shared\""), "{holders}");
     // ... and no new reader comes in meanwhile, on either host.
     for m in [&a, &b] {
         assert!(

@@ -83,6 +83,9 @@ struct Marker {
     key: String,
     token: Option<String>,
     written: tokio::time::Instant,
+    /// The waiting process and the mode it asks for (written into the marker).
+    pid: u32,
+    mode: LockMode,
 }
 
 impl Marker {
@@ -96,7 +99,9 @@ impl Marker {
             .token
             .get_or_insert_with(|| self.fs.locks.new_marker())
             .clone();
-        self.fs.mark_waiting(&self.key, &token).await;
+        self.fs
+            .mark_waiting(&self.key, &token, self.pid, self.mode)
+            .await;
         self.written = tokio::time::Instant::now();
     }
 }
@@ -164,6 +169,8 @@ impl Fs {
             key: key.clone(),
             token: None,
             written: tokio::time::Instant::now(),
+            pid: req.pid,
+            mode: req.mode,
         };
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(20);

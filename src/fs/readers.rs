@@ -40,6 +40,19 @@ pub struct SlotInfo {
     pub since: String,
 }
 
+impl SlotInfo {
+    /// A record of this host's process `pid`, from now on, in `mode`.
+    pub(super) fn here(mode: &str, pid: u32) -> Self {
+        SlotInfo {
+            mode: mode.into(),
+            host: host_name(),
+            pid,
+            command: super::locks::command_of(pid),
+            since: crate::time::fmt_time(crate::time::to_ns(SystemTime::now())),
+        }
+    }
+}
+
 /// This machine's host name, as slots record it.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -90,14 +103,7 @@ impl Fs {
             self.reader_prefix(key),
             uuid::Uuid::new_v4().simple()
         );
-        let info = SlotInfo {
-            mode: "shared".into(),
-            host: host_name(),
-            pid,
-            command: super::locks::command_of(pid),
-            since: crate::time::fmt_time(crate::time::to_ns(SystemTime::now())),
-        };
-        let body = serde_json::to_vec(&info).unwrap_or_default();
+        let body = serde_json::to_vec(&SlotInfo::here("shared", pid)).unwrap_or_default();
         let opts = PutOptions {
             conditions: Conditions::if_absent(),
             ..Default::default()
@@ -177,13 +183,7 @@ impl Fs {
     /// Records, in the background, that this host took `key`'s lease for process `pid` (for
     /// other hosts' `getfattr`); the next holder's record replaces it.
     pub(super) fn record_holder(self: &std::sync::Arc<Self>, key: &str, pid: u32) {
-        let info = SlotInfo {
-            mode: "exclusive".into(),
-            host: host_name(),
-            pid,
-            command: super::locks::command_of(pid),
-            since: crate::time::fmt_time(crate::time::to_ns(SystemTime::now())),
-        };
+        let info = SlotInfo::here("exclusive", pid);
         let (fs, key) = (self.clone(), key.to_string());
         tokio::spawn(async move {
             let body = Bytes::from(serde_json::to_vec(&info).unwrap_or_default());
@@ -195,7 +195,8 @@ impl Fs {
     }
 
     /// Who holds `key` across hosts, for `getfattr -n user.remotedict.holders`: the holder of
-    /// its lease (as its record says; `host` is `unknown` without one) and the live reader slots.
+    /// its lease (as its record says; `host` is `unknown` without one), the live reader slots,
+    /// and the requests that have waited long enough on another host to leave a waiter marker.
     pub(super) async fn holders(&self, key: &str) -> FsResult<Vec<SlotInfo>> {
         let mut out = Vec::new();
         if self.file_leased(key).await? {
@@ -215,6 +216,7 @@ impl Fs {
             }));
         }
         out.extend(self.shared_holders(key).await?);
+        out.extend(self.waiting_for(key).await?);
         Ok(out)
     }
 

@@ -1,6 +1,6 @@
 //! Fairness across hosts. Leases have no queue: a host that takes and drops a lock in a loop
 //! gets it back before a waiting host's next poll, every time. So a host whose blocking lock has
-//! waited [`STARVING`] on another host's lease leaves a *waiter marker*, an empty blob
+//! waited [`STARVING`] on another host's lease leaves a *waiter marker*, a blob
 //! `.remotedict/waiters/<hash of the key>/<token>` (docs/FORMAT.md), refreshed while it waits and
 //! deleted when it stops. A host that gives a lease back looks for markers of that key; finding
 //! one that is not its own and is fresh, it takes no new lease on the key for [`YIELD`]; a
@@ -46,13 +46,17 @@ impl Fs {
 
     /// Writes (or refreshes) this host's marker `token` for `key`; failures are logged (the
     /// wait goes on, only without its claim to a turn).
-    pub(super) async fn mark_waiting(&self, key: &str, token: &str) {
+    pub(super) async fn mark_waiting(
+        &self,
+        key: &str,
+        token: &str,
+        pid: u32,
+        mode: super::locks::LockMode,
+    ) {
         let blob = format!("{}{token}", self.waiter_prefix(key));
-        if let Err(e) = self
-            .store
-            .put(&blob, Bytes::new(), &PutOptions::default())
-            .await
-        {
+        let info = super::readers::SlotInfo::here(&format!("waiting ({})", mode.as_str()), pid);
+        let body = Bytes::from(serde_json::to_vec(&info).unwrap_or_default());
+        if let Err(e) = self.store.put(&blob, body, &PutOptions::default()).await {
             log::warn!("waiting for {key:?}: could not leave a waiter marker: {e}");
         }
     }
@@ -61,6 +65,33 @@ impl Fs {
     pub(super) async fn unmark_waiting(&self, key: &str, token: &str) {
         let blob = format!("{}{token}", self.waiter_prefix(key));
         let _ = self.store.delete(&blob, &Default::default()).await;
+    }
+
+    /// The fresh waiter markers of `key` (who waits for it, on any host), for `getfattr`.
+    pub(super) async fn waiting_for(
+        &self,
+        key: &str,
+    ) -> super::FsResult<Vec<super::readers::SlotInfo>> {
+        let prefix = self.waiter_prefix(key);
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        for m in list_all(self.store.as_ref(), &prefix).await? {
+            let apart = now
+                .duration_since(m.last_modified)
+                .or_else(|e| Ok::<_, ()>(e.duration()))
+                .unwrap_or_default();
+            if apart >= MARKER_STALE {
+                continue;
+            }
+            if let Ok(crate::store::GetResult::Found { data, .. }) =
+                self.store.get(&m.name, None, None).await
+            {
+                if let Ok(info) = serde_json::from_slice(&data) {
+                    out.push(info);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// After giving back the lease of `key`: whether another host waits for it (a fresh marker
