@@ -1003,3 +1003,57 @@ async fn a_rename_does_not_carry_changes_made_under_a_lost_lock() {
         }
     }
 }
+
+/// A grant whose lease runs out before it is answered (the host was paused, or its catch-up
+/// stalled on the store past the lease's deadline) is not given: host B, which took the lock
+/// once A's lease ran out, must not share it with A. Seen in lock torture: a daemon stopped
+/// between taking the lease and answering granted `flock` on resuming, beside another host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_grant_whose_lease_ran_out_before_its_answer_is_not_given() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
+    let blob_f = |n: &str| n == "folder/f";
+    let planner = faults.clone();
+    faults.plan(
+        Op::AcquireLease,
+        When::From(faults.calls(Op::AcquireLease) + 1),
+        Fault::hook(move || async move {
+            // Once A holds the lease: its catch-up's look at the file stalls past the lease's
+            // deadline, and no renewal gets through.
+            planner.clear();
+            planner.plan(
+                Op::Head,
+                When::Matching(Arc::new(blob_f)),
+                Fault::DelayBefore(Duration::from_secs(18)),
+            );
+            planner.plan(
+                Op::RenewLease,
+                When::Always,
+                Fault::DelayBefore(Duration::from_secs(300)),
+            );
+        }),
+    );
+    let a2 = a.clone();
+    let waiting = tokio::spawn(async move {
+        a2.lock(ino_a, flock(1, LockMode::Exclusive, true)).await
+    });
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
+        .await
+        .expect("B did not get the lock once A's lease ran out");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !waiting.is_finished(),
+        "A was granted the lock B holds: {:?}",
+        waiting.await
+    );
+    faults.clear();
+    b.unlock(ino_b, LockKind::Flock, 2, 0, remotedict::fs::WHOLE)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("A never got the lock B let go")
+        .unwrap()
+        .unwrap();
+}
