@@ -1034,9 +1034,8 @@ async fn a_grant_whose_lease_ran_out_before_its_answer_is_not_given() {
         }),
     );
     let a2 = a.clone();
-    let waiting = tokio::spawn(async move {
-        a2.lock(ino_a, flock(1, LockMode::Exclusive, true)).await
-    });
+    let waiting =
+        tokio::spawn(async move { a2.lock(ino_a, flock(1, LockMode::Exclusive, true)).await });
     tokio::time::sleep(Duration::from_secs(16)).await;
     b.lock(ino_b, flock(2, LockMode::Exclusive, false))
         .await

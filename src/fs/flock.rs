@@ -185,7 +185,21 @@ impl Fs {
                 async move { fs.attempt(&key, ino, &req, duration, renew).await }
             });
             let bound = (!req.wait).then(|| started + NONBLOCKING_BOUND);
-            match self.answer(attempt, &key, &req, bound).await? {
+            let mut tried = self.answer(attempt, &key, &req, bound).await?;
+            if let Tried::Granted(grant) = tried {
+                if self.locks.grant_holds(&key, req.owner, grant) {
+                    return Ok(());
+                }
+                // The lease ran out between the grant and now (this host was paused, or the
+                // catch-up took longer than the lease): another host may hold the lock already.
+                log::warn!(
+                    "locking {key:?}: the lease ran out before the grant was answered (was this \
+                     host paused or cut off?); asking again"
+                );
+                self.give_back(&key, req.owner, grant).await;
+                tried = Tried::Again;
+            }
+            match tried {
                 Tried::Granted(_) => return Ok(()),
                 Tried::Again if started.elapsed() < NONBLOCKING_BOUND || req.wait => {
                     if req.pid != 0 && signal_pending(req.pid) {

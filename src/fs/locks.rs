@@ -335,6 +335,18 @@ impl LockTable {
         lease.is_live().then(|| lease.id().to_string())
     }
 
+    /// Whether grant `grant` of `owner` on `key` still stands under a live lease (the file's or
+    /// a reader slot): checked just before a grant is answered.
+    pub fn grant_holds(&self, key: &str, owner: u64, grant: u64) -> bool {
+        let keys = lock(&self.keys);
+        keys.get(key).is_some_and(|k| {
+            k.lease.as_ref().is_some_and(|l| l.is_live())
+                && k.holders
+                    .iter()
+                    .any(|((_, o), h)| *o == owner && h.grant == grant)
+        })
+    }
+
     /// Keys this host holds a live lease on (one lost, or past its deadline, is not held).
     pub fn held_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = lock(&self.keys)
