@@ -1056,3 +1056,67 @@ async fn a_grant_whose_lease_ran_out_before_its_answer_is_not_given() {
         .unwrap()
         .unwrap();
 }
+
+/// Host A's holder writes under its lock, but its write reaches the daemon only after the lease
+/// ran out, B took the lock, and another process on A asked for it (A was paused: SIGSTOP, a
+/// suspended VM): the write is refused (EIO), and a process on A that opened the file before
+/// and locks it after B reads B's value, not A's late bytes (the write used to be taken as one
+/// made without a lock, kept in A's copy through its failed save, read by the next holder there
+/// and saved under its new lease, undoing B's write; found by scripts/lock-torture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_arriving_after_its_lock_was_lost_is_refused() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
+    let later = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    let first = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    a.lock(
+        ino_a,
+        LockRequest::whole(1, first, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .unwrap();
+    faults.plan(
+        Op::RenewLease,
+        When::Always,
+        Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    tokio::time::sleep(Duration::from_millis(15_500)).await;
+    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
+        .await
+        .expect("A's lease ran out");
+    // Another process on A asks meanwhile (and is refused: B holds the lock).
+    let r = a
+        .lock(
+            ino_a,
+            LockRequest::whole(3, later, LockMode::Exclusive, false, 0),
+        )
+        .await;
+    assert!(r.is_err(), "A granted a lock B holds: {r:?}");
+    // The holder's write arrives only now (A was paused before it reached the daemon).
+    let r = a.write(first, 0, b"A").await;
+    assert!(r.is_err(), "a write under a lost lock was taken: {r:?}");
+    let bfh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
+    b.write(bfh, 0, b"B").await.unwrap();
+    b.release(bfh).await.unwrap();
+    b.unlock_owner(ino_b, 2).await.unwrap();
+    faults.clear();
+    let _ = a.flush(first).await;
+    let _ = a.release(first).await;
+    a.unlock_owner(ino_a, 1).await.unwrap();
+    a.lock(
+        ino_a,
+        LockRequest::whole(3, later, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .expect("A locks anew");
+    let seen = a.read(later, 0, 16).await.unwrap();
+    assert_eq!(
+        &seen[..],
+        b"B",
+        "the next holder on A read A's refused bytes"
+    );
+    a.write(later, 0, b"C").await.unwrap();
+    a.release(later).await.unwrap();
+    a.unlock_owner(ino_a, 3).await.unwrap();
+    assert_eq!(read(&b, "f").await.unwrap(), b"C");
+}

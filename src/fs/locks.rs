@@ -316,6 +316,11 @@ pub struct LockTable {
     /// Leases on files taken by a blocking exclusive request that still waits for other hosts'
     /// shared locks to end, by its kind, owner and key.
     pending: Mutex<HashMap<Waiter, LeaseKeeper>>,
+    /// Locks that ended because their file lease ran out or was lost (not by their holder), by
+    /// key and the open file they were taken through: the lease id, and the holder. Their
+    /// holder may still write through that file (a write on its way while this host was
+    /// paused): such a write is refused, not taken as one made without a lock.
+    lost: Mutex<HashMap<(String, u64), (String, Holder)>>,
 }
 
 impl LockTable {
@@ -333,6 +338,20 @@ impl LockTable {
         let keys = lock(&self.keys);
         let lease = keys.get(key)?.lease.as_ref().filter(|l| !l.is_slot())?;
         lease.is_live().then(|| lease.id().to_string())
+    }
+
+    /// The lease under which a lock taken through open file `handle` on `key` was held when that
+    /// lease ran out or was lost (and the holder has not unlocked, closed, or locked anew since):
+    /// writes through it are refused.
+    pub fn lost_lock(&self, key: &str, handle: u64) -> Option<String> {
+        lock(&self.lost)
+            .get(&(key.to_string(), handle))
+            .map(|(lease, _)| lease.clone())
+    }
+
+    /// Forgets the lost locks `drop` picks.
+    fn forget_lost(&self, drop: impl Fn(&(String, u64), &Holder) -> bool) {
+        lock(&self.lost).retain(|k, (_, holder)| !drop(k, holder));
     }
 
     /// Whether grant `grant` of `owner` on `key` still stands under a live lease (the file's or
@@ -401,7 +420,20 @@ impl LockTable {
         };
         if k.lease.as_ref().is_some_and(|l| !l.is_live()) {
             // The lease ran out or was lost: nobody here holds the lock any more.
-            return Grant::NeedLease(keys.remove(key).and_then(|k| k.lease));
+            let gone = keys.remove(key);
+            let lease = gone.as_ref().and_then(|k| k.lease.as_ref());
+            if let (Some(gone), Some(lease)) = (&gone, lease.filter(|l| !l.is_slot())) {
+                let mut lost = lock(&self.lost);
+                for (holder, hold) in &gone.holders {
+                    for seg in &hold.segments {
+                        lost.insert(
+                            (key.to_string(), seg.handle),
+                            (lease.id().to_string(), *holder),
+                        );
+                    }
+                }
+            }
+            return Grant::NeedLease(gone.and_then(|k| k.lease));
         }
         if let Some((holder, _, _)) = k.conflicting(req) {
             let mine = (req.kind, req.owner);
@@ -454,6 +486,7 @@ impl LockTable {
         if k.lease.is_some() {
             let grant = self.next_grant();
             k.apply(req, grant);
+            self.forget_lost(|(k, h), _| k == key && *h == req.handle);
             if k.catch_up == CatchUp::Needed {
                 k.catch_up = CatchUp::Running;
                 k.catch_up_by = grant;
@@ -480,6 +513,7 @@ impl LockTable {
         }
         let k = keys.entry(key.to_string()).or_default();
         let replaced = k.lease.replace(lease);
+        self.forget_lost(|(k, h), _| k == key && *h == req.handle);
         k.catch_up = CatchUp::Running;
         k.catch_up_by = grant;
         k.apply(req, grant);
@@ -604,6 +638,7 @@ impl LockTable {
         start: u64,
         end: u64,
     ) -> (bool, Option<LeaseKeeper>) {
+        self.forget_lost(|(k, _), holder| k == key && *holder == (kind, owner));
         self.change(key, |holders| {
             let Some(h) = holders.get_mut(&(kind, owner)) else {
                 return false;
@@ -618,6 +653,7 @@ impl LockTable {
     /// Drops every lock `owner` holds on `key` (a process closing the file drops its record
     /// locks: flush names the process, which owns no flock; removing the xattr drops its lock).
     pub fn drop_owner(&self, key: &str, owner: u64) -> (bool, Option<LeaseKeeper>) {
+        self.forget_lost(|(k, _), (_, o)| k == key && *o == owner);
         self.change(key, |holders| {
             let before = holders.len();
             holders.retain(|(_, o), _| *o != owner);
@@ -628,6 +664,7 @@ impl LockTable {
     /// Open file `handle` is released: locks taken through it, and through no other handle
     /// still open, end (flock and OFD locks at the last close of their file description).
     pub fn drop_handle(&self, key: &str, handle: u64) -> (bool, Option<LeaseKeeper>) {
+        self.forget_lost(|(k, h), _| k == key && *h == handle);
         self.change(key, |holders| {
             let mut dropped = false;
             for h in holders.values_mut() {
@@ -730,6 +767,7 @@ impl LockTable {
     /// is free to be locked anew. Wakes waiters.
     /// Returns a reader slot's lease (its blob is not the file's), for the caller to release.
     pub fn forget(&self, key: &str) -> Option<LeaseKeeper> {
+        self.forget_lost(|(k, _), _| k == key);
         let removed = lock(&self.keys).remove(key);
         let slot = removed
             .as_ref()
@@ -747,6 +785,16 @@ impl LockTable {
     /// used (nobody held `from` any more, or `to`'s own lease serves) and the reader slot of
     /// `from` (a slot is per name), for the caller to release. Wakes waiters.
     pub fn move_key(&self, from: &str, to: &str, lease: Option<LeaseKeeper>) -> Vec<LeaseKeeper> {
+        {
+            // Lost locks follow the file: its holders' writes stay refused under the new name.
+            let mut lost = lock(&self.lost);
+            let moved: Vec<_> = lost.keys().filter(|(k, _)| k == from).cloned().collect();
+            for (k, h) in moved {
+                if let Some(v) = lost.remove(&(k, h)) {
+                    lost.insert((to.to_string(), h), v);
+                }
+            }
+        }
         let mut keys = lock(&self.keys);
         let Some(mut moved) = keys.remove(from) else {
             return lease.into_iter().collect();
