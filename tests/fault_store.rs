@@ -331,3 +331,48 @@ async fn faults_combine_and_reach_lease_operations() {
     assert_eq!(store.calls(Op::BreakLease), 2);
     assert_eq!(store.describe(), mem.describe());
 }
+
+/// An append whose answer was lost after it landed: the retry is refused (the log grew), and
+/// the retrying store reads the bytes back at the position, finds its own, and reports the
+/// success it was (not a conflict the caller would redo, appending the batch twice).
+#[tokio::test]
+async fn a_retried_append_recognises_its_own_earlier_success() {
+    use remotedict::store::retry::Backoff;
+    use remotedict::store::retrying::RetryingStore;
+    let mem = Arc::new(MemStore::new());
+    let faults = Arc::new(FaultStore::new(mem.clone()));
+    let backoff = Backoff {
+        max_retries: 3,
+        first_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(5),
+    };
+    let store = RetryingStore::new(faults.clone(), backoff);
+    store
+        .create_append("log", &PutOptions::default())
+        .await
+        .unwrap();
+    faults.plan(Op::Append, When::Nth(1), Fault::LoseAnswer);
+    let len = store
+        .append("log", Bytes::from_static(b"batch-1;"), 0)
+        .await
+        .expect("the lost answer's append is recognised");
+    assert_eq!(len, 8);
+    assert!(faults.calls(Op::Append) >= 2, "the append was retried");
+    // Someone else's bytes at that position are not mistaken for ours.
+    faults.plan(
+        Op::Append,
+        When::Nth(faults.calls(Op::Append) + 1),
+        Fault::ConnectionReset,
+    );
+    mem.append("log", Bytes::from_static(b"other-1;"), 8)
+        .await
+        .unwrap();
+    let r = store
+        .append("log", Bytes::from_static(b"batch-2;"), 8)
+        .await;
+    assert!(matches!(r, Err(StoreError::PreconditionFailed(_))), "{r:?}");
+    match mem.get("log", None, None).await.unwrap() {
+        GetResult::Found { data, .. } => assert_eq!(&data[..], b"batch-1;other-1;"),
+        GetResult::NotModified => unreachable!(),
+    }
+}

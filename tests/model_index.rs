@@ -482,6 +482,12 @@ impl BlobStore for HeldPut {
     async fn delete(&self, name: &str, conditions: &store::Conditions) -> store::Result<()> {
         self.inner.delete(name, conditions).await
     }
+    async fn create_append(&self, name: &str, opts: &PutOptions) -> store::Result<String> {
+        self.inner.create_append(name, opts).await
+    }
+    async fn append(&self, name: &str, data: Bytes, at: u64) -> store::Result<u64> {
+        self.inner.append(name, data, at).await
+    }
     async fn list(&self, prefix: &str, marker: Option<String>) -> store::Result<store::ListPage> {
         self.inner.list(prefix, marker).await
     }

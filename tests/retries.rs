@@ -287,6 +287,12 @@ impl BlobStore for Audit {
     async fn delete(&self, name: &str, c: &Conditions) -> store::Result<()> {
         self.inner.delete(name, c).await
     }
+    async fn create_append(&self, name: &str, opts: &PutOptions) -> store::Result<String> {
+        self.inner.create_append(name, opts).await
+    }
+    async fn append(&self, name: &str, data: Bytes, at: u64) -> store::Result<u64> {
+        self.inner.append(name, data, at).await
+    }
     async fn list(&self, prefix: &str, marker: Option<String>) -> store::Result<ListPage> {
         self.inner.list(prefix, marker).await
     }

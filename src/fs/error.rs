@@ -95,9 +95,10 @@ fn store_errno(e: &StoreError) -> i32 {
         StoreError::Auth(_) => libc::EACCES,
         StoreError::NoSpace(_) => libc::ENOSPC,
         StoreError::InvalidName { .. } => libc::EINVAL,
-        StoreError::Transient { .. } | StoreError::BlockListInvalid(_) | StoreError::Other(_) => {
-            libc::EIO
-        }
+        StoreError::Transient { .. }
+        | StoreError::BlockListInvalid(_)
+        | StoreError::BlobFull(_)
+        | StoreError::Other(_) => libc::EIO,
     }
 }
 

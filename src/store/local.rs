@@ -56,6 +56,24 @@ struct Header {
     mtime_ms: u64,
     #[serde(default)]
     metadata: Metadata,
+    /// Present on an append blob: how many bytes after the header are its content (bytes past
+    /// them belong to an append that did not finish) and how many appends it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    append: Option<AppendState>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+struct AppendState {
+    len: u64,
+    appends: u32,
+}
+
+impl Header {
+    /// Bytes of content in a blob file of `file_len` bytes whose content starts at `start`.
+    fn content_len(&self, file_len: u64, start: u64) -> u64 {
+        let stored = file_len.saturating_sub(start);
+        self.append.map_or(stored, |a| a.len.min(stored))
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -187,13 +205,44 @@ impl Paths {
         Ok(f)
     }
 
+    /// Holds the store lock shared: no mutation runs meanwhile (readers of append blobs).
+    fn lock_shared(&self) -> Result<File> {
+        self.check()?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("store.lock"))
+            .map_err(|e| io_err("opening store.lock", e))?;
+        FileExt::lock_shared(&f).map_err(|e| io_err("locking store.lock", e))?;
+        Ok(f)
+    }
+
     fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
         tempfile::NamedTempFile::new_in(self.root.join("tmp"))
             .map_err(|e| io_err("creating a temporary file", e))
     }
 
-    /// Opens a blob and reads its header; the open file is a consistent snapshot.
+    /// Opens a blob and reads its header; the open file is a consistent snapshot. An append
+    /// blob's header is rewritten in place by each append, so it is read again under the store
+    /// lock (shared), where no append is half done. Not for callers holding the lock.
     fn open_blob(&self, name: &str) -> Result<Option<(Header, File, u64)>> {
+        match self.open_blob_unlocked(name) {
+            Ok(Some((h, ..))) if h.append.is_some() => {
+                let _shared = self.lock_shared()?;
+                self.open_blob_unlocked(name)
+            }
+            Err(_) => {
+                // (A header caught half rewritten by an append.)
+                let _shared = self.lock_shared()?;
+                self.open_blob_unlocked(name)
+            }
+            r => r,
+        }
+    }
+
+    /// [`Paths::open_blob`] without the store lock (for callers that hold it).
+    fn open_blob_unlocked(&self, name: &str) -> Result<Option<(Header, File, u64)>> {
         let path = self.blob_path(name);
         let mut f = match File::open(&path) {
             Ok(f) => f,
@@ -203,7 +252,8 @@ impl Paths {
         let (header, data_start) =
             read_header(&mut f).map_err(|e| io_err(&format!("reading {}", path.display()), e))?;
         let total = f.metadata().map_err(|e| io_err("stat", e))?.len();
-        Ok(Some((header, f, total.saturating_sub(data_start))))
+        let len = header.content_len(total, data_start);
+        Ok(Some((header, f, len)))
     }
 
     fn lease(&self, name: &str) -> Result<Option<LeaseRecord>> {
@@ -270,7 +320,7 @@ impl Paths {
     }
 
     fn current_header(&self, name: &str) -> Result<Option<Header>> {
-        Ok(self.open_blob(name)?.map(|(h, _, _)| h))
+        Ok(self.open_blob_unlocked(name)?.map(|(h, _, _)| h))
     }
 
     /// Writes `content` (already in a temp file, positioned anywhere) as blob `name` if
@@ -282,12 +332,14 @@ impl Paths {
         metadata: &Metadata,
         cond: &Conditions,
         blocks: Option<&[String]>,
+        append: bool,
     ) -> Result<String> {
         let header = Header {
             name: name.to_string(),
             etag: new_etag(),
             mtime_ms: now_ms(),
             metadata: metadata.clone(),
+            append: append.then_some(AppendState { len: 0, appends: 0 }),
         };
         let mut out = self.temp_file()?;
         write_header(out.as_file_mut(), &header).map_err(|e| io_err("writing blob header", e))?;
@@ -354,10 +406,27 @@ fn read_header(f: &mut File) -> io::Result<(Header, u64)> {
 }
 
 fn write_header(f: &mut File, h: &Header) -> io::Result<()> {
-    let body = serde_json::to_vec(h).map_err(io::Error::other)?;
-    f.write_all(MAGIC)?;
-    f.write_all(&(body.len() as u32).to_le_bytes())?;
-    f.write_all(&body)
+    f.write_all(&header_bytes(h, None)?)
+}
+
+/// The bytes of header `h`. An append blob's header has room to grow (spaces after the JSON),
+/// so each append rewrites it in place: to `reserved` bytes of JSON when given.
+fn header_bytes(h: &Header, reserved: Option<usize>) -> io::Result<Vec<u8>> {
+    let mut body = serde_json::to_vec(h).map_err(io::Error::other)?;
+    let room = match reserved {
+        Some(r) => r,
+        None if h.append.is_some() => (body.len() + 128).div_ceil(512) * 512,
+        None => body.len(),
+    };
+    if body.len() > room {
+        return Err(io::Error::other("append blob header outgrew its room"));
+    }
+    body.resize(room, b' ');
+    let mut out = Vec::with_capacity(12 + room);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(room as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
 }
 
 fn valid_block_id(id: &str) -> bool {
@@ -441,7 +510,83 @@ impl BlobStore for LocalStore {
                 &opts.metadata,
                 &opts.conditions,
                 None,
+                false,
             )
+        })
+        .await
+    }
+
+    async fn create_append(&self, name: &str, opts: &PutOptions) -> Result<String> {
+        validate_blob_name(name)?;
+        let name = name.to_string();
+        let opts = opts.clone();
+        self.run(move |p| {
+            p.check()?;
+            let tmp = p.temp_file()?;
+            p.commit_file(
+                &name,
+                tmp.reopen().map_err(|e| io_err("reopen", e))?,
+                &opts.metadata,
+                &opts.conditions,
+                None,
+                true,
+            )
+        })
+        .await
+    }
+
+    async fn append(&self, name: &str, data: Bytes, at: u64) -> Result<u64> {
+        validate_blob_name(name)?;
+        if data.len() > super::MAX_APPEND_BYTES {
+            return Err(StoreError::Other(format!(
+                "append to {name:?}: {} bytes is more than one append takes",
+                data.len()
+            )));
+        }
+        let name = name.to_string();
+        self.run(move |p| {
+            let _guard = p.lock()?;
+            let path = p.blob_path(&name);
+            let mut f = match OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StoreError::NotFound(name))
+                }
+                Err(e) => return Err(io_err("opening blob", e)),
+            };
+            let (mut header, start) =
+                read_header(&mut f).map_err(|e| io_err("reading blob header", e))?;
+            p.check_conditions(&name, Some(&header), &Conditions::default())?;
+            let Some(state) = header.append else {
+                return Err(StoreError::Other(format!("{name:?} is not an append blob")));
+            };
+            if state.len != at {
+                return Err(StoreError::PreconditionFailed(name));
+            }
+            if state.appends >= super::MAX_APPENDS {
+                return Err(StoreError::BlobFull(name));
+            }
+            // The content first (past the length the header gives, so no reader sees it), then
+            // the header that takes it in; bytes of an append cut short by a crash go.
+            use std::os::unix::fs::FileExt as _;
+            let end = start + state.len;
+            f.set_len(end).map_err(|e| io_err("appending", e))?;
+            f.write_all_at(&data, end)
+                .map_err(|e| io_err("appending", e))?;
+            f.sync_data().map_err(|e| io_err("fsync blob", e))?;
+            let len = state.len + data.len() as u64;
+            header.append = Some(AppendState {
+                len,
+                appends: state.appends + 1,
+            });
+            header.etag = new_etag();
+            header.mtime_ms = now_ms();
+            let bytes = header_bytes(&header, Some((start - 12) as usize))
+                .map_err(|e| io_err("rewriting blob header", e))?;
+            f.write_all_at(&bytes, 0)
+                .map_err(|e| io_err("rewriting blob header", e))?;
+            f.sync_data().map_err(|e| io_err("fsync blob", e))?;
+            Ok(len)
         })
         .await
     }
@@ -513,7 +658,14 @@ impl BlobStore for LocalStore {
                     .map_err(|e| io_err("assembling blocks", e))?;
             }
             let content = tmp.reopen().map_err(|e| io_err("reopen", e))?;
-            p.commit_file(&name, content, &opts.metadata, &opts.conditions, Some(&ids))
+            p.commit_file(
+                &name,
+                content,
+                &opts.metadata,
+                &opts.conditions,
+                Some(&ids),
+                false,
+            )
         })
         .await
     }
@@ -555,11 +707,8 @@ impl BlobStore for LocalStore {
                 {
                     continue;
                 }
-                let size = f
-                    .metadata()
-                    .map(|m| m.len())
-                    .unwrap_or(start)
-                    .saturating_sub(start);
+                let size =
+                    header.content_len(f.metadata().map(|m| m.len()).unwrap_or(start), start);
                 found.push((header, size));
             }
             found.sort_by(|a, b| a.0.name.cmp(&b.0.name));
@@ -586,7 +735,7 @@ impl BlobStore for LocalStore {
         self.run(move |p| {
             // Copies the content under the lock: metadata changes are rare.
             let _guard = p.lock()?;
-            let Some((current, _, _)) = p.open_blob(&name)? else {
+            let Some((current, _, size)) = p.open_blob_unlocked(&name)? else {
                 return Err(StoreError::NotFound(name));
             };
             p.check_conditions(&name, Some(&current), &cond)?;
@@ -600,7 +749,8 @@ impl BlobStore for LocalStore {
             write_header(out.as_file_mut(), &header).map_err(|e| io_err("writing header", e))?;
             let mut f = File::open(p.blob_path(&name)).map_err(|e| io_err("opening blob", e))?;
             read_header(&mut f).map_err(|e| io_err("reading blob", e))?;
-            io::copy(&mut f, out.as_file_mut()).map_err(|e| io_err("copying blob", e))?;
+            io::copy(&mut f.take(size), out.as_file_mut())
+                .map_err(|e| io_err("copying blob", e))?;
             out.as_file().sync_all().map_err(|e| io_err("fsync", e))?;
             out.persist(p.blob_path(&name))
                 .map_err(|e| io_err("renaming blob", e.error))?;

@@ -23,6 +23,12 @@ use bytes::Bytes;
 /// case-insensitive; we always use lower-case names.
 pub type Metadata = BTreeMap<String, String>;
 
+/// Appends one append blob takes (Azure's limit; the local and in-memory stores keep it too).
+pub const MAX_APPENDS: u32 = 50_000;
+
+/// Largest single append (Azure's limit for an Append Block).
+pub const MAX_APPEND_BYTES: usize = 4 << 20;
+
 /// Errors every backend reports in the same terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +54,8 @@ pub enum StoreError {
     BlockListInvalid(String),
     #[error("no space left on the device: {0}")]
     NoSpace(String),
+    #[error("append blob {0:?} is full (it holds the most appends a blob can take)")]
+    BlobFull(String),
     #[error("{0}")]
     Other(String),
 }
@@ -226,6 +234,16 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Deletes a blob.
     async fn delete(&self, name: &str, conditions: &Conditions) -> Result<()>;
+
+    /// Creates an empty *append blob* `name` (a log that only grows: see [`BlobStore::append`])
+    /// under `opts` (conditions and metadata as for [`BlobStore::put`]); returns its etag.
+    async fn create_append(&self, name: &str, opts: &PutOptions) -> Result<String>;
+
+    /// Appends `data` to append blob `name` in one atomic step, only if the blob is exactly `at`
+    /// bytes long before it (`PreconditionFailed` otherwise: someone appended first); returns
+    /// its length after. A blob that is not an append blob is refused (`Other`), one that took
+    /// [`MAX_APPENDS`] appends already is `BlobFull`. A reader never sees part of an append.
+    async fn append(&self, name: &str, data: Bytes, at: u64) -> Result<u64>;
 
     /// Lists blobs whose names start with `prefix`, with their metadata, one page at a time.
     async fn list(&self, prefix: &str, marker: Option<String>) -> Result<ListPage>;

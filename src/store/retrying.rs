@@ -217,6 +217,60 @@ impl BlobStore for RetryingStore {
             .await
     }
 
+    async fn create_append(&self, name: &str, opts: &PutOptions) -> Result<String> {
+        let (metadata, id) = with_write_id(&opts.metadata);
+        let opts = PutOptions {
+            conditions: opts.conditions.clone(),
+            metadata,
+        };
+        self.write("create append blob", name, &id, || {
+            self.inner.create_append(name, &opts)
+        })
+        .await
+    }
+
+    async fn append(&self, name: &str, data: Bytes, at: u64) -> Result<u64> {
+        // An append carries no id of its own, but its bytes at its position are its own: a
+        // retry refused because the blob grew is checked by reading them back (callers make
+        // each append's bytes unique, e.g. with a batch id).
+        let mut delays = self.backoff.delays();
+        let mut maybe_applied = false;
+        loop {
+            let err = match self.inner.append(name, data.clone(), at).await {
+                Ok(len) => return Ok(len),
+                Err(e) => e,
+            };
+            if err.is_transient() {
+                if let Some(delay) = delays.next() {
+                    log::warn!(
+                        "append {name:?}: {err}; retrying in {} ms",
+                        delay.as_millis()
+                    );
+                    maybe_applied = true;
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                return Err(err);
+            }
+            if maybe_applied && matches!(err, StoreError::PreconditionFailed(_)) {
+                let end = at + data.len() as u64;
+                let back = self
+                    .retry("get", name, || self.inner.get(name, Some(at..end), None))
+                    .await;
+                if let Ok(GetResult::Found { data: found, .. }) = back {
+                    if found == data {
+                        log::info!(
+                            "append {name:?}: the retry was refused ({err}), but an earlier \
+                             attempt whose answer was lost had been applied"
+                        );
+                        return Ok(end);
+                    }
+                }
+            }
+            return Err(err);
+        }
+    }
+
     async fn list(&self, prefix: &str, marker: Option<String>) -> Result<ListPage> {
         self.retry("list", prefix, || self.inner.list(prefix, marker.clone()))
             .await

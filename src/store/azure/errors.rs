@@ -97,6 +97,7 @@ impl AzureStore {
             (412, "LeaseNotPresentWithBlobOperation" | "LeaseLost") => LeaseLost(name),
             (412, _) => PreconditionFailed(name),
             (409, "BlobAlreadyExists") => PreconditionFailed(name),
+            (409, "BlockCountExceedsLimit") => BlobFull(name),
             (409, "LeaseAlreadyPresent" | "LeaseIsBreakingAndCannotBeAcquired") => {
                 LeaseConflict(name)
             }

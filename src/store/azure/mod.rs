@@ -247,6 +247,14 @@ impl BlobStore for AzureStore {
         self.delete_blob(name, conditions).await
     }
 
+    async fn create_append(&self, name: &str, opts: &PutOptions) -> Result<String> {
+        self.create_append_blob(name, opts).await
+    }
+
+    async fn append(&self, name: &str, data: Bytes, at: u64) -> Result<u64> {
+        self.append_block(name, data, at).await
+    }
+
     async fn list(&self, prefix: &str, marker: Option<String>) -> Result<ListPage> {
         let page_size = NonZeroU32::new(LIST_PAGE).unwrap_or(NonZeroU32::MIN);
         let response = self

@@ -165,3 +165,47 @@ impl AzureStore {
         .await
     }
 }
+
+impl AzureStore {
+    /// [`BlobStore::create_append`](crate::store::BlobStore::create_append).
+    pub(super) async fn create_append_blob(&self, name: &str, opts: &PutOptions) -> Result<String> {
+        check_name(name)?;
+        let (condition, lease) = write_conditions(name, &opts.conditions)?;
+        let metadata = to_azure_metadata(&opts.metadata)?;
+        let blob = self.blob(name);
+        log::debug!("azure create append blob {name:?}");
+        self.call_az("create append blob", name, Op::Blob, 0, || {
+            let builder = with_conditions!(
+                blob.put_append_blob()
+                    .content_type("application/octet-stream"),
+                &condition,
+                lease,
+                &metadata
+            );
+            async move { builder.await.map(|r| quote_etag(&r.etag)) }
+        })
+        .await
+    }
+
+    /// [`BlobStore::append`](crate::store::BlobStore::append): one Append Block, conditional on
+    /// the append position.
+    pub(super) async fn append_block(&self, name: &str, data: Bytes, at: u64) -> Result<u64> {
+        check_name(name)?;
+        if data.len() > crate::store::MAX_APPEND_BYTES {
+            return Err(StoreError::Other(format!(
+                "append to {name:?}: {} bytes is more than one append takes",
+                data.len()
+            )));
+        }
+        let blob = self.blob(name);
+        let len = data.len() as u64;
+        log::debug!("azure append {name:?}: {len} bytes at {at}");
+        self.call_az("append", name, Op::Blob, len, || {
+            let builder = blob.append_block(data.clone()).condition_append_position(
+                azure_storage_blobs::prelude::ConditionAppendPosition::new(at),
+            );
+            async move { builder.await.map(|_| at + len) }
+        })
+        .await
+    }
+}

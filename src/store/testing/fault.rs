@@ -55,11 +55,13 @@ pub enum Op {
     RenewLease,
     ReleaseLease,
     BreakLease,
+    CreateAppend,
+    Append,
 }
 
 impl Op {
     /// Every op, in trait order.
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 16] = [
         Op::CheckContainer,
         Op::CreateContainer,
         Op::Get,
@@ -74,6 +76,8 @@ impl Op {
         Op::RenewLease,
         Op::ReleaseLease,
         Op::BreakLease,
+        Op::CreateAppend,
+        Op::Append,
     ];
 
     /// The op's name in error messages and logs.
@@ -93,6 +97,8 @@ impl Op {
             Op::RenewLease => "renew lease",
             Op::ReleaseLease => "release lease",
             Op::BreakLease => "break lease",
+            Op::CreateAppend => "create append blob",
+            Op::Append => "append",
         }
     }
 }
@@ -464,6 +470,16 @@ impl BlobStore for FaultStore {
 
     async fn delete(&self, name: &str, conditions: &Conditions) -> Result<()> {
         self.run(Op::Delete, name, self.inner.delete(name, conditions))
+            .await
+    }
+
+    async fn create_append(&self, name: &str, opts: &PutOptions) -> Result<String> {
+        let call = self.inner.create_append(name, opts);
+        self.run(Op::CreateAppend, name, call).await
+    }
+
+    async fn append(&self, name: &str, data: Bytes, at: u64) -> Result<u64> {
+        self.run(Op::Append, name, self.inner.append(name, data, at))
             .await
     }
 

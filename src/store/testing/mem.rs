@@ -64,6 +64,8 @@ struct Blob {
     modified: SystemTime,
     metadata: Metadata,
     lease: Option<Lease>,
+    /// Appends taken, for an append blob (`None`: a block blob).
+    appends: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +177,7 @@ impl State {
                 modified,
                 metadata: opts.metadata.clone(),
                 lease,
+                appends: None,
             },
         );
         Ok(etag)
@@ -305,6 +308,47 @@ impl BlobStore for MemStore {
     async fn put(&self, name: &str, data: Bytes, opts: &PutOptions) -> Result<String> {
         validate_blob_name(name)?;
         self.with(|s| s.write(name, data, opts))
+    }
+
+    async fn create_append(&self, name: &str, opts: &PutOptions) -> Result<String> {
+        validate_blob_name(name)?;
+        self.with(|s| {
+            let etag = s.write(name, Bytes::new(), opts)?;
+            if let Some(b) = s.blobs.get_mut(name) {
+                b.appends = Some(0);
+            }
+            Ok(etag)
+        })
+    }
+
+    async fn append(&self, name: &str, data: Bytes, at: u64) -> Result<u64> {
+        validate_blob_name(name)?;
+        self.with(|s| {
+            s.check_conditions(name, &Conditions::default())?;
+            let etag = s.new_etag();
+            let now = s.now();
+            let b = s
+                .blobs
+                .get_mut(name)
+                .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+            let Some(appends) = b.appends else {
+                return Err(StoreError::Other(format!("{name:?} is not an append blob")));
+            };
+            if b.data.len() as u64 != at {
+                return Err(StoreError::PreconditionFailed(name.to_string()));
+            }
+            if appends >= crate::store::MAX_APPENDS {
+                return Err(StoreError::BlobFull(name.to_string()));
+            }
+            let mut grown = BytesMut::with_capacity(b.data.len() + data.len());
+            grown.extend_from_slice(&b.data);
+            grown.extend_from_slice(&data);
+            b.data = grown.freeze();
+            b.appends = Some(appends + 1);
+            b.etag = etag;
+            b.modified = now;
+            Ok(b.data.len() as u64)
+        })
     }
 
     async fn put_block(
