@@ -248,7 +248,7 @@ fn multi_key_put_is_all_or_nothing_in_one_commit() {
         .filter(|l| l.contains("change(s) in one commit"))
         .collect();
     assert_eq!(commits.len(), 1, "{log}");
-    assert!(commits[0].contains("wrote 2 change(s)"), "{log}");
+    assert!(commits[0].contains(" 2 change(s) in one commit"), "{log}");
     assert_eq!(out(&cli(&backend, &["ls"])), "ka\nkb\n");
     assert_eq!(out(&cli(&backend, &["get", "kb", "-"])), "B");
 }

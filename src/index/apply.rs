@@ -44,6 +44,19 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The key the change is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Change::Put { key, .. }
+            | Change::Insert { key, .. }
+            | Change::Update { key, .. }
+            | Change::Remove { key, .. }
+            | Change::Saved { key, .. } => key,
+        }
+    }
+}
+
 /// A [`Change::Saved`] that can only land once the store confirms its blob is still the
 /// version written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,16 +1,22 @@
-//! Binary format of the index blob (version 1); see docs/FORMAT.md for the byte layout.
+//! Binary formats of the index; see docs/FORMAT.md for the byte layout.
 //!
-//! The body — magic, version, then entries sorted by key with the key's common prefix with the
-//! previous key elided — is stored inside a standard LZ4 frame with content checksum. Decoding
-//! validates every length and never panics, whatever bytes it is given.
+//! An *entry list* (version 1) — magic, version, then entries sorted by key with the key's
+//! common prefix with the previous key elided — inside a standard LZ4 frame with content
+//! checksum: the whole index of a format-1 folder, and a format-2 folder's snapshots. A format-2
+//! *head* (version 2) names the folder's current generation (its snapshot and journal, see
+//! `records` and `generations`). Decoding validates every length and never panics, whatever
+//! bytes it is given.
 
 use crate::codec;
 
 /// Magic at the start of the (decompressed) index body.
 pub const MAGIC: &[u8; 4] = b"RDIX";
 
-/// The index format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest index format this build reads and writes (older ones it reads, and upgrades).
+pub const FORMAT_VERSION: u8 = 2;
+
+/// Version byte of an entry list (a format-1 index, a format-2 snapshot).
+pub const ENTRY_LIST_VERSION: u8 = 1;
 
 /// Largest decompressed index accepted (protects against decompression bombs).
 const MAX_BODY: u64 = 4 << 30;
@@ -89,7 +95,7 @@ pub enum IndexFormatError {
     NewerVersion(u8),
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -105,7 +111,7 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(super) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
@@ -114,7 +120,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 pub fn encode_body(index: &Index) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + index.entries.len() * 48);
     out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
+    out.push(ENTRY_LIST_VERSION);
     put_varint(&mut out, 0); // flags, reserved
     put_varint(&mut out, index.entries.len() as u64);
     let mut prev: &[u8] = &[];
@@ -123,21 +129,76 @@ pub fn encode_body(index: &Index) -> Vec<u8> {
         let shared = prev.iter().zip(k).take_while(|(a, b)| a == b).count();
         put_varint(&mut out, shared as u64);
         put_bytes(&mut out, &k[shared..]);
-        out.push(e.kind as u8);
-        put_varint(&mut out, e.size);
-        put_varint(&mut out, e.stored_size);
-        put_varint(&mut out, zigzag(e.mtime_ns));
-        put_varint(&mut out, zigzag(e.ctime_ns));
-        put_bytes(&mut out, e.etag.as_bytes());
-        put_varint(&mut out, u64::from(e.mode));
-        put_varint(&mut out, u64::from(e.uid));
-        put_varint(&mut out, u64::from(e.gid));
-        if e.kind == EntryKind::Symlink {
-            put_bytes(&mut out, e.target.as_bytes());
-        }
+        put_entry(&mut out, e);
         prev = k;
     }
     out
+}
+
+/// An entry's fields (after its key), as entry lists and journal records hold them.
+pub(super) fn put_entry(out: &mut Vec<u8>, e: &Entry) {
+    out.push(e.kind as u8);
+    put_varint(out, e.size);
+    put_varint(out, e.stored_size);
+    put_varint(out, zigzag(e.mtime_ns));
+    put_varint(out, zigzag(e.ctime_ns));
+    put_bytes(out, e.etag.as_bytes());
+    put_varint(out, u64::from(e.mode));
+    put_varint(out, u64::from(e.uid));
+    put_varint(out, u64::from(e.gid));
+    if e.kind == EntryKind::Symlink {
+        put_bytes(out, e.target.as_bytes());
+    }
+}
+
+/// The bytes of a format-2 head blob naming generation `generation`.
+pub fn encode_head(generation: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + generation.len());
+    out.extend_from_slice(MAGIC);
+    out.push(2);
+    put_varint(&mut out, 0); // flags, reserved
+    put_bytes(&mut out, generation.as_bytes());
+    codec::compress(&out)
+}
+
+/// What the index blob of a folder holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Head {
+    /// Format 1: the whole index.
+    Whole(Index),
+    /// Format 2: the name of the current generation (snapshot and journal).
+    Generation(String),
+}
+
+/// Decodes the bytes of an index blob (format 1 or 2).
+pub fn decode_head(stored: &[u8]) -> Result<Head, IndexFormatError> {
+    let body = decompress(stored)?;
+    if body.len() < 5 || &body[..4] != MAGIC {
+        return Err(IndexFormatError::Corrupt(
+            "bad magic: this blob is not a remotedict index".into(),
+        ));
+    }
+    match body[4] {
+        1 => decode_body(&body).map(Head::Whole),
+        2 => {
+            let mut r = Reader { buf: &body, pos: 5 };
+            let _flags = r.varint()?;
+            let g = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| r.err("generation name is not UTF-8"))?
+                .to_string();
+            if !super::generations::valid_generation(&g) {
+                return Err(r.err("invalid generation name"));
+            }
+            if r.pos != body.len() {
+                return Err(r.err("trailing bytes after the head"));
+            }
+            Ok(Head::Generation(g))
+        }
+        0 => Err(IndexFormatError::Corrupt(
+            "format version 0 does not exist".into(),
+        )),
+        v => Err(IndexFormatError::NewerVersion(v)),
+    }
 }
 
 /// Encodes the index as the bytes of its blob: the body inside an LZ4 frame.
@@ -145,16 +206,16 @@ pub fn encode(index: &Index) -> Vec<u8> {
     codec::compress(&encode_body(index))
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(super) struct Reader<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn err(&self, what: &str) -> IndexFormatError {
+    pub(super) fn err(&self, what: &str) -> IndexFormatError {
         IndexFormatError::Corrupt(format!("{what} at byte {}", self.pos))
     }
-    fn byte(&mut self) -> Result<u8, IndexFormatError> {
+    pub(super) fn byte(&mut self) -> Result<u8, IndexFormatError> {
         let b = *self
             .buf
             .get(self.pos)
@@ -162,7 +223,7 @@ impl<'a> Reader<'a> {
         self.pos += 1;
         Ok(b)
     }
-    fn varint(&mut self) -> Result<u64, IndexFormatError> {
+    pub(super) fn varint(&mut self) -> Result<u64, IndexFormatError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
@@ -180,7 +241,7 @@ impl<'a> Reader<'a> {
     fn u32(&mut self) -> Result<u32, IndexFormatError> {
         u32::try_from(self.varint()?).map_err(|_| self.err("value out of range"))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], IndexFormatError> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], IndexFormatError> {
         let len = self.varint()?;
         let end = usize::try_from(len)
             .ok()
@@ -198,6 +259,11 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
     if buf.len() < 5 || &buf[..4] != MAGIC {
         return Err(IndexFormatError::Corrupt(
             "bad magic: this blob is not a remotedict index".into(),
+        ));
+    }
+    if buf[4] == 2 {
+        return Err(IndexFormatError::Corrupt(
+            "a format-2 head where an entry list was expected".into(),
         ));
     }
     if buf[4] > FORMAT_VERSION {
@@ -225,43 +291,12 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
         if !prev.is_empty() && key <= prev {
             return Err(r.err("keys out of order"));
         }
-        let kind = EntryKind::from_u8(r.byte()?).ok_or_else(|| r.err("unknown entry kind"))?;
-        let size = r.varint()?;
-        let stored_size = r.varint()?;
-        let mtime_ns = unzigzag(r.varint()?);
-        let ctime_ns = unzigzag(r.varint()?);
-        let etag = std::str::from_utf8(r.bytes()?)
-            .map_err(|_| r.err("etag is not UTF-8"))?
-            .to_string();
-        let mode = r.u32()?;
-        let uid = r.u32()?;
-        let gid = r.u32()?;
-        let target = if kind == EntryKind::Symlink {
-            std::str::from_utf8(r.bytes()?)
-                .map_err(|_| r.err("link target is not UTF-8"))?
-                .to_string()
-        } else {
-            String::new()
-        };
+        let entry = read_entry(&mut r)?;
         let key_str = String::from_utf8(key.clone()).map_err(|_| r.err("key is not UTF-8"))?;
         if key_str.is_empty() {
             return Err(r.err("empty key"));
         }
-        entries.insert(
-            key_str,
-            Entry {
-                kind,
-                size,
-                stored_size,
-                mtime_ns,
-                ctime_ns,
-                etag,
-                mode,
-                uid,
-                gid,
-                target,
-            },
-        );
+        entries.insert(key_str, entry);
         prev = key;
     }
     if r.pos != buf.len() {
@@ -270,8 +305,47 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
     Ok(Index { entries })
 }
 
-/// Decodes the bytes of an index blob.
+/// Reads an entry's fields (after its key), as [`put_entry`] wrote them.
+pub(super) fn read_entry(r: &mut Reader<'_>) -> Result<Entry, IndexFormatError> {
+    let kind = EntryKind::from_u8(r.byte()?).ok_or_else(|| r.err("unknown entry kind"))?;
+    let size = r.varint()?;
+    let stored_size = r.varint()?;
+    let mtime_ns = unzigzag(r.varint()?);
+    let ctime_ns = unzigzag(r.varint()?);
+    let etag = std::str::from_utf8(r.bytes()?)
+        .map_err(|_| r.err("etag is not UTF-8"))?
+        .to_string();
+    let mode = r.u32()?;
+    let uid = r.u32()?;
+    let gid = r.u32()?;
+    let target = if kind == EntryKind::Symlink {
+        std::str::from_utf8(r.bytes()?)
+            .map_err(|_| r.err("link target is not UTF-8"))?
+            .to_string()
+    } else {
+        String::new()
+    };
+    Ok(Entry {
+        kind,
+        size,
+        stored_size,
+        mtime_ns,
+        ctime_ns,
+        etag,
+        mode,
+        uid,
+        gid,
+        target,
+    })
+}
+
+/// Decodes the bytes of an entry list blob (a format-1 index, a format-2 snapshot).
 pub fn decode(stored: &[u8]) -> Result<Index, IndexFormatError> {
+    decode_body(&decompress(stored)?)
+}
+
+/// The decompressed body of an index blob.
+fn decompress(stored: &[u8]) -> Result<Vec<u8>, IndexFormatError> {
     if !codec::is_lz4(stored) {
         return Err(IndexFormatError::Corrupt(
             "the index blob is not an LZ4 frame".into(),
@@ -286,7 +360,7 @@ pub fn decode(stored: &[u8]) -> Result<Index, IndexFormatError> {
             "decompressed index larger than 4 GiB".into(),
         ));
     }
-    decode_body(&body)
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@
 
 pub mod apply;
 pub mod format;
+pub mod generations;
 pub mod journal;
 pub mod meta;
+pub mod records;
 pub mod shared;
 
 pub use apply::Change;

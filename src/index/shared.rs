@@ -24,10 +24,12 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use super::apply::{apply_change, saved_check, SavedCheck};
-use super::format::{self, Entry, Index, IndexFormatError};
+use super::format::{Entry, Index};
+use super::generations::Tail;
 use super::journal::Journal;
+use super::records;
 use crate::mutex::lock;
-use crate::store::{BlobStore, Conditions, GetResult, PutOptions, StoreError};
+use crate::store::{BlobStore, StoreError};
 
 // Kept reachable here, where they were defined before `apply` held them.
 pub use super::apply::{apply_changes, Change};
@@ -45,7 +47,7 @@ pub enum IndexError {
     #[error("index blob {blob:?}: {source} (it is left untouched; run `remotedict fsck`)")]
     Format {
         blob: String,
-        source: IndexFormatError,
+        source: super::format::IndexFormatError,
     },
     #[error("index blob {0:?}: gave up after too many concurrent updates")]
     Contention(String),
@@ -53,10 +55,49 @@ pub enum IndexError {
     Abandoned(String),
 }
 
+/// Where the cached copy came from, and how to ask whether it is still current.
+#[derive(Clone, Debug, Default)]
+pub(super) enum Source {
+    /// No index blob (an empty folder, or not read yet).
+    #[default]
+    Missing,
+    /// A format-1 index blob (the whole index), with its etag.
+    Whole { etag: String },
+    /// Format 2: a generation's journal, read up to a position.
+    Journal(JournalPos),
+}
+
+/// How far this process has read a format-2 journal.
+#[derive(Clone, Debug)]
+pub(super) struct JournalPos {
+    pub generation: String,
+    /// Bytes of the journal read and applied.
+    pub len: u64,
+    /// Its etag at `len`, when known (after this process's own append it is not).
+    pub etag: Option<String>,
+    /// Appends it holds up to `len`.
+    pub appends: u32,
+    /// Size of the generation's snapshot, when known.
+    pub snapshot_bytes: Option<u64>,
+}
+
+impl JournalPos {
+    /// The start of generation `generation`'s journal.
+    pub fn start(generation: &str, snapshot_bytes: Option<u64>) -> Self {
+        JournalPos {
+            generation: generation.to_string(),
+            len: 0,
+            etag: None,
+            appends: 0,
+            snapshot_bytes,
+        }
+    }
+}
+
 struct Cached {
     index: Arc<Index>,
-    /// Etag of the blob `index` was read from; `None` when the index blob does not exist.
-    etag: Option<String>,
+    /// Where `index` was read from.
+    source: Source,
     /// When the copy was last known current; `None` before the first read.
     checked: Option<Instant>,
     /// Order of the request the copy came from: an answer to an older request never replaces
@@ -171,6 +212,10 @@ pub struct SharedIndex {
     submits: AtomicU64,
     /// Wakes a lingering leader when a caller waits for a commit.
     urgent: tokio::sync::Notify,
+    /// Journal length from which compaction is considered (see `generations`).
+    compact_min: AtomicU64,
+    /// How long replaced generations are kept.
+    grace: Mutex<Duration>,
 }
 
 impl SharedIndex {
@@ -181,7 +226,7 @@ impl SharedIndex {
             ttl,
             cache: Mutex::new(Cached {
                 index: Arc::new(Index::default()),
-                etag: None,
+                source: Source::Missing,
                 checked: None,
                 ticket: 0,
                 unsettled: Vec::new(),
@@ -196,7 +241,69 @@ impl SharedIndex {
             failure: Mutex::new(None),
             submits: AtomicU64::new(0),
             urgent: tokio::sync::Notify::new(),
+            compact_min: AtomicU64::new(super::generations::COMPACT_MIN_BYTES),
+            grace: Mutex::new(super::generations::GENERATION_GRACE),
         })
+    }
+
+    /// Compacts the journal from `min_bytes` on (and once it is half the snapshot's size), and
+    /// removes replaced generations after `grace` (tests make both small).
+    pub fn set_compaction(&self, min_bytes: u64, grace: Duration) {
+        self.compact_min.store(min_bytes, Ordering::Relaxed);
+        *lock(&self.grace) = grace;
+    }
+
+    pub(super) fn compact_min_bytes(&self) -> u64 {
+        self.compact_min.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn generation_grace(&self) -> Duration {
+        *lock(&self.grace)
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    /// The index format of the folder as last read: 1 (one whole blob), 2 (snapshot and
+    /// journal), or `None` when there is no index yet.
+    pub fn format(&self) -> Option<u8> {
+        match lock(&self.cache).source {
+            Source::Missing => None,
+            Source::Whole { .. } => Some(1),
+            Source::Journal(_) => Some(2),
+        }
+    }
+
+    /// Writes the index anew as the next generation (format 2; a format-1 index is upgraded),
+    /// removing generations replaced long enough ago: `remotedict fsck --upgrade` and tests.
+    pub async fn compact_now(&self) -> Result<(), IndexError> {
+        for _ in 0..=MAX_CONFLICT_RETRIES {
+            self.revalidate().await?;
+            let (base, source) = {
+                let c = lock(&self.cache);
+                (c.index.clone(), c.source.clone())
+            };
+            let ticket = self.ticket();
+            let started = Instant::now();
+            let fresh = match &source {
+                Source::Journal(pos) => self.compact(&base, pos, false).await?.map(Source::Journal),
+                other => self.upgrade(&base, other).await?,
+            };
+            if let Some(fresh) = fresh {
+                self.install(ticket, Some((base, fresh)), started, &[]);
+                return Ok(());
+            }
+        }
+        Err(IndexError::Contention(self.blob.clone()))
+    }
+
+    /// The current generation, in format 2.
+    pub fn generation(&self) -> Option<String> {
+        match &lock(&self.cache).source {
+            Source::Journal(p) => Some(p.generation.clone()),
+            _ => None,
+        }
     }
 
     /// Name of the index blob.
@@ -282,16 +389,16 @@ impl SharedIndex {
     fn install(
         &self,
         ticket: u64,
-        fresh: Option<(Arc<Index>, Option<String>)>,
+        fresh: Option<(Arc<Index>, Source)>,
         at: Instant,
         settled: &[u64],
     ) -> Arc<Index> {
         let mut c = lock(&self.cache);
         let mut rebuild = c.drop_settled(settled);
         if ticket >= c.ticket {
-            if let Some((index, etag)) = fresh {
+            if let Some((index, source)) = fresh {
                 c.index = index;
-                c.etag = etag;
+                c.source = source;
                 rebuild = true;
             }
             c.ticket = ticket;
@@ -311,39 +418,42 @@ impl SharedIndex {
         }
     }
 
-    /// Asks the store whether the cached copy is current, downloading the index if not.
+    /// Asks the store whether the cached copy is current (one conditional GET: of the index
+    /// blob in format 1, of the journal's tail in format 2), reading what changed if not.
     pub async fn revalidate(&self) -> Result<Arc<Index>, IndexError> {
-        let ticket = self.ticket();
-        let etag = lock(&self.cache).etag.clone();
-        let started = Instant::now();
-        match self.store.get(&self.blob, None, etag.as_deref()).await {
-            Ok(GetResult::NotModified) => Ok(self.install(ticket, None, started, &[])),
-            Ok(GetResult::Found { props, data }) => {
-                let index = Arc::new(self.decode(data).await?);
-                log::debug!(
-                    "index {}: loaded {} entries (etag {})",
-                    self.blob,
-                    index.entries.len(),
-                    props.etag
-                );
-                Ok(self.install(ticket, Some((index, Some(props.etag))), started, &[]))
-            }
-            Err(StoreError::NotFound(_)) => Ok(self.install(
-                ticket,
-                Some((Arc::new(Index::default()), None)),
-                started,
-                &[],
-            )),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.revalidate_seeing().await?.0)
     }
 
-    async fn decode(&self, data: Bytes) -> Result<Index, IndexError> {
-        let blob = self.blob.clone();
-        tokio::task::spawn_blocking(move || format::decode(&data))
-            .await
-            .map_err(|e| IndexError::Abandoned(e.to_string()))?
-            .map_err(|source| IndexError::Format { blob, source })
+    /// [`Self::revalidate`], with the batch ids of the journal records it read.
+    async fn revalidate_seeing(&self) -> Result<(Arc<Index>, Vec<[u8; 16]>), IndexError> {
+        let ticket = self.ticket();
+        let (base, source) = {
+            let c = lock(&self.cache);
+            (c.index.clone(), c.source.clone())
+        };
+        let started = Instant::now();
+        let whole_etag = match &source {
+            Source::Journal(pos) => match self.read_tail(&base, pos).await? {
+                Tail::Same => return Ok((self.install(ticket, None, started, &[]), Vec::new())),
+                Tail::Grew(index, pos, batches) => {
+                    let seen =
+                        self.install(ticket, Some((index, Source::Journal(pos))), started, &[]);
+                    return Ok((seen, batches));
+                }
+                Tail::Gone => None,
+            },
+            Source::Whole { etag } => Some(etag.as_str()),
+            Source::Missing => None,
+        };
+        let loaded = self.load_head(whole_etag).await?;
+        if let Some((index, _)) = &loaded {
+            log::debug!(
+                "index {}: loaded {} entries",
+                self.blob,
+                index.entries.len()
+            );
+        }
+        Ok((self.install(ticket, loaded, started, &[]), Vec::new()))
     }
 
     /// Commits `changes` to the index blob, together with whatever other changes are pending in
@@ -529,7 +639,9 @@ impl SharedIndex {
         Ok(changed)
     }
 
-    /// One read–modify–write, redone from the newest index while another writer wins the race.
+    /// One read–modify–write, redone from the newest index while another writer wins the race:
+    /// in format 2 an append of the batch's changes at the journal length this copy was read
+    /// at; a format-1 (or missing) index is upgraded first.
     async fn apply_batch(&self, changes: &[Change], settled: &[u64]) -> Result<(), IndexError> {
         if changes.is_empty() {
             // A flush with nothing queued: everything before it has landed.
@@ -542,9 +654,9 @@ impl SharedIndex {
             revalidated = true;
         }
         for attempt in 0..=MAX_CONFLICT_RETRIES {
-            let (base, etag) = {
+            let (base, source) = {
                 let c = lock(&self.cache);
-                (c.index.clone(), c.etag.clone())
+                (c.index.clone(), c.source.clone())
             };
             let mut next = (*base).clone();
             if !self.apply_resolved(&mut next, changes).await? {
@@ -558,41 +670,96 @@ impl SharedIndex {
                 self.settle(settled);
                 return Ok(());
             }
+            let pos = match source {
+                Source::Journal(pos) => pos,
+                other => {
+                    // Format 1, or no index yet: the first write makes it format 2.
+                    let ticket = self.ticket();
+                    let started = Instant::now();
+                    match self.upgrade(&base, &other).await? {
+                        Some(source) => {
+                            self.install(ticket, Some((base.clone(), source)), started, &[]);
+                        }
+                        None => {
+                            self.conflicts.fetch_add(1, Ordering::Relaxed);
+                            self.revalidate().await?;
+                        }
+                    }
+                    revalidated = true;
+                    continue;
+                }
+            };
+            let ops = records::diff(&base, &next, changes.iter().map(Change::key));
+            let record = records::encode_record(records::new_batch(), &ops);
+            let oversized = record.len() > crate::store::MAX_APPEND_BYTES;
+            if oversized || self.due_for_compaction(&pos, base.entries.len()) {
+                // (An oversized batch lands whole as the next generation's snapshot.)
+                let (what, replaced) = if oversized {
+                    (&next, true)
+                } else {
+                    (&*base, false)
+                };
+                let ticket = self.ticket();
+                let started = Instant::now();
+                let compacted = match self.compact(what, &pos, replaced).await {
+                    Err(IndexError::Store(e)) if e.is_transient() => {
+                        // The seal may have landed: the next round starts from what the journal
+                        // says.
+                        let _ = self.revalidate().await;
+                        return Err(e.into());
+                    }
+                    r => r?,
+                };
+                match compacted {
+                    Some(fresh) => {
+                        self.writes.fetch_add(1, Ordering::Relaxed);
+                        let index = Arc::new(what.clone());
+                        self.install(
+                            ticket,
+                            Some((index, Source::Journal(fresh))),
+                            started,
+                            settled,
+                        );
+                        if oversized {
+                            return Ok(());
+                        }
+                    }
+                    None => {
+                        self.conflicts.fetch_add(1, Ordering::Relaxed);
+                        self.revalidate().await?;
+                    }
+                }
+                revalidated = true;
+                continue;
+            }
             let started = Instant::now();
-            let body = tokio::task::spawn_blocking(move || (format::encode(&next), next))
+            let batch = records::batch_of(&record);
+            let journal = self.journal_blob(&pos.generation);
+            match self
+                .store
+                .append(&journal, Bytes::from(record), pos.len)
                 .await
-                .map_err(|e| IndexError::Abandoned(e.to_string()))?;
-            let (bytes, next) = body;
-            let conditions = match &etag {
-                Some(e) => Conditions::if_match(e.clone()),
-                None => Conditions::if_absent(),
-            };
-            let mut opts = PutOptions {
-                conditions,
-                ..Default::default()
-            };
-            opts.metadata.insert(
-                "remotedict_index_version".into(),
-                format::FORMAT_VERSION.to_string(),
-            );
-            opts.metadata
-                .insert("remotedict_keys".into(), next.entries.len().to_string());
-            match self.store.put(&self.blob, Bytes::from(bytes), &opts).await {
-                Ok(new_etag) => {
+            {
+                Ok(len) => {
                     // The ticket is taken once the write is known to have landed: a
                     // revalidation sent before that may have been answered with the copy this
-                    // write replaced, and must not hide this process's own commit. One sent
-                    // after it sees this write or a later one.
+                    // write extended, and must not hide this process's own commit.
                     let ticket = self.ticket();
                     self.writes.fetch_add(1, Ordering::Relaxed);
                     log::debug!(
-                        "index {}: wrote {} change(s) in one commit",
+                        "index {}: appended {} change(s) in one commit",
                         self.blob,
-                        changes.len()
+                        ops.len()
                     );
+                    let after = JournalPos {
+                        len,
+                        etag: None,
+                        appends: pos.appends + 1,
+                        ..pos
+                    };
                     self.install(
                         ticket,
-                        Some((Arc::new(next), Some(new_etag))),
+                        Some((Arc::new(next), Source::Journal(after))),
                         started,
                         settled,
                     );
@@ -601,13 +768,44 @@ impl SharedIndex {
                 Err(StoreError::PreconditionFailed(_)) => {
                     self.conflicts.fetch_add(1, Ordering::Relaxed);
                     log::debug!(
-                        "index {}: another writer committed first (attempt {attempt}); retrying",
+                        "index {}: another writer appended first (attempt {attempt}); retrying",
                         self.blob
                     );
-                    let backoff = Duration::from_millis(fastrand::u64(
-                        1..=(5 + 5 * u64::from(attempt.min(20))),
-                    ));
+                    let (_, seen) = self.revalidate_seeing().await?;
+                    revalidated = true;
+                    if seen.contains(&batch) {
+                        // This batch landed after all (an answer lost on the way back).
+                        self.settle(settled);
+                        return Ok(());
+                    }
+                    let backoff =
+                        Duration::from_millis(fastrand::u64(0..=(2 * u64::from(attempt.min(20)))));
                     tokio::time::sleep(backoff).await;
+                }
+                Err(StoreError::NotFound(_)) => {
+                    // The journal was replaced long ago and removed: start again from the head.
+                    let ticket = self.ticket();
+                    let loaded = self.load_head(None).await?;
+                    self.install(ticket, loaded, Instant::now(), &[]);
+                    revalidated = true;
+                }
+                Err(e) if e.is_transient() => {
+                    // The append may have landed with its answer lost: the journal says.
+                    if let Ok((_, seen)) = self.revalidate_seeing().await {
+                        if seen.contains(&batch) {
+                            log::info!(
+                                "index {}: a commit whose answer was lost had landed",
+                                self.blob
+                            );
+                            self.settle(settled);
+                            return Ok(());
+                        }
+                    }
+                    return Err(e.into());
+                }
+                Err(StoreError::BlobFull(_)) => {
+                    // Appends beyond what this copy counted: read them (the count then says to
+                    // compact).
                     self.revalidate().await?;
                     revalidated = true;
                 }
