@@ -113,7 +113,11 @@ async fn main() -> anyhow::Result<()> {
                         2,
                         25,
                         1_764_000_000_000_000_000,
-                        format!("\"0x8DE{i:013X}\""),
+                        // As random as Azure's etags (they compress as badly).
+                        format!(
+                            "\"0x8DE{:013X}\"",
+                            (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 12
+                        ),
                     ),
                 })
                 .collect();

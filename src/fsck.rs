@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::index::meta::entry_from_props;
 use crate::index::{Change, EntryKind, IndexError, SharedIndex};
 use crate::layout::Layout;
-use crate::store::{list_all, BlobProps, BlobStore, Conditions, GetResult, PutOptions, StoreError};
+use crate::store::{list_all, BlobProps, BlobStore, GetResult, StoreError};
 
 /// What a check found.
 #[derive(Debug, Default)]
@@ -210,19 +210,21 @@ pub async fn repair(
     if report.index_error.is_some() {
         // The index cannot be read: rebuild it from the blobs, replacing exactly the corrupt blob
         // that was checked (If-Match), so an index a writer just fixed is not overwritten.
-        let current = store.head(&layout.index_blob()).await?;
+        // In format 2 as a new generation that every journal is sealed into: mounts reading any
+        // of them move to it.
+        let current = match store.head(&layout.index_blob()).await {
+            Ok(p) => Some(p.etag),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
         let mut index = crate::index::Index::default();
         for (key, props) in blobs {
             index
                 .entries
                 .insert(key.clone(), entry_for(store, props).await?);
         }
-        let bytes = crate::index::encode(&index);
-        let opts = PutOptions {
-            conditions: Conditions::if_match(current.etag),
-            ..Default::default()
-        };
-        store.put(&layout.index_blob(), bytes.into(), &opts).await?;
+        let shared = SharedIndex::new(store.clone(), layout.index_blob(), Duration::ZERO);
+        shared.replace_all(&index, current.as_deref()).await?;
         return Ok(index.entries.len());
     }
     let shared = SharedIndex::new(store.clone(), layout.index_blob(), Duration::ZERO);

@@ -402,3 +402,56 @@ async fn the_python_reader_lists_what_remotedict_lists() {
     assert_eq!(listed, ours);
     assert_eq!(ours.len(), 32);
 }
+
+/// A journal record corrupted in the store: every reader reports it; `fsck --repair` rebuilds
+/// the index from the blobs as a new generation and seals every journal into it, and a reader
+/// that was following the broken journal lists the repaired index at its next revalidation.
+#[tokio::test]
+async fn fsck_repairs_a_corrupt_journal_and_followers_move_on() {
+    let mem = Arc::new(MemStore::new());
+    let store: Arc<dyn BlobStore> = mem.clone();
+    let layout = remotedict::layout::Layout::new("folder").unwrap();
+    for k in ["a", "b"] {
+        store
+            .put(
+                &layout.blob_name(k),
+                Bytes::from_static(b"value"),
+                &PutOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let writer = index_on(&store);
+    writer.commit(vec![put("a", 1)]).await.unwrap();
+    let follower = index_on(&store);
+    assert_eq!(follower.current().await.unwrap().entries.len(), 1);
+    let journal = mem
+        .names()
+        .into_iter()
+        .find(|n| n.ends_with(".journal"))
+        .unwrap();
+    let len = mem.head(&journal).await.unwrap().size;
+    mem.append(
+        &journal,
+        Bytes::from_static(b"RDJR\x01\0\0\0\0\0\0\0x"),
+        len,
+    )
+    .await
+    .unwrap();
+    assert!(
+        follower.revalidate().await.is_err(),
+        "the corruption is reported"
+    );
+    let (report, blobs) = remotedict::fsck::check(&store, &layout).await.unwrap();
+    assert!(report.index_error.is_some());
+    let n = remotedict::fsck::repair(&store, &layout, &report, &blobs)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let seen = follower.revalidate().await.expect("the follower moves on");
+    assert_eq!(seen.entries.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(keys_of(&store).await, ["a", "b"]);
+    // And writing goes on in the new generation.
+    follower.commit(vec![put("c", 3)]).await.unwrap();
+    assert_eq!(writer.revalidate().await.unwrap().entries.len(), 3);
+}

@@ -550,6 +550,7 @@ async fn append_blobs_grow_at_the_named_position_only(store: Arc<dyn BlobStore>)
                 GetResult::Found { props: p2, data } => {
                     assert!(data.is_empty());
                     assert_eq!(p2.etag, props.etag);
+                    assert_eq!(p2.size, 14, "the blob's size, not the answer's");
                 }
                 GetResult::NotModified => panic!("unconditional get answered NotModified"),
             }

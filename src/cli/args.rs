@@ -29,6 +29,10 @@ pub enum Command {
         /// Fix the index from the blobs (concurrent writers keep their updates).
         #[arg(long)]
         repair: bool,
+        /// Write the index in the newest format now (a format-1 index is otherwise upgraded by
+        /// the first write of a mount), compacting its journal; mounts keep running.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// List keys (from the index: instant), optionally under a prefix.
     Ls {

@@ -7,12 +7,27 @@ use anyhow::{bail, Context, Result};
 use super::args::{Cli, Command};
 use crate::config::{open_store, StoreConfig};
 
-/// `remotedict fsck [--repair]`: returns whether the folder is (now) consistent.
-pub fn fsck(cfg: &StoreConfig, repair: bool) -> Result<bool> {
+/// `remotedict fsck [--repair] [--upgrade]`: returns whether the folder is (now) consistent.
+pub fn fsck(cfg: &StoreConfig, repair: bool, upgrade: bool) -> Result<bool> {
     crate::runtime::build(2)?.block_on(async {
         let store = open_store(cfg).await?;
         let layout = crate::layout::Layout::new(&cfg.folder)?;
         let (report, blobs) = crate::fsck::check(&store, &layout).await?;
+        if upgrade && report.index_error.is_none() {
+            let index = crate::index::SharedIndex::new(
+                store.clone(),
+                layout.index_blob(),
+                std::time::Duration::ZERO,
+            );
+            index.current().await?;
+            let was = index.format();
+            index.compact_now().await.context("upgrading the index")?;
+            println!(
+                "index: format {} -> 2, generation {}",
+                was.map_or_else(|| "none".to_string(), |f| f.to_string()),
+                index.generation().unwrap_or_default()
+            );
+        }
         for line in report.lines() {
             println!("{line}");
         }

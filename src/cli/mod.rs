@@ -70,8 +70,12 @@ fn run(command: Command, sub: &clap::ArgMatches, argv: Vec<OsString>) -> Result<
         Command::Unmount { mountpoint } => crate::mount::unmount(&mountpoint)?,
         Command::Status { mountpoint } => commands::status(mountpoint.as_deref())?,
         c @ (Command::Completions { .. } | Command::Man) => commands::generate(c)?,
-        Command::Fsck { store, repair } => {
-            let clean = commands::fsck(&store_of(&store)?, repair)?;
+        Command::Fsck {
+            store,
+            repair,
+            upgrade,
+        } => {
+            let clean = commands::fsck(&store_of(&store)?, repair, upgrade)?;
             return Ok(if clean { 0 } else { 1 });
         }
         c => {

@@ -42,6 +42,7 @@ pub struct MountConfig {
     pub rebuild_index: bool,
     pub options: Vec<String>,
     pub index_ttl: f64,
+    pub index_compact_kib: u64,
     pub cache_dir: PathBuf,
     pub cache_size: u64,
     pub lease_duration: i64,
@@ -260,6 +261,7 @@ fn mount_config_with(
         rebuild_index: req.rebuild_index,
         options: m.options,
         index_ttl: m.index_ttl,
+        index_compact_kib: m.index_compact_kib,
         log_file: m
             .log_file
             .unwrap_or_else(|| cache_dir.join("remotedict.log")),

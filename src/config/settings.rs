@@ -58,6 +58,10 @@ pub struct MountSettings {
         env = "REMOTEDICT_INDEX_TTL"
     )]
     pub index_ttl: f64,
+    /// Size of the index journal, in KiB, from which a writer compacts it into a new snapshot
+    /// (once it is also half the snapshot's size).
+    #[arg(long, default_value_t = 4096, value_name = "KIB")]
+    pub index_compact_kib: u64,
     /// Directory for staged writes and cached values (default: $XDG_CACHE_HOME/remotedict or ~/.cache/remotedict).
     #[arg(long, value_name = "DIR", env = "REMOTEDICT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,

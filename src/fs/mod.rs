@@ -153,6 +153,12 @@ impl Fs {
 
     /// Lets the core drop the kernel's cache of an inode whose value it knows changed (a new
     /// lock holder must not read at a size the kernel cached before the last holder's write).
+    /// The index journal length (bytes) from which this host compacts it.
+    pub fn set_index_compaction(&self, bytes: u64) {
+        self.index
+            .set_compaction(bytes, crate::index::generations::GENERATION_GRACE);
+    }
+
     pub fn set_kernel_cache_invalidator(&self, f: KernelCacheInvalidator) {
         let _ = self.kernel_cache.set(f);
     }

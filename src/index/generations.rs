@@ -185,6 +185,19 @@ impl SharedIndex {
                 Err(StoreError::NotFound(_)) => return Ok(Tail::Gone),
                 Err(e) => return Err(e.into()),
             };
+            if props.size < pos.len {
+                // The journal is shorter than what was read of it: it is not the one read (a
+                // store restored from a backup, or an emulator that lost appends on restart).
+                // Everything is read again from the head.
+                log::warn!(
+                    "index {}: journal {blob:?} is {} bytes, shorter than the {} already read; \
+                     reading the index again",
+                    self.blob(),
+                    props.size,
+                    pos.len
+                );
+                return Ok(Tail::Gone);
+            }
             let (recs, used) =
                 records::decode_records(&data).map_err(|e| self.format_error(&blob, e))?;
             grew = true;
@@ -507,5 +520,66 @@ impl SharedIndex {
                 }
                 _ => None,
             })
+    }
+}
+
+impl SharedIndex {
+    /// Replaces the whole index with `index` (fsck rebuilding an unreadable one): a new
+    /// generation holding it, every journal of the folder sealed into it (so mounts following
+    /// any of them move to it), then the head naming it, written only over the head fsck read
+    /// (`head_etag`; `None`: there was none).
+    pub async fn replace_all(
+        &self,
+        index: &Index,
+        head_etag: Option<&str>,
+    ) -> Result<(), IndexError> {
+        let generation = new_generation();
+        self.create_generation(&generation, index).await?;
+        let prefix = format!("{}-", self.blob());
+        let mine = self.journal_blob(&generation);
+        for b in list_all(self.store().as_ref(), &prefix).await? {
+            if !b.name.ends_with(".journal") || b.name == mine {
+                continue;
+            }
+            let record = records::encode_record(
+                records::new_batch(),
+                &[Op::SealReplaced {
+                    next: generation.clone(),
+                }],
+            );
+            let mut at = b.size;
+            for _ in 0..20 {
+                match self
+                    .store()
+                    .append(&b.name, Bytes::from(record.clone()), at)
+                    .await
+                {
+                    Ok(_) | Err(StoreError::NotFound(_)) => break,
+                    Err(StoreError::PreconditionFailed(_)) => {
+                        at = self.store().head(&b.name).await?.size;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let mut opts = PutOptions {
+            conditions: match head_etag {
+                Some(e) => Conditions::if_match(e),
+                None => Conditions::if_absent(),
+            },
+            ..Default::default()
+        };
+        opts.metadata.insert(
+            "remotedict_index_version".into(),
+            format::FORMAT_VERSION.to_string(),
+        );
+        let head = Bytes::from(format::encode_head(&generation));
+        self.store().put(self.blob(), head, &opts).await?;
+        log::info!(
+            "index {}: replaced by generation {generation} ({} entries)",
+            self.blob(),
+            index.entries.len()
+        );
+        Ok(())
     }
 }

@@ -433,14 +433,22 @@ impl SharedIndex {
         };
         let started = Instant::now();
         let whole_etag = match &source {
-            Source::Journal(pos) => match self.read_tail(&base, pos).await? {
-                Tail::Same => return Ok((self.install(ticket, None, started, &[]), Vec::new())),
-                Tail::Grew(index, pos, batches) => {
-                    let seen =
-                        self.install(ticket, Some((index, Source::Journal(pos))), started, &[]);
-                    return Ok((seen, batches));
-                }
-                Tail::Gone => None,
+            Source::Journal(pos) => match self.read_tail(&base, pos).await {
+                // A record that does not check out: the head may name a repaired generation
+                // (`fsck --repair` seals every journal into one); if not, the error stands.
+                Err(IndexError::Format { .. }) => None,
+                Err(e) => return Err(e),
+                Ok(tail) => match tail {
+                    Tail::Same => {
+                        return Ok((self.install(ticket, None, started, &[]), Vec::new()))
+                    }
+                    Tail::Grew(index, pos, batches) => {
+                        let seen =
+                            self.install(ticket, Some((index, Source::Journal(pos))), started, &[]);
+                        return Ok((seen, batches));
+                    }
+                    Tail::Gone => None,
+                },
             },
             Source::Whole { etag } => Some(etag.as_str()),
             Source::Missing => None,
@@ -714,12 +722,10 @@ impl SharedIndex {
                     Some(fresh) => {
                         self.writes.fetch_add(1, Ordering::Relaxed);
                         let index = Arc::new(what.clone());
-                        self.install(
-                            ticket,
-                            Some((index, Source::Journal(fresh))),
-                            started,
-                            settled,
-                        );
+                        // (The batch is settled only once it is in: at once when the new
+                        // snapshot holds it, else by the append that follows.)
+                        let done: &[u64] = if oversized { settled } else { &[] };
+                        self.install(ticket, Some((index, Source::Journal(fresh))), started, done);
                         if oversized {
                             return Ok(());
                         }
@@ -734,6 +740,7 @@ impl SharedIndex {
             }
             let started = Instant::now();
             let batch = records::batch_of(&record);
+            let record_len = record.len();
             let journal = self.journal_blob(&pos.generation);
             match self
                 .store
@@ -747,7 +754,7 @@ impl SharedIndex {
                     let ticket = self.ticket();
                     self.writes.fetch_add(1, Ordering::Relaxed);
                     log::debug!(
-                        "index {}: appended {} change(s) in one commit",
+                        "index {}: appended {} change(s) in one commit ({record_len} bytes)",
                         self.blob,
                         ops.len()
                     );

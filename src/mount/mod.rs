@@ -154,6 +154,7 @@ fn serve(
         let what = format!("{}/{}", store.describe(), layout.folder());
         let ttl = Duration::from_secs_f64(cfg.index_ttl);
         let fs = Fs::new(store, layout, ttl, fs_cfg)?;
+        fs.set_index_compaction(cfg.index_compact_kib.max(1).saturating_mul(1024));
         let keys = fs.warm_up().await.context("reading the index")?;
         anyhow::Ok((Arc::new(fs), what, keys))
     });
