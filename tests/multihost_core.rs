@@ -512,6 +512,8 @@ async fn a_name_whose_blob_is_gone_is_unlisted_by_its_first_reader() {
     let b = fresh_host(&store, cb.path());
     write_file(&a, "f", b"a value").await;
     write_file(&a, "g", b"another").await;
+    // Both are listed (the premise: a listed name).
+    a.sync_index().await.unwrap();
     // The delete of `rm f` reached the store; its host died before the index commit.
     store
         .delete("folder/f", &remotedict::store::Conditions::default())
@@ -520,6 +522,9 @@ async fn a_name_whose_blob_is_gone_is_unlisted_by_its_first_reader() {
     let gone = read(&b, "f").await.expect_err("its blob is gone");
     assert_eq!(gone.errno(), libc::ENOENT, "{gone}");
     b.sync_index().await.unwrap();
+    // (A's copy may be served for its TTL, 1 ms: with appends to the journal this all takes
+    // less.)
+    tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(matches!(a.lookup(ROOT, "f").await, Err(FsError::NotFound)));
     assert_eq!(assert_consistent(&store, "f").await, None);
     assert_eq!(read(&a, "g").await.unwrap(), b"another");

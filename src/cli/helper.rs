@@ -171,6 +171,7 @@ mod tests {
                 "config",
                 "connection_string_file",
                 "create_container",
+                "index_compact_kib",
                 "index_ttl",
                 "lease_duration",
                 "local",

@@ -232,6 +232,7 @@ fn the_example_file_is_accepted() {
         "container",
         "create_container",
         "folder",
+        "index_compact_kib",
         "index_ttl",
         "lease_duration",
         "local",
