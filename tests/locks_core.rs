@@ -827,14 +827,22 @@ async fn changes_made_under_a_lost_lock_never_land_under_a_later_one() {
     b.release(bfh).await.unwrap();
     b.unlock_owner(ino_b, 2).await.unwrap();
     faults.clear();
-    a.lock(ino_a, flock(3, LockMode::Exclusive, false))
-        .await
-        .expect("A locks anew");
+    // A's first holder still holds its (lost) lock here: another process on A waits for it to
+    // let go, as it would for any holder on the host.
+    let r = a.lock(ino_a, flock(3, LockMode::Exclusive, false)).await;
+    assert!(
+        r.is_err(),
+        "a lock granted beside a holder that can still act: {r:?}"
+    );
     let r = a.write(fh, 1, b"A").await;
     assert!(matches!(r, Err(FsError::LockLost)), "{r:?}");
     let r = a.flush(fh).await;
     assert!(matches!(r, Err(FsError::LockLost)), "{r:?}");
     let _ = a.release(fh).await;
+    a.unlock_owner(ino_a, 1).await.unwrap();
+    a.lock(ino_a, flock(3, LockMode::Exclusive, false))
+        .await
+        .expect("A locks anew once its first holder let go");
     a.unlock_owner(ino_a, 3).await.unwrap();
     assert_eq!(read(&b, "f").await.unwrap(), b"B", "B's write was undone");
     assert_eq!(read(&a, "f").await.unwrap(), b"B");

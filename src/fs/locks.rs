@@ -349,9 +349,27 @@ impl LockTable {
             .map(|(lease, _)| lease.clone())
     }
 
-    /// Forgets the lost locks `drop` picks.
+    /// Whether a lock on `key` taken through an open file other than `handle` ended with its
+    /// lease while its holder still holds it here (it has not unlocked or closed): until it
+    /// lets go, no other lock on `key` is granted here and no write to it is taken (its holder,
+    /// or a process it started, may still be writing what it meant to write under that lock).
+    pub fn others_lost(&self, key: &str, handle: Option<u64>) -> bool {
+        lock(&self.lost)
+            .keys()
+            .any(|(k, h)| k == key && Some(*h) != handle)
+    }
+
+    /// Forgets the lost locks `drop` picks (waking requests waiting for them to go).
     fn forget_lost(&self, drop: impl Fn(&(String, u64), &Holder) -> bool) {
-        lock(&self.lost).retain(|k, (_, holder)| !drop(k, holder));
+        let removed = {
+            let mut lost = lock(&self.lost);
+            let before = lost.len();
+            lost.retain(|k, (_, holder)| !drop(k, holder));
+            lost.len() != before
+        };
+        if removed {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Whether grant `grant` of `owner` on `key` still stands under a live lease (the file's or
@@ -414,6 +432,9 @@ impl LockTable {
     /// Grants `req` if this host holds the key's live lease and no other owner here holds a
     /// conflicting lock.
     pub fn try_grant(&self, key: &str, req: &LockRequest) -> Grant {
+        if self.others_lost(key, Some(req.handle)) {
+            return Grant::Conflict;
+        }
         let mut keys = lock(&self.keys);
         let Some(k) = keys.get_mut(key) else {
             return Grant::NeedLease(None);
@@ -432,6 +453,11 @@ impl LockTable {
                         );
                     }
                 }
+            }
+            drop(keys);
+            if self.others_lost(key, Some(req.handle)) {
+                // Its holders here may still act: this request waits for them to let go.
+                return Grant::Conflict;
             }
             return Grant::NeedLease(gone.and_then(|k| k.lease));
         }

@@ -188,7 +188,8 @@ impl Fs {
         });
         // A lock taken through this handle ended with its lease: what the handle writes now was
         // meant to be written under that lock (held up on its way while this host was paused).
-        let lock_lost = fh.is_some_and(|fh| self.locks.lost_lock(key, fh).is_some());
+        let lock_lost = fh.is_some_and(|fh| self.locks.lost_lock(key, fh).is_some())
+            || self.locks.others_lost(key, fh);
         let dirty = st.staged.as_ref().is_some_and(|s| s.dirty);
         if handle_lost || lock_lost || (dirty && st.dirty_under.as_ref().is_some_and(lost)) {
             log::error!("{key:?}: {}", FsError::LockLost);
