@@ -137,8 +137,11 @@ impl Fs {
         let listed = self.index.current().await?.entries.get(key).cloned();
         let mut fresher = lock(&self.fresher);
         if let Some((e, seen, over)) = fresher.get(key) {
-            // Newer only while the index still lists the version it replaced.
-            if seen.elapsed() < FRESHER_FOR && listed.as_ref().map(|l| &l.etag) == Some(over) {
+            // Newer only while the index still lists the version it replaced; for a while, or
+            // as long as this host holds a lock on the file (no other host can write it then).
+            let locked = self.locks.lease_id(key).is_some() || self.locks.slot_of(key).is_some();
+            let trusted = seen.elapsed() < FRESHER_FOR || locked;
+            if trusted && listed.as_ref().map(|l| &l.etag) == Some(over) {
                 return Ok(Some(e.clone()));
             }
             fresher.remove(key);

@@ -493,6 +493,23 @@ impl Fs {
             Err(e) => return Err(e.into()),
         };
         let newest = entry_from_props(&props);
+        // The index may not list the last holder's write yet (its commit failed or is late):
+        // opens under this lock take the blob's version, not the listed one (which a cached
+        // copy here would serve).
+        let listed = self
+            .index
+            .current()
+            .await?
+            .entries
+            .get(key)
+            .map(|e| e.etag.clone());
+        if let Some(listed) = listed.filter(|l| *l != newest.etag) {
+            log::debug!("{key:?}: the index lags its blob; opens under the lock use the blob's");
+            lock(&self.fresher).insert(
+                key.to_string(),
+                (newest.clone(), std::time::Instant::now(), listed),
+            );
+        }
         if let Some(f) = self.open_file(ino) {
             let mut st = f.state.lock().await;
             let current = self.locks.lease_id(key);
