@@ -564,3 +564,52 @@ async fn a_failed_close_is_not_uploaded_later_by_release() {
         Some(&b"newer"[..])
     );
 }
+
+/// Host A has read the log (its cache keeps that version, and its index copy still lists it);
+/// host B appends a line. A appends too, from its copy of the older version: A's line goes after
+/// B's, not over it (A's save used to replace the blob unconditionally, undoing B's
+/// acknowledged append; found by scripts/torture on Azurite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_from_a_stale_copy_lands_after_the_newer_write() {
+    let store = mem();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = stale_host(&store, ca.path());
+    let b = fresh_host(&store, cb.path());
+    write_file(&b, "log", b"one\n").await;
+    assert_eq!(read(&a, "log").await.unwrap(), b"one\n");
+    let ino_b = b.lookup(ROOT, "log").await.unwrap().ino;
+    let fh = b
+        .open(ino_b, libc::O_WRONLY | libc::O_APPEND)
+        .await
+        .unwrap();
+    b.write(fh, 0, b"two\n").await.unwrap();
+    b.release(fh).await.unwrap();
+    let ino_a = a.lookup(ROOT, "log").await.unwrap().ino;
+    let fh = a
+        .open(ino_a, libc::O_WRONLY | libc::O_APPEND)
+        .await
+        .unwrap();
+    a.write(fh, 0, b"three\n").await.unwrap();
+    a.flush(fh).await.expect("the append lands");
+    a.release(fh).await.unwrap();
+    assert_eq!(read(&b, "log").await.unwrap(), b"one\ntwo\nthree\n");
+}
+
+/// The same race with an overwrite in place (not an append): A's save would undo B's write, so
+/// it fails loudly and B's value stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_overwrite_of_a_stale_copy_fails_instead_of_undoing_a_newer_write() {
+    let store = mem();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = stale_host(&store, ca.path());
+    let b = fresh_host(&store, cb.path());
+    write_file(&b, "f", b"aaaa").await;
+    assert_eq!(read(&a, "f").await.unwrap(), b"aaaa");
+    write_file(&b, "f", b"bbbbbbbb").await;
+    let ino_a = a.lookup(ROOT, "f").await.unwrap().ino;
+    let fh = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    a.write(fh, 0, b"A").await.unwrap();
+    assert!(a.flush(fh).await.is_err(), "the stale overwrite is refused");
+    let _ = a.release(fh).await;
+    assert_eq!(read(&b, "f").await.unwrap(), b"bbbbbbbb");
+}

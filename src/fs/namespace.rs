@@ -47,6 +47,8 @@ impl Fs {
             file: self.new_staged()?,
             dirty: true,
             mtime: SystemTime::now(),
+            derived: false,
+            appended_from: None,
         });
         st.perms = Some(perms);
         st.base = claimed;
@@ -156,7 +158,7 @@ impl Fs {
         self.writable()?;
         let key = self.child(parent, name)?;
         let index = self.index.current().await?;
-        let entry = index.entries.get(&key).cloned();
+        let entry = index.entries.get(&key);
         let ino = lock(&self.inodes).get(&key);
         let pending = ino.and_then(|i| self.open_file(i));
         match entry {

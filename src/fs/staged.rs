@@ -20,6 +20,14 @@ pub(super) struct Staged {
     pub(super) dirty: bool,
     /// mtime to record at the next upload.
     pub(super) mtime: SystemTime,
+    /// The copy holds the bytes of `FileState::base` (not truncated to nothing since): its
+    /// save must replace that version and no other, or it would undo a write another host
+    /// made since (the save is conditional on the base's etag).
+    pub(super) derived: bool,
+    /// While every change to a derived copy appended at its end: the length of the base
+    /// version, where the appended bytes begin (a save refused because the blob changed moves
+    /// them onto the newest version, as appends on a local disk go to the current end).
+    pub(super) appended_from: Option<u64>,
 }
 
 impl Fs {
@@ -42,6 +50,8 @@ impl Fs {
                     s.file.set_len(0)?;
                     s.dirty = true;
                     s.mtime = SystemTime::now();
+                    s.derived = false;
+                    s.appended_from = None;
                 }
             }
             return Ok(());
@@ -70,6 +80,8 @@ impl Fs {
     /// Stages `st.base` (or nothing, when truncating): a new local copy of that version.
     async fn stage_base(&self, key: &str, st: &mut FileState, truncate: bool) -> FsResult<()> {
         let file = self.new_staged()?;
+        let derived = !truncate && st.base.is_some();
+        let base_len = st.base.as_ref().map_or(0, |b| b.size);
         if let Some(base) = st.base.as_ref().filter(|b| !truncate && b.size > 0) {
             let blob = self.layout.blob_name(key);
             let value = self
@@ -113,6 +125,8 @@ impl Fs {
             file,
             dirty: truncate,
             mtime: if truncate { SystemTime::now() } else { mtime },
+            derived,
+            appended_from: derived.then_some(base_len),
         });
         st.written |= truncate;
         Ok(())
@@ -130,11 +144,11 @@ impl Fs {
         self.note_dirty(&key, &mut st);
         self.note_unsaved(&key, fh);
         let staged = st.staged.as_mut().ok_or(FsError::BadHandle)?;
-        let at = if h.append {
-            staged.file.metadata()?.len()
-        } else {
-            offset
-        };
+        let end = staged.file.metadata()?.len();
+        let at = if h.append { end } else { offset };
+        if at != end {
+            staged.appended_from = None;
+        }
         staged.file.write_all_at(data, at)?;
         staged.dirty = true;
         staged.mtime = SystemTime::now();
@@ -305,12 +319,18 @@ impl Fs {
         opts.metadata = blob_metadata(&entry);
         let create_only = st.base.is_none() && !st.written;
         opts.conditions.if_none_match_any = create_only;
+        // A copy of the base version replaces that version only (see `Staged::derived`).
+        let derived = staged.derived && !create_only;
+        if derived {
+            opts.conditions.if_match = st.base.as_ref().map(|b| b.etag.clone());
+        }
+        let mut src = src;
         let mut attempts = 0;
         let uploaded = loop {
             attempts += 1;
-            let src = src.try_clone()?;
+            let body = src.try_clone()?;
             let result =
-                transfer::upload_file(&self.store, &blob, src, opts.clone(), &self.cfg.transfer)
+                transfer::upload_file(&self.store, &blob, body, opts.clone(), &self.cfg.transfer)
                     .await;
             match result {
                 Err(TransferError::Store(
@@ -343,6 +363,40 @@ impl Fs {
                         Holder::Nothing => {
                             opts.conditions.if_none_match_any = true;
                             opts.conditions.if_match = None;
+                        }
+                    }
+                }
+                Err(TransferError::Store(StoreError::PreconditionFailed(_)))
+                    if derived && opts.conditions.if_match.is_some() =>
+                {
+                    let appended = st.staged.as_ref().and_then(|s| s.appended_from);
+                    match appended {
+                        Some(from) if attempts < 4 => {
+                            // Another host wrote the file after the copy here was read: these
+                            // appends go onto its newest version instead of undoing that write.
+                            log::info!(
+                                "{key:?} changed elsewhere since it was read here; appending \
+                                 onto its newest version"
+                            );
+                            self.rebase_appends(&key, &mut st, from).await?;
+                            opts.conditions.if_match = st.base.as_ref().map(|b| b.etag.clone());
+                            src = match st.staged.as_ref() {
+                                Some(s) => s.file.try_clone()?,
+                                None => return Err(FsError::BadHandle),
+                            };
+                        }
+                        _ => {
+                            log::error!(
+                                "saving {key:?} refused: another host wrote it after this host \
+                                 read it, and saving these changes (made to the older version) \
+                                 would undo that write; the newer value stays"
+                            );
+                            st.save_failed = true;
+                            return Err(FsError::Transfer(TransferError::Store(
+                                StoreError::PreconditionFailed(format!(
+                                    "{blob}: changed on another host since it was read here"
+                                )),
+                            )));
                         }
                     }
                 }
@@ -389,6 +443,39 @@ impl Fs {
                 h.unsaved = None;
             }
         }
+        Ok(())
+    }
+
+    /// Moves the bytes appended to `st`'s copy (from byte `from` on) onto a copy of the newest
+    /// version of `key`, which becomes the base.
+    async fn rebase_appends(&self, key: &str, st: &mut FileState, from: u64) -> FsResult<()> {
+        let props = self.store.head(&self.layout.blob_name(key)).await?;
+        let newest = entry_from_props(&props);
+        let Some(old) = st.staged.take() else {
+            return Err(FsError::BadHandle);
+        };
+        let kept_base = st.base.replace(newest);
+        if let Err(e) = self.ensure_staged(key, st, false).await {
+            (st.staged, st.base) = (Some(old), kept_base);
+            return Err(e);
+        }
+        let Some(new) = st.staged.as_mut() else {
+            return Err(FsError::BadHandle);
+        };
+        let (src, dst) = (old.file.try_clone()?, new.file.try_clone()?);
+        let start = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let at = dst.metadata()?.len();
+            let len = src.metadata()?.len();
+            let mut buf = vec![0u8; (len.saturating_sub(from)) as usize];
+            src.read_exact_at(&mut buf, from)?;
+            dst.write_all_at(&buf, at)?;
+            Ok(at)
+        })
+        .await
+        .map_err(FsError::from)??;
+        new.dirty = true;
+        new.mtime = old.mtime;
+        new.appended_from = Some(start);
         Ok(())
     }
 
