@@ -73,8 +73,9 @@ impl Dict {
         let index = self.index.current().await?;
         Ok(index
             .entries
-            .range_from(prefix)
+            .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), e.clone()))
             .collect())
     }
 

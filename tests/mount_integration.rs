@@ -132,8 +132,7 @@ async fn check_container(backend: &Backend, expected_files: &[String]) {
             b.name
         );
         assert_eq!(
-            idx.entries.get(key).expect("listed").etag,
-            b.etag,
+            idx.entries[key].etag, b.etag,
             "index etag of {key} matches the blob"
         );
     }
