@@ -496,13 +496,8 @@ impl Fs {
         // The index may not list the last holder's write yet (its commit failed or is late):
         // opens under this lock take the blob's version, not the listed one (which a cached
         // copy here would serve).
-        let listed = self
-            .index
-            .current()
-            .await?
-            .entries
-            .get(key)
-            .map(|e| e.etag.clone());
+        // (`granted` has just revalidated the index: its cached copy is current.)
+        let listed = self.index.cached().entries.get(key).map(|e| e.etag.clone());
         if let Some(listed) = listed.filter(|l| *l != newest.etag) {
             log::debug!("{key:?}: the index lags its blob; opens under the lock use the blob's");
             lock(&self.fresher).insert(

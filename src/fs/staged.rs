@@ -464,11 +464,11 @@ impl Fs {
         };
         let (src, dst) = (old.file.try_clone()?, new.file.try_clone()?);
         let start = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let at = dst.metadata()?.len();
-            let len = src.metadata()?.len();
-            let mut buf = vec![0u8; (len.saturating_sub(from)) as usize];
-            src.read_exact_at(&mut buf, from)?;
-            dst.write_all_at(&buf, at)?;
+            use std::io::{Seek, SeekFrom};
+            let (mut src, mut dst) = (src, dst);
+            let at = dst.seek(SeekFrom::End(0))?;
+            src.seek(SeekFrom::Start(from))?;
+            std::io::copy(&mut src, &mut dst)?;
             Ok(at)
         })
         .await
