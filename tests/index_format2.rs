@@ -201,6 +201,47 @@ async fn a_current_copy_is_validated_by_one_request_and_grows_by_its_tail() {
     assert_eq!(reader.revalidate().await.unwrap().entries.len(), 21);
 }
 
+/// A commit that lost the race to another host's append lands even while its own host keeps
+/// forgetting how fresh its copy is (the daemon does on every read that finds a value rewritten
+/// elsewhere): the copy its revalidation reads still comes in, so the retry appends at the new
+/// end instead of at the old one until it gives up.
+#[tokio::test]
+async fn a_commit_that_lost_a_race_lands_while_its_host_keeps_invalidating() {
+    let mem: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let faults = Arc::new(FaultStore::new(mem.clone()));
+    let a_store: Arc<dyn BlobStore> = faults.clone();
+    let a = index_on(&a_store);
+    let b = index_on(&mem);
+    a.commit(vec![put("first", 1)]).await.unwrap();
+    b.commit(vec![put("from-b", 2)]).await.unwrap();
+    // Every read of the journal by host A is preceded by a reader of A invalidating its copy.
+    let slot: Arc<std::sync::OnceLock<Arc<SharedIndex>>> = Default::default();
+    let in_rule = slot.clone();
+    faults.plan(
+        Op::Get,
+        When::matching(move |name| {
+            if name.ends_with(".journal") {
+                if let Some(a) = in_rule.get() {
+                    a.invalidate();
+                }
+            }
+            false
+        }),
+        Fault::Timeout,
+    );
+    let _ = slot.set(a.clone());
+    // A's copy still ends before B's append: its first append is refused.
+    a.commit(vec![put("from-a", 3)])
+        .await
+        .expect("the commit lands after reading B's append");
+    assert_eq!(
+        keys_of(&mem).await,
+        vec!["first", "from-a", "from-b"],
+        "both hosts' entries are listed"
+    );
+    assert!(a.conflicts() >= 1, "A's first append lost the race");
+}
+
 /// Every append's answer is lost once (the store appended, the writer does not know): with the
 /// retrying store, as the daemon composes it, no batch lands twice and none is lost; without
 /// it, the writer finds its own batch in the tail.

@@ -103,6 +103,9 @@ struct Cached {
     /// Order of the request the copy came from: an answer to an older request never replaces
     /// the answer to a newer one.
     ticket: u64,
+    /// Answers to requests older than this (sent before the last [`SharedIndex::invalidate`])
+    /// still bring their copy in, but do not make it count as current.
+    current_from: u64,
     /// Submitted changes not yet durable, in submission order, by sequence number.
     unsettled: Vec<(u64, Change)>,
     /// `index` with `unsettled` applied: what this process reads while there are any.
@@ -229,6 +232,7 @@ impl SharedIndex {
                 source: Source::Missing,
                 checked: None,
                 ticket: 0,
+                current_from: 0,
                 unsettled: Vec::new(),
                 view: None,
                 journal: None,
@@ -357,8 +361,10 @@ impl SharedIndex {
     pub fn invalidate(&self) {
         let ticket = self.ticket();
         let mut c = lock(&self.cache);
-        // Answers to requests sent before now no longer count as fresh.
-        c.ticket = c.ticket.max(ticket);
+        // Answers to requests sent before now no longer count as fresh. (Their copies still come
+        // in: they are newer than the cached one, and a commit that lost a race needs the copy
+        // its revalidation read to append at the new end.)
+        c.current_from = c.current_from.max(ticket);
         c.checked = None;
     }
 
@@ -402,7 +408,9 @@ impl SharedIndex {
                 rebuild = true;
             }
             c.ticket = ticket;
-            c.checked = Some(at);
+            if ticket >= c.current_from {
+                c.checked = Some(at);
+            }
         }
         if rebuild {
             c.rebuild_view();
