@@ -242,6 +242,53 @@ async fn a_commit_that_lost_a_race_lands_while_its_host_keeps_invalidating() {
     assert!(a.conflicts() >= 1, "A's first append lost the race");
 }
 
+/// Azurite answers a read of an append blob with the etag it has once the body is read: an
+/// append landing meanwhile shows in the etag but not in the bytes. A reader (and a writer) whose
+/// read of the journal was answered so still finds that append: the next revalidation reads it
+/// (not "not modified" forever), and a commit appends after it instead of giving up.
+#[tokio::test]
+async fn a_tail_read_answered_with_a_later_etag_still_finds_the_later_append() {
+    let mem: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let faults = Arc::new(FaultStore::new(mem.clone()));
+    let reader_store: Arc<dyn BlobStore> = faults.clone();
+    let writer = index_on(&mem);
+    writer.commit(vec![put("k0", 0)]).await.unwrap();
+    let reader = index_on(&reader_store);
+    let w = writer.clone();
+    faults.plan(
+        Op::Get,
+        When::matching(|name| name.ends_with(".journal")),
+        Fault::etag_after(move || async move { w.commit(vec![put("k1", 1)]).await.unwrap() }),
+    );
+    let first = reader.revalidate().await.unwrap();
+    assert!(first.entries.contains_key("k0"));
+    assert!(!first.entries.contains_key("k1"), "the read missed k1");
+    let next = reader.revalidate().await.unwrap();
+    assert!(
+        next.entries.contains_key("k1"),
+        "the next revalidation reads k1"
+    );
+    // The same, then a commit from the reader: it lands after the append its copy missed.
+    writer.commit(vec![put("k2", 2)]).await.unwrap();
+    let w = writer.clone();
+    faults.plan(
+        Op::Get,
+        When::matching(|name| name.ends_with(".journal")),
+        Fault::etag_after(move || async move { w.commit(vec![put("k3", 3)]).await.unwrap() }),
+    );
+    assert!(!reader
+        .revalidate()
+        .await
+        .unwrap()
+        .entries
+        .contains_key("k3"));
+    reader
+        .commit(vec![put("k4", 4)])
+        .await
+        .expect("the commit lands after the append its copy missed");
+    assert_eq!(keys_of(&mem).await, vec!["k0", "k1", "k2", "k3", "k4"]);
+}
+
 /// Every append's answer is lost once (the store appended, the writer does not know): with the
 /// retrying store, as the daemon composes it, no batch lands twice and none is lost; without
 /// it, the writer finds its own batch in the tail.

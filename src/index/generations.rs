@@ -236,9 +236,13 @@ impl SharedIndex {
                 continue;
             }
             pos.len += consumed as u64;
-            // The etag describes the journal as far as it was read only when every byte was a
-            // whole record (on Azure always: appends are whole).
-            pos.etag = (used == data.len()).then_some(props.etag);
+            // The etag is kept (for the next read's "not modified") only from an answer with no
+            // new bytes, whose etag and size describe the same journal. An answer with bytes may
+            // carry a later etag than its bytes (Azurite reads an append blob's etag after the
+            // body, so an append landing meanwhile shows in it): kept, the next read would be
+            // "not modified" while that append is unread, for as long as the journal stays so.
+            pos.etag =
+                (data.is_empty() && used == 0 && props.size == pos.len).then_some(props.etag);
             break;
         }
         Ok(if grew {

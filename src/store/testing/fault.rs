@@ -173,6 +173,11 @@ pub enum Fault {
     DelayAfter(Duration),
     /// Run this once, before the call (see [`Fault::hook`]); the call then goes ahead.
     Hook(HookFn),
+    /// Once, for a GET that finds bytes: call the inner store, then run this, then answer the
+    /// bytes read with the etag the blob has *after* it ran (see [`Fault::etag_after`]). Azurite
+    /// does this to an append blob read while an append lands: it reads the etag after the body.
+    /// (An answer without bytes is left alone: the Azure backend takes those from a HEAD.)
+    EtagAfter(HookFn),
 }
 
 impl Fault {
@@ -183,6 +188,16 @@ impl Fault {
         Fut: Future<Output = ()> + Send + 'static,
     {
         Fault::Hook(Box::new(move || Box::pin(f())))
+    }
+
+    /// A GET answered with the bytes it read but the etag of the blob after `f` ran, e.g. after
+    /// another host's append (the etag then describes bytes the answer does not hold).
+    pub fn etag_after<F, Fut>(f: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Fault::EtagAfter(Box::new(move || Box::pin(f())))
     }
 
     /// The error this fault answers instead of calling the inner store, if it is of that kind.
@@ -214,6 +229,7 @@ impl fmt::Debug for Fault {
             Fault::DelayBefore(d) => write!(f, "DelayBefore({d:?})"),
             Fault::DelayAfter(d) => write!(f, "DelayAfter({d:?})"),
             Fault::Hook(_) => write!(f, "Hook(..)"),
+            Fault::EtagAfter(_) => write!(f, "EtagAfter(..)"),
         }
     }
 }
@@ -267,7 +283,7 @@ impl Rule {
 
     /// Whether the rule can never match again once it has matched.
     fn spent_once_fired(&self) -> bool {
-        matches!(self.fault, Fault::Hook(_))
+        matches!(self.fault, Fault::Hook(_) | Fault::EtagAfter(_))
             || matches!(self.when, When::Nth(_) | When::NthWithPrefix(..))
     }
 }
@@ -282,6 +298,8 @@ struct Plan {
 #[derive(Default)]
 struct Actions {
     hooks: Vec<HookFn>,
+    /// Hooks run after a GET, whose answer then carries the etag from after them.
+    etag_after: Vec<HookFn>,
     before: Duration,
     fail: Option<StoreError>,
     after: Duration,
@@ -356,6 +374,10 @@ impl FaultStore {
                     actions.hooks.push(hook);
                     continue;
                 }
+                Fault::EtagAfter(hook) => {
+                    actions.etag_after.push(hook);
+                    continue;
+                }
                 Fault::DelayBefore(d) => actions.before += d,
                 Fault::DelayAfter(d) => actions.after += d,
                 Fault::LoseAnswer => actions.lose_answer = true,
@@ -381,6 +403,17 @@ impl FaultStore {
         call: impl Future<Output = Result<T>> + Send,
     ) -> Result<T> {
         let actions = self.actions(op, name);
+        self.run_actions(op, name, actions, call).await
+    }
+
+    /// Runs `call` as `actions` say.
+    async fn run_actions<T>(
+        &self,
+        op: Op,
+        name: &str,
+        actions: Actions,
+        call: impl Future<Output = Result<T>> + Send,
+    ) -> Result<T> {
         for hook in actions.hooks {
             hook().await;
         }
@@ -434,8 +467,20 @@ impl BlobStore for FaultStore {
         range: Option<Range<u64>>,
         if_none_match: Option<&str>,
     ) -> Result<GetResult> {
-        self.run(Op::Get, name, self.inner.get(name, range, if_none_match))
-            .await
+        let mut actions = self.actions(Op::Get, name);
+        let later = std::mem::take(&mut actions.etag_after);
+        let call = self.inner.get(name, range, if_none_match);
+        let answer = self.run_actions(Op::Get, name, actions, call).await;
+        let Ok(GetResult::Found { mut props, data }) = answer else {
+            return answer;
+        };
+        if !later.is_empty() && !data.is_empty() {
+            for hook in later {
+                hook().await;
+            }
+            props.etag = self.inner.head(name).await?.etag;
+        }
+        Ok(GetResult::Found { props, data })
     }
 
     async fn head(&self, name: &str) -> Result<BlobProps> {
