@@ -396,6 +396,66 @@ async fn a_compaction_cut_off_at_any_step_loses_nothing() {
     }
 }
 
+/// A compaction that dies before its seal leaves a generation nothing leads to: once it is past
+/// the grace period, the next compaction removes it (with the replaced ones), and the chain
+/// that is in use stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_that_never_took_over_is_removed_after_the_grace_period() {
+    let mem = Arc::new(MemStore::new());
+    let faults = Arc::new(FaultStore::new(mem.clone()));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let a = compacting(&store, u64::MAX);
+    for i in 0..10u64 {
+        a.commit(vec![put(&format!("k{i}"), i)]).await.unwrap();
+    }
+    let snapshots = || -> Vec<String> {
+        mem.names()
+            .into_iter()
+            .filter(|n| n.ends_with(".snapshot"))
+            .collect()
+    };
+    let before = snapshots();
+    // The next commit compacts first and dies at its seal (that append never ends).
+    a.set_compaction(1, GRACE);
+    faults.plan(
+        Op::Append,
+        When::Nth(faults.calls(Op::Append) + 1),
+        Fault::DelayBefore(Duration::from_secs(3600)),
+    );
+    let dying = {
+        let a = a.clone();
+        tokio::spawn(async move { a.commit(vec![put("dying", 99)]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    dying.abort();
+    let _ = dying.await;
+    faults.clear();
+    let leftover: Vec<String> = snapshots()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert_eq!(leftover.len(), 1, "the dead compaction left its generation");
+    let leftover_journal = leftover[0].replace(".snapshot", ".journal");
+    assert!(mem.names().contains(&leftover_journal));
+    // Young, it stays (it could be a compaction still on its way to the seal).
+    let b = compacting(&store, 1);
+    b.commit(vec![put("young", 1)]).await.unwrap();
+    assert!(mem.names().contains(&leftover[0]), "removed while young");
+    tokio::time::sleep(GRACE + Duration::from_millis(100)).await;
+    b.commit(vec![put("after", 2)]).await.unwrap();
+    b.commit(vec![put("after2", 3)]).await.unwrap();
+    let names = mem.names();
+    assert!(
+        !names.contains(&leftover[0]) && !names.contains(&leftover_journal),
+        "the generation that never took over is still there: {names:?}"
+    );
+    let keys = keys_of(&store).await;
+    assert!((0..10).all(|i| keys.contains(&format!("k{i}"))));
+    for k in ["young", "after", "after2"] {
+        assert!(keys.contains(&k.to_string()), "{k} lost");
+    }
+}
+
 /// A corrupt journal record is reported (naming the blob), not skipped.
 #[tokio::test]
 async fn a_corrupt_journal_is_an_error_naming_the_blob() {

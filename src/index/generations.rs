@@ -304,7 +304,13 @@ impl SharedIndex {
         source: &Source,
     ) -> Result<Option<Source>, IndexError> {
         let generation = new_generation();
+        let started = std::time::Instant::now();
         let bytes = self.create_generation(&generation, index).await?;
+        if started.elapsed() > self.generation_grace() / 2 {
+            // (As in `compact`: a generation this old may be removed as never used.)
+            self.drop_generation(&generation).await;
+            return Ok(None);
+        }
         let conditions = match source {
             Source::Whole { etag } => Conditions::if_match(etag.clone()),
             _ => Conditions::if_absent(),
@@ -353,7 +359,19 @@ impl SharedIndex {
         replaced: bool,
     ) -> Result<Option<JournalPos>, IndexError> {
         let generation = new_generation();
+        let started = std::time::Instant::now();
         let bytes = self.create_generation(&generation, index).await?;
+        if started.elapsed() > self.generation_grace() / 2 {
+            // Unsealed generations this old may be removed as never used: this one is not
+            // sealed in (the next commit compacts again).
+            log::warn!(
+                "index {}: compaction took {:?} to write generation {generation}; abandoned",
+                self.blob(),
+                started.elapsed()
+            );
+            self.drop_generation(&generation).await;
+            return Ok(None);
+        }
         let seal = if replaced {
             Op::SealReplaced {
                 next: generation.clone(),
@@ -438,15 +456,27 @@ impl SharedIndex {
 
     /// The generation a generation's journal was sealed into, if it was.
     async fn seal_of(&self, generation: &str) -> Option<String> {
+        self.sealed_into(generation).await.ok().flatten()
+    }
+
+    /// The generation a generation's journal was sealed into: `None` when it is not sealed (or
+    /// gone), an error when the store could not say.
+    async fn sealed_into(&self, generation: &str) -> Result<Option<String>, StoreError> {
         let name = self.journal_blob(generation);
-        let size = self.store().head(&name).await.ok()?.size;
+        let size = match self.store().head(&name).await {
+            Ok(p) => p.size,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         self.seal_at_end(&name, size).await
     }
 
-    /// Removes generations that were replaced (their journal ends with a seal) before `head`,
-    /// the one the head names, and have not changed for the grace period, and snapshots left
-    /// without a journal (a compaction that died half way) as old (best effort). `head` and the
-    /// generations it leads to stay, whatever their age.
+    /// Removes, once unchanged for the grace period, generations that were replaced (their
+    /// journal ends with a seal), generations that never took over (a compaction that died or
+    /// lost before its seal: no seal and not the head leads to them) and snapshots left without a
+    /// journal (best effort). `head`, the one the head names, and the generations it leads to
+    /// stay, whatever their age; when that chain cannot be read to its end, unsealed
+    /// generations stay too (one of them may be its end).
     pub(super) async fn remove_old_generations(&self, head: &str) {
         let prefix = format!("{}-", self.blob());
         let blobs = match list_all(self.store().as_ref(), &prefix).await {
@@ -460,10 +490,18 @@ impl SharedIndex {
         // younger than the grace period, so it is not removed either.
         let mut needed = std::collections::HashSet::new();
         let mut at = head.to_string();
+        let mut chain_read = false;
         while needed.insert(at.clone()) && needed.len() < 64 {
-            match self.seal_of(&at).await {
-                Some(next) => at = next,
-                None => break,
+            match self.sealed_into(&at).await {
+                Ok(Some(next)) => at = next,
+                Ok(None) => {
+                    chain_read = true;
+                    break;
+                }
+                Err(e) => {
+                    log::debug!("index: cannot follow the generations from {head}: {e}");
+                    break;
+                }
             }
         }
         let now = SystemTime::now();
@@ -490,13 +528,20 @@ impl SharedIndex {
                 continue;
             }
             let journal = parts.iter().find(|b| b.name.ends_with(".journal"));
-            let gone = match journal {
-                Some(j) => self.seal_at_end(&j.name, j.size).await.is_some(),
+            let removable = match journal {
+                Some(j) => match self.seal_at_end(&j.name, j.size).await {
+                    // Replaced.
+                    Ok(Some(_)) => true,
+                    // Never took over: nothing leads to it.
+                    Ok(None) => chain_read,
+                    Err(_) => false,
+                },
                 None => true,
             };
-            if !gone {
+            if !removable {
                 continue;
             }
+            log::debug!("index: removing generation {generation} (replaced or never used)");
             for b in parts {
                 let cond = Conditions::if_match(b.etag.clone());
                 match self.store().delete(&b.name, &cond).await {
@@ -509,21 +554,22 @@ impl SharedIndex {
     }
 
     /// The generation journal `name` (`size` bytes) was sealed into, if it ends with a seal.
-    async fn seal_at_end(&self, name: &str, size: u64) -> Option<String> {
+    async fn seal_at_end(&self, name: &str, size: u64) -> Result<Option<String>, StoreError> {
         // A seal record is small (about 50 bytes): it is within the last few hundred.
         let from = size.saturating_sub(256);
         let tail = match self.store().get(name, Some(from..size), None).await {
             Ok(GetResult::Found { data, .. }) => data,
-            _ => return None,
+            Ok(GetResult::NotModified) | Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
         };
-        (0..tail.len().saturating_sub(11))
+        Ok((0..tail.len().saturating_sub(11))
             .filter(|&i| tail[i..].starts_with(records::RECORD_MAGIC))
             .find_map(|i| match records::decode_records(&tail[i..]) {
                 Ok((recs, used)) if used == tail.len() - i && recs.len() == 1 => {
                     recs[0].0.seal().map(|(next, _)| next.to_string())
                 }
                 _ => None,
-            })
+            }))
     }
 }
 
