@@ -73,9 +73,8 @@ impl Dict {
         let index = self.index.current().await?;
         Ok(index
             .entries
-            .range(prefix.to_string()..)
+            .range_from(prefix)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, e)| (k.clone(), e.clone()))
             .collect())
     }
 

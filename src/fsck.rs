@@ -146,10 +146,10 @@ pub async fn check(
     if let Some(index) = &index {
         report.keys = index.entries.len();
         for (key, entry) in &index.entries {
-            match blobs.get(key) {
+            match blobs.get(&key) {
                 None => report.missing_blobs.push(key.clone()),
                 Some(props) => {
-                    if let Some(why) = mismatch(entry, props) {
+                    if let Some(why) = mismatch(&entry, props) {
                         report.mismatched.push((key.clone(), why));
                     }
                 }
@@ -157,7 +157,7 @@ pub async fn check(
         }
         report.unlisted_blobs = blobs
             .keys()
-            .filter(|k| !index.entries.contains_key(*k))
+            .filter(|k| !index.entries.contains_key(k))
             .cloned()
             .collect();
     } else {

@@ -84,7 +84,7 @@ async fn kill_during_copy(backend: Backend, trials: usize) {
         // No entry listed after an earlier trial was lost by this one (killed mid-compaction).
         for (key, etag) in &listed {
             assert_eq!(
-                idx.entries.get(key).map(|e| &e.etag),
+                idx.entries.get(key).map(|e| e.etag).as_ref(),
                 Some(etag),
                 "trial {trial}: {key}, listed before, is gone"
             );
@@ -92,14 +92,14 @@ async fn kill_during_copy(backend: Backend, trials: usize) {
         let prefix = format!("{target}/");
         for (key, entry) in idx
             .entries
-            .range(prefix.clone()..)
+            .range_from(&prefix)
             .take_while(|(k, _)| k.starts_with(&prefix))
         {
             if entry.kind != remotedict::index::EntryKind::File {
                 continue;
             }
             let rel = &key[prefix.len()..];
-            let data = decoded(&store, &layout.blob_name(key), &entry.etag).await;
+            let data = decoded(&store, &layout.blob_name(&key), &entry.etag).await;
             assert_eq!(
                 entry.size,
                 data.len() as u64,
@@ -115,7 +115,7 @@ async fn kill_during_copy(backend: Backend, trials: usize) {
         }
         listed.extend(
             idx.entries
-                .range(prefix.clone()..)
+                .range_from(&prefix)
                 .take_while(|(k, _)| k.starts_with(&prefix))
                 .map(|(k, e)| (k.clone(), e.etag.clone())),
         );

@@ -121,7 +121,7 @@ async fn repair_keeps_a_concurrent_writers_entry(backend: Backend) {
     let now = writer.revalidate().await.unwrap();
     assert_eq!(
         now.entries.get("a"),
-        Some(&mine),
+        Some(mine),
         "the repair replaced a concurrent writer's entry"
     );
 }

@@ -48,7 +48,7 @@ fn retrying(inner: Arc<dyn BlobStore>) -> Arc<dyn BlobStore> {
 async fn keys_of(store: &Arc<dyn BlobStore>) -> Vec<String> {
     let fresh = index_on(store);
     let idx = fresh.current().await.unwrap();
-    idx.entries.keys().cloned().collect()
+    idx.entries.keys().collect()
 }
 
 async fn bytes_of(store: &dyn BlobStore, name: &str) -> Bytes {

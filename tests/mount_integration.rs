@@ -132,7 +132,8 @@ async fn check_container(backend: &Backend, expected_files: &[String]) {
             b.name
         );
         assert_eq!(
-            idx.entries[key].etag, b.etag,
+            idx.entries.get(key).expect("listed").etag,
+            b.etag,
             "index etag of {key} matches the blob"
         );
     }

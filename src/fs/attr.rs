@@ -134,7 +134,7 @@ impl Fs {
 
     /// The entry of `key`: the index's, unless this host has just seen a newer blob.
     pub(super) async fn entry_of(&self, key: &str) -> FsResult<Option<Entry>> {
-        let listed = self.index.current().await?.entries.get(key).cloned();
+        let listed = self.index.current().await?.entries.get(key);
         let mut fresher = lock(&self.fresher);
         if let Some((e, seen, over)) = fresher.get(key) {
             // Newer only while the index still lists the version it replaced; for a while, or

@@ -233,7 +233,7 @@ impl Fs {
                 entry: entry.clone(),
             }])
             .await?;
-        let listed = self.index.cached().entries.get(key).cloned();
+        let listed = self.index.cached().entries.get(key);
         Ok(listed.map_or(Holder::Nothing, Holder::Value))
     }
 }

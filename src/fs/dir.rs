@@ -155,7 +155,7 @@ impl Fs {
                 self.getattr(e.ino).await
             } else {
                 let key = key.unwrap_or_default();
-                self.listed_attr(&index, &key, e.ino, index.entries.get(&key))
+                self.listed_attr(&index, &key, e.ino, index.entries.get(&key).as_ref())
             };
             match attr {
                 Ok(a) => out.push((pos as u64 + 1, e.clone(), a)),

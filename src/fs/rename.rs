@@ -61,7 +61,7 @@ impl Fs {
             None => None,
         };
         let index = self.index.current().await?;
-        let src_entry = index.entries.get(&from).cloned();
+        let src_entry = index.entries.get(&from);
         let src_is_dir = src_entry
             .as_ref()
             .map_or_else(|| has_children(&index, &from), |e| e.kind == EntryKind::Dir);
@@ -70,7 +70,7 @@ impl Fs {
         if src_entry.is_none() && !src_is_dir && !pending {
             return Err(FsError::NotFound);
         }
-        let dst_entry = index.entries.get(&to).cloned();
+        let dst_entry = index.entries.get(&to);
         let dst_is_dir = dst_entry
             .as_ref()
             .map_or_else(|| has_children(&index, &to), |e| e.kind == EntryKind::Dir);
@@ -96,15 +96,15 @@ impl Fs {
         let prefix = format!("{from}/");
         let moving: Vec<(String, Entry)> = index
             .entries
-            .get_key_value(&from)
+            .get(&from)
+            .map(|e| (from.clone(), e))
             .into_iter()
             .chain(
                 index
                     .entries
-                    .range::<_, String>(prefix.clone()..)
+                    .range_from(&prefix)
                     .take_while(|(k, _)| k.starts_with(&prefix)),
             )
-            .map(|(k, e)| (k.clone(), e.clone()))
             .collect();
         // The leases each name had here: unsaved changes made under one follow the file.
         let leases: std::collections::HashMap<String, Option<String>> = moving

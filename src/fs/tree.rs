@@ -16,7 +16,7 @@ pub(super) fn children(index: &Index, dir: &str) -> Vec<(String, NodeKind)> {
     let mut from = prefix.clone();
     // One pass over the folder's keys; a subfolder's keys are skipped with one new seek.
     'seek: loop {
-        for (key, entry) in index.entries.range::<_, String>(from.clone()..) {
+        for (key, entry) in index.entries.range_from(&from) {
             let Some(rest) = key.strip_prefix(&prefix) else {
                 break 'seek;
             };
@@ -27,7 +27,7 @@ pub(super) fn children(index: &Index, dir: &str) -> Vec<(String, NodeKind)> {
                     from = format!("{prefix}{name}0");
                     continue 'seek;
                 }
-                None => out.push((rest.to_string(), kind_of(entry))),
+                None => out.push((rest.to_string(), kind_of(&entry))),
             }
         }
         break;
@@ -44,7 +44,7 @@ pub(super) fn has_children(index: &Index, dir: &str) -> bool {
     let prefix = format!("{dir}/");
     index
         .entries
-        .range::<_, String>(prefix.clone()..)
+        .range_from(&prefix)
         .next()
         .is_some_and(|(k, _)| k.starts_with(&prefix))
 }

@@ -106,7 +106,7 @@ impl Fs {
         if key.is_empty() || !name.starts_with("user.remotedict.") {
             return Err(FsError::NoAttribute);
         }
-        let entry = self.index.current().await?.entries.get(&key).cloned();
+        let entry = self.index.current().await?.entries.get(&key);
         let value = match name {
             XATTR_ETAG => entry.ok_or(FsError::NoAttribute)?.etag,
             XATTR_COMPRESSED => entry.ok_or(FsError::NoAttribute)?.stored_size.to_string(),

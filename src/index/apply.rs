@@ -81,8 +81,8 @@ pub fn saved_check<'a>(index: &Index, change: &'a Change) -> Option<SavedCheck<'
     else {
         return None;
     };
-    let listed = index.entries.get(key).map(|e| e.etag.as_str());
-    let current = listed == replaces.as_deref() || listed == Some(&entry.etag);
+    let listed = index.entries.get(key).map(|e| e.etag);
+    let current = listed.as_deref() == replaces.as_deref() || listed.as_ref() == Some(&entry.etag);
     (!current).then_some(SavedCheck {
         key,
         blob,
@@ -95,7 +95,7 @@ pub fn saved_check<'a>(index: &Index, change: &'a Change) -> Option<SavedCheck<'
 pub fn apply_change(index: &mut Index, change: &Change) -> bool {
     match change {
         Change::Put { key, entry } | Change::Saved { key, entry, .. } => {
-            if index.entries.get(key) != Some(entry) {
+            if index.entries.get(key).as_ref() != Some(entry) {
                 index.entries.insert(key.clone(), entry.clone());
                 true
             } else {
@@ -114,9 +114,9 @@ pub fn apply_change(index: &mut Index, change: &Change) -> bool {
             key,
             if_etag,
             entry,
-        } => match index.entries.get_mut(key) {
-            Some(e) if &e.etag == if_etag && e != entry => {
-                *e = entry.clone();
+        } => match index.entries.get(key) {
+            Some(e) if &e.etag == if_etag && &e != entry => {
+                index.entries.insert(key.clone(), entry.clone());
                 true
             }
             _ => false,

@@ -84,7 +84,7 @@ impl Entry {
 /// The decoded index: keys in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Index {
-    pub entries: imbl::OrdMap<String, Entry>,
+    pub entries: super::entries::Entries,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,14 +123,14 @@ pub fn encode_body(index: &Index) -> Vec<u8> {
     out.push(ENTRY_LIST_VERSION);
     put_varint(&mut out, 0); // flags, reserved
     put_varint(&mut out, index.entries.len() as u64);
-    let mut prev: &[u8] = &[];
+    let mut prev = String::new();
     for (key, e) in &index.entries {
         let k = key.as_bytes();
-        let shared = prev.iter().zip(k).take_while(|(a, b)| a == b).count();
+        let shared = prev.bytes().zip(k).take_while(|(a, b)| a == *b).count();
         put_varint(&mut out, shared as u64);
         put_bytes(&mut out, &k[shared..]);
-        put_entry(&mut out, e);
-        prev = k;
+        put_entry(&mut out, &e);
+        prev = key;
     }
     out
 }
@@ -277,7 +277,7 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
     let mut r = Reader { buf, pos: 5 };
     let _flags = r.varint()?;
     let count = r.varint()?;
-    let mut entries = imbl::OrdMap::new();
+    let mut entries = super::entries::SortedBuilder::default();
     let mut prev: Vec<u8> = Vec::new();
     for _ in 0..count {
         let shared =
@@ -292,17 +292,19 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
             return Err(r.err("keys out of order"));
         }
         let entry = read_entry(&mut r)?;
-        let key_str = String::from_utf8(key.clone()).map_err(|_| r.err("key is not UTF-8"))?;
+        let key_str = std::str::from_utf8(&key).map_err(|_| r.err("key is not UTF-8"))?;
         if key_str.is_empty() {
             return Err(r.err("empty key"));
         }
-        entries.insert(key_str, entry);
+        entries.push(key_str, &entry);
         prev = key;
     }
     if r.pos != buf.len() {
         return Err(r.err("trailing bytes after the last entry"));
     }
-    Ok(Index { entries })
+    Ok(Index {
+        entries: entries.finish(),
+    })
 }
 
 /// Reads an entry's fields (after its key), as [`put_entry`] wrote them.

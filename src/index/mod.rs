@@ -7,6 +7,7 @@
 //! local disk until they land.
 
 pub mod apply;
+pub mod entries;
 pub mod format;
 pub mod generations;
 pub mod journal;

@@ -207,7 +207,7 @@ pub fn diff<'a>(before: &Index, after: &Index, keys: impl IntoIterator<Item = &'
             continue;
         }
         match (before.entries.get(key), after.entries.get(key)) {
-            (b, Some(a)) if b != Some(a) => ops.push(Op::Put(key.to_string(), a.clone())),
+            (b, Some(a)) if b.as_ref() != Some(&a) => ops.push(Op::Put(key.to_string(), a)),
             (Some(_), None) => ops.push(Op::Remove(key.to_string())),
             _ => {}
         }
