@@ -158,7 +158,7 @@ impl Fs {
         self.writable()?;
         let key = self.child(parent, name)?;
         let index = self.index.current().await?;
-        let entry = index.entries.get(&key).cloned();
+        let entry = index.entries.get(&key);
         let ino = lock(&self.inodes).get(&key);
         let pending = ino.and_then(|i| self.open_file(i));
         match entry {

@@ -32,7 +32,7 @@ impl Fs {
             }
             let (f, mut st) = self.lock_state(ino).await;
             if st.staged.is_none() {
-                st.base = self.index.current().await?.entries.get(&key).cloned();
+                st.base = self.index.current().await?.entries.get(&key);
             }
             let r = self.ensure_staged(&key, &mut st, size == 0).await;
             let r = r.and_then(|()| self.check_lease(&key, fh, &st));
@@ -135,7 +135,7 @@ impl Fs {
             } else {
                 self.index.revalidate().await?
             };
-            let existing = index.entries.get(key).cloned();
+            let existing = index.entries.get(key);
             let mut e = match &existing {
                 Some(e) => e.clone(),
                 None if kind == NodeKind::Dir => {
