@@ -96,6 +96,9 @@ pub async fn finish(fs: &Fs, tasks: &TaskTracker) {
 /// like `cat` and `cp` move 1 MiB (one LZ4 block) per call.
 const IO_SIZE: u32 = 1 << 20;
 
+/// A closed listing this long is followed by handing free memory back to the system.
+const BIG_LISTING: usize = 65_536;
+
 /// The one place failures are logged and turned into an errno (the core counts them: see
 /// `FuseAdapter::spawn` and `FuseAdapter::fail`).
 fn errno(op: &str, e: &FsError) -> Errno {
@@ -166,8 +169,12 @@ impl Filesystem for FuseAdapter {
         {
             log::warn!("the kernel does not offer {missing:?}: those locks hold on this host only");
         }
-        // Listings come with attributes (`ls -l` needs no lookup per entry).
+        // Listings come with attributes (`ls -l` needs no lookup per entry), for as long as the
+        // program listing asks for them: after the first batch the kernel goes on with plain
+        // readdir unless it saw the entries stat'ed (`ls -f`, `find`, shell globs then cost no
+        // kernel inode per name, and no inode here once the listing is closed).
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         // O_TRUNC arrives with open, so a truncating open never fetches the old value.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Requests of up to 1 MiB (one LZ4 block) instead of 128 KiB: a quarter as many round
@@ -695,8 +702,13 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        let entries = self.fs.releasedir(fh.0);
         reply.ok();
+        if entries >= BIG_LISTING {
+            // Its names and inodes were many small allocations, now free but kept by the
+            // allocator: hand the pages back, so a mount's memory follows what it holds.
+            crate::runtime::return_free_memory();
+        }
     }
 
     fn fsyncdir(

@@ -289,3 +289,47 @@ on_both_mounts!(
     tree_copy_diff_and_second_mount,
     daemon_mode_reports_readiness
 );
+
+/// A listing that nothing stats (`ls -f`, a script's glob) goes on as plain readdir after its first
+/// batch (`FUSE_READDIRPLUS_AUTO`): the kernel then holds no inode per name, so once the listing
+/// is closed the daemon holds none either (`ls -l` still gets attributes with the names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_nobody_stats_leaves_no_inode_per_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::local(dir.path());
+    let m = Mount::start(&backend);
+    let store = backend.store().await;
+    let layout = Layout::new(FOLDER).unwrap();
+    let index = SharedIndex::new(store.clone(), layout.index_blob(), Duration::from_secs(1));
+    let names = 2000u64;
+    let changes = (0..names)
+        .map(|i| remotedict::index::Change::Put {
+            key: format!("many/f{i:05}"),
+            entry: remotedict::index::Entry::file(1, 1, 0, format!("\"0x{:X}\"", i + 1)),
+        })
+        .collect();
+    index.commit(changes).await.unwrap();
+    // (The mount's copy of the index is at most 0.5 s old.)
+    std::thread::sleep(Duration::from_millis(700));
+    let inodes = |m: &Mount| -> u64 {
+        let text = std::fs::read_to_string(m.path(".remotedict/status")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["inodes"].as_u64().unwrap()
+    };
+    let listed = m.sh("ls -f many | grep -c '^f'");
+    assert_eq!(listed.trim(), names.to_string());
+    // (releasedir reaches the daemon just after `ls` exits.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut held = inodes(&m);
+    while held > names / 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        held = inodes(&m);
+    }
+    assert!(
+        held <= names / 4,
+        "{held} inodes held after listing {names} names nobody stat'ed"
+    );
+    // `ls -l` still has every name's attributes.
+    let long = m.sh("ls -l many | grep -c '^-'");
+    assert_eq!(long.trim(), names.to_string());
+}

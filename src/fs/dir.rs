@@ -167,11 +167,16 @@ impl Fs {
         Ok(out)
     }
 
-    pub fn releasedir(&self, fh: u64) {
+    /// Closes a listing, unpinning the inodes it named; returns how many entries it had.
+    pub fn releasedir(&self, fh: u64) -> usize {
         let list = lock(&self.dirs).remove(&fh);
         lock(&self.dir_slices).remove(&fh);
-        if let Some(list) = list {
-            self.unpin_listing(&list);
+        match list {
+            Some(list) => {
+                self.unpin_listing(&list);
+                list.len()
+            }
+            None => 0,
         }
     }
 }

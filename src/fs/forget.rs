@@ -107,6 +107,7 @@ impl Fs {
             }
         }
         sweep_parked(&files, &mut inodes);
+        inodes.shrink();
     }
 
     /// Inodes the table holds (the root included): names looked up, listed or open.

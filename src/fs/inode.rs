@@ -176,6 +176,15 @@ impl InodeTable {
         }
     }
 
+    /// Gives back the tables' spare room once they hold under a quarter of what they have room
+    /// for (a listing of a million names grew them; they keep that size otherwise).
+    pub fn shrink(&mut self) {
+        if self.by_ino.len() * 4 < self.by_ino.capacity() {
+            self.by_ino.shrink_to_fit();
+            self.by_key.shrink_to_fit();
+        }
+    }
+
     /// The parked inodes (to be released again), emptying the set.
     pub fn take_parked(&mut self) -> Vec<u64> {
         self.parked.drain().collect()

@@ -122,6 +122,7 @@ impl Fs {
             "lock_waiters": self.locks.waiters(),
             "uploads_pending": pending,
             "open_handles": lock(&self.handles).len(),
+            "inodes": self.inode_count(),
             "errors_since_start": self.failures.load(Ordering::Relaxed),
         });
         let mut text = serde_json::to_vec_pretty(&status).unwrap_or_default();
