@@ -646,8 +646,14 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.readdir(fh.0) {
             Ok(entries) => {
-                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
+                for i in (offset as usize)..entries.len() {
+                    let (ino, kind) = (entries.ino(i), entries.kind(i));
+                    if reply.add(
+                        INodeNo(ino),
+                        (i + 1) as u64,
+                        file_type(kind),
+                        entries.name(i),
+                    ) {
                         break;
                     }
                 }

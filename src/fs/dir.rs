@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::listing::Listing;
 use super::*;
 use crate::mutex::lock;
 
@@ -16,7 +17,7 @@ impl Fs {
     pub async fn opendir(&self, ino: u64) -> FsResult<u64> {
         if let Some(list) = self.virtual_dir(ino) {
             let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-            lock(&self.dirs).insert(fh, Arc::new(list));
+            lock(&self.dirs).insert(fh, Arc::new(list.into_iter().collect()));
             return Ok(fh);
         }
         let key = self.key_of(ino)?;
@@ -25,7 +26,6 @@ impl Fs {
             return Err(FsError::NotDir);
         }
         let index = self.index.current().await?;
-        let mut list = Vec::new();
         let mut names = children(&index, &key);
         // Files created here and not yet saved.
         let pending: Vec<(u64, String)> = {
@@ -44,11 +44,11 @@ impl Fs {
                 }
             }
         }
-        {
+        let list = {
             // Every inode the listing names is pinned until releasedir: its number stays valid
             // while the kernel may still be handed it (see forget.rs).
             let mut inodes = lock(&self.inodes);
-            list.reserve(names.len() + 2);
+            let mut list = Listing::with_capacity(names.len() + 2);
             let parent = if ino == ROOT_INO {
                 ROOT_INO
             } else {
@@ -56,28 +56,25 @@ impl Fs {
             };
             for dot in [(ino, "."), (parent, "..")] {
                 inodes.pin_ino(dot.0);
-                list.push(DirEntry {
-                    ino: dot.0,
-                    name: dot.1.into(),
-                    kind: NodeKind::Dir,
-                });
+                list.push(dot.0, dot.1, NodeKind::Dir);
             }
+            let mut child = child_key(&key, "");
+            let dir_len = child.len();
             for (name, kind) in names {
-                let child_ino = inodes.pin(&child_key(&key, &name));
-                list.push(DirEntry {
-                    ino: child_ino,
-                    name,
-                    kind,
-                });
+                child.truncate(dir_len);
+                child.push_str(&name);
+                let child_ino = inodes.pin(&child);
+                list.push(child_ino, &name, kind);
             }
-        }
+            list
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.dirs).insert(fh, Arc::new(list));
         Ok(fh)
     }
 
     /// Entries of an open directory from position `offset` on.
-    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+    pub fn readdir(&self, fh: u64) -> FsResult<Arc<Listing>> {
         lock(&self.dirs).get(&fh).cloned().ok_or(FsError::BadHandle)
     }
 
@@ -124,12 +121,13 @@ impl Fs {
     /// those removed since opendir.
     pub(super) async fn attrs_of_slice(
         &self,
-        entries: &[DirEntry],
+        entries: &Listing,
         start: usize,
         max: usize,
     ) -> FsResult<Vec<(u64, DirEntry, Attr)>> {
-        let slice: Vec<(usize, &DirEntry)> =
-            entries.iter().enumerate().skip(start).take(max).collect();
+        let slice: Vec<(usize, DirEntry)> = (start..entries.len().min(start.saturating_add(max)))
+            .filter_map(|i| entries.get(i).map(|e| (i, e)))
+            .collect();
         // One index copy and one pass over the inode table for the slice; entries with an open
         // file, a fresher entry or a virtual node take the general path.
         let index = self.index.current().await?;

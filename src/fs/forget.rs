@@ -91,19 +91,20 @@ impl Fs {
     }
 
     /// A closed listing's pins are dropped; inodes nothing references any more are forgotten.
-    pub(super) fn unpin_listing(&self, list: &[DirEntry]) {
+    pub(super) fn unpin_listing(&self, list: &super::listing::Listing) {
         // A virtual listing (`.remotedict`) pinned nothing.
         if list
+            .inos()
             .first()
-            .is_some_and(|e| self.virtual_attr(e.ino).is_some())
+            .is_some_and(|&ino| self.virtual_attr(ino).is_some())
         {
             return;
         }
         let files = lock(&self.files);
         let mut inodes = lock(&self.inodes);
-        for e in list {
-            if inodes.unpin(e.ino) {
-                inodes.release(e.ino, files.contains_key(&e.ino));
+        for &ino in list.inos() {
+            if inodes.unpin(ino) {
+                inodes.release(ino, files.contains_key(&ino));
             }
         }
         sweep_parked(&files, &mut inodes);

@@ -21,6 +21,7 @@ mod flock;
 mod forget;
 mod handles;
 pub mod inode;
+pub mod listing;
 pub mod locks;
 mod namespace;
 mod readers;
@@ -88,7 +89,7 @@ pub struct Fs {
     inodes: Mutex<InodeTable>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     handles: Mutex<HashMap<u64, Handle>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    dirs: Mutex<HashMap<u64, Arc<listing::Listing>>>,
     /// Per open directory: where the last readdirplus slice started and how long it was.
     dir_slices: Mutex<HashMap<u64, (usize, usize)>>,
     next_fh: AtomicU64,
