@@ -52,19 +52,26 @@ fn run(command: Command, sub: &clap::ArgMatches, argv: Vec<OsString>) -> Result<
     };
     match command {
         Command::Mount(args) => {
-            let file = ConfigFile::read(args.store.config.as_deref())?;
-            let req = MountRequest {
-                mountpoint: &args.mountpoint,
-                foreground: args.foreground,
-                rebuild_index: args.rebuild_index,
-                store: &args.store.settings,
-                mount: &args.settings,
+            let print_config = args.print_config;
+            // The configuration, read now and again on SIGHUP (the file and a credential file;
+            // the flags and environment are the ones the mount started with).
+            let sub = sub.clone();
+            let read_config = move || -> Result<config::MountConfig> {
+                let file = ConfigFile::read(args.store.config.as_deref())?;
+                let req = MountRequest {
+                    mountpoint: &args.mountpoint,
+                    foreground: args.foreground,
+                    rebuild_index: args.rebuild_index,
+                    store: &args.store.settings,
+                    mount: &args.settings,
+                };
+                Ok(config::mount_config(req, &sub, &file)?)
             };
-            let cfg = config::mount_config(req, sub, &file)?;
-            if args.print_config {
+            let cfg = read_config()?;
+            if print_config {
                 print!("{}", cfg.to_toml()?);
             } else {
-                crate::mount::run(cfg, argv)?;
+                crate::mount::run(cfg, argv, Box::new(read_config))?;
             }
         }
         Command::Unmount { mountpoint } => crate::mount::unmount(&mountpoint)?,

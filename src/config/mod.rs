@@ -25,8 +25,8 @@ use serde::Serialize;
 pub use error::ConfigError;
 pub use settings::{MountSettings, StoreSettings};
 pub use store::{
-    default_cache_dir, default_config_path, default_local_root, open_store, Backend, Credential,
-    CredentialSources, Secret, StoreConfig,
+    default_cache_dir, default_config_path, default_local_root, open_store, open_swappable_store,
+    reopen_backend, Backend, Credential, CredentialSources, Secret, StoreConfig,
 };
 
 /// The one key of the file that has no flag: a credential never goes on a command line.

@@ -21,6 +21,7 @@ use crate::store::azure::{AzureOptions, AzureStore};
 use crate::store::local::LocalStore;
 use crate::store::retry::Backoff;
 use crate::store::retrying::RetryingStore;
+use crate::store::swappable::SwappableStore;
 use crate::store::{BlobStore, StoreError};
 
 /// A secret (connection string, SAS token): its `Debug` and `Serialize` never show it.
@@ -223,6 +224,42 @@ pub fn default_config_path() -> PathBuf {
 
 /// Opens the store the configuration points at; checks (or creates) the container.
 pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
+    let backend = open_backend(cfg)?;
+    // Every backend's requests are retried in one place, which recognises a retried write's own
+    // earlier success (see `store::retrying`).
+    let store: Arc<dyn BlobStore> =
+        Arc::new(RetryingStore::new(backend, Backoff::new(cfg.retries)));
+    check_or_create(&store, cfg).await?;
+    Ok(store)
+}
+
+/// Opens the store as [`open_store`] does, with its backend behind a [`SwappableStore`] that a
+/// reload ([`reopen_backend`]) can point at a backend with a new credential.
+pub async fn open_swappable_store(
+    cfg: &StoreConfig,
+) -> Result<(Arc<dyn BlobStore>, Arc<SwappableStore>)> {
+    let swappable = Arc::new(SwappableStore::new(open_backend(cfg)?));
+    let store: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(
+        swappable.clone(),
+        Backoff::new(cfg.retries),
+    ));
+    check_or_create(&store, cfg).await?;
+    Ok((store, swappable))
+}
+
+/// A new backend for `cfg` (its credential read again), once it has shown it can read the
+/// container; never creates it.
+pub async fn reopen_backend(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
+    let backend = open_backend(cfg)?;
+    RetryingStore::new(backend.clone(), Backoff::new(cfg.retries))
+        .check_container()
+        .await
+        .with_context(|| format!("{} cannot be read", backend.describe()))?;
+    Ok(backend)
+}
+
+/// The backend `cfg` points at, not yet checked or retried. Reads a credential file.
+fn open_backend(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
     let opts = AzureOptions {
         request_timeout: Duration::from_secs(cfg.request_timeout.max(1)),
     };
@@ -232,7 +269,7 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
         crate::store::azure::check_container_name(container)
             .context("--container (or `container` in the configuration file)")?;
     }
-    let backend: Arc<dyn BlobStore> = match &cfg.backend {
+    Ok(match &cfg.backend {
         Backend::Local { root, .. } => local_store(root, container)?,
         Backend::Azure { credential } => Arc::new(match credential {
             Credential::ConnectionStringFile(file) => {
@@ -253,11 +290,11 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
                     .context("the connection string in the configuration file is not usable")?
             }
         }),
-    };
-    // Every backend's requests are retried in one place, which recognises a retried write's own
-    // earlier success (see `store::retrying`).
-    let store: Arc<dyn BlobStore> =
-        Arc::new(RetryingStore::new(backend, Backoff::new(cfg.retries)));
+    })
+}
+
+/// Checks that the container can be read; creates it when it is missing and `cfg` allows it.
+async fn check_or_create(store: &Arc<dyn BlobStore>, cfg: &StoreConfig) -> Result<()> {
     let is_local = matches!(cfg.backend, Backend::Local { .. });
     match store.check_container().await {
         Ok(()) => {}
@@ -273,7 +310,7 @@ pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
         }
         Err(e) => bail!("cannot reach {}: {e}", store.describe()),
     }
-    Ok(store)
+    Ok(())
 }
 
 fn local_store(root: &Path, container: &str) -> Result<Arc<dyn BlobStore>> {

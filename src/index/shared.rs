@@ -336,14 +336,20 @@ impl SharedIndex {
             return Ok(idx);
         }
         // While the store is failing, callers queued behind a failed revalidation get its error
-        // at once instead of each waiting out another timeout.
+        // at once instead of each waiting out another timeout. Only a transient failure (a time
+        // limit, a lost connection) is remembered: a refusal (403 from an expired credential)
+        // comes back at once, and the next caller's request may already carry a new credential.
         if let Some((at, e)) = lock(&self.failure).as_ref() {
             if at.elapsed() < FAILURE_MEMORY {
                 return Err(e.clone());
             }
         }
         let result = self.revalidate().await;
-        *lock(&self.failure) = result.as_ref().err().map(|e| (Instant::now(), e.clone()));
+        *lock(&self.failure) = result
+            .as_ref()
+            .err()
+            .filter(|e| matches!(e, IndexError::Store(s) if s.is_transient()))
+            .map(|e| (Instant::now(), e.clone()));
         result
     }
 

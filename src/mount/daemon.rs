@@ -13,6 +13,29 @@ use anyhow::{bail, Context, Result};
 
 /// The variable that hands the child the readiness pipe's write end.
 const READY_FD_ENV: &str = "REMOTEDICT_READY_FD";
+/// The variable that tells the child which log file its stderr goes to (reopened on SIGHUP).
+const LOG_FILE_ENV: &str = "REMOTEDICT_LOG_FILE";
+
+/// Points stderr (the log) at a fresh open of the daemon's log file, so a log rotated away
+/// (renamed by logrotate) is let go and the file at the path is written from now on. Returns the
+/// path, or `None` when this process does not log to a file (a foreground mount).
+pub fn reopen_log() -> Result<Option<std::path::PathBuf>> {
+    let Some(path) = std::env::var_os(LOG_FILE_ENV).map(std::path::PathBuf::from) else {
+        return Ok(None);
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("reopening the log file {}", path.display()))?;
+    // SAFETY: dup2 onto stderr of a descriptor we own; log lines written meanwhile go to one file
+    // or the other, whole.
+    if unsafe { libc::dup2(file.as_raw_fd(), libc::STDERR_FILENO) } < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("pointing the log at {}", path.display()));
+    }
+    Ok(Some(path))
+}
 
 /// The child's end of the readiness pipe: says `ready`, or why the mount failed.
 pub struct Readiness(Option<std::fs::File>);
@@ -67,6 +90,7 @@ pub fn daemonize(
     cmd.args(argv.iter().skip(1))
         .arg("--foreground")
         .env(READY_FD_ENV, write_fd.to_string())
+        .env(LOG_FILE_ENV, log_path)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));

@@ -6,7 +6,9 @@
 pub mod checks;
 pub mod daemon;
 pub mod mountinfo;
+pub mod notify;
 pub mod options;
+pub mod reload;
 pub mod signals;
 
 use std::ffi::OsString;
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{open_store, MountConfig};
+use crate::config::{open_swappable_store, MountConfig};
 use crate::fs::{Fs, FsConfig};
 use crate::fuse::FuseAdapter;
 use crate::layout::Layout;
@@ -27,11 +29,12 @@ use crate::transfer::TransferConfig;
 const UNMOUNT_PATIENCE: Duration = Duration::from_secs(5);
 use daemon::Readiness;
 pub use options::MountOptions;
-use signals::Ending;
+use reload::{Reloader, Reread};
+use signals::{Event, Signals};
 
 /// Entry point of `remotedict mount`. `argv` is the command line (program name first), run again
-/// in the foreground when daemonizing.
-pub fn run(cfg: MountConfig, argv: Vec<OsString>) -> Result<()> {
+/// in the foreground when daemonizing; `reread` reads the configuration again (on SIGHUP).
+pub fn run(cfg: MountConfig, argv: Vec<OsString>, reread: Reread) -> Result<()> {
     raise_nofile_limit();
     let opts = MountOptions::parse(&cfg.options)?;
     let mountpoint = checks::check_mountpoint(&cfg.mountpoint)?;
@@ -43,7 +46,7 @@ pub fn run(cfg: MountConfig, argv: Vec<OsString>) -> Result<()> {
     }
     if cfg.foreground {
         let ready = Readiness::from_env();
-        let result = serve(&cfg, &opts, lease_duration, &mountpoint, ready);
+        let result = serve(&cfg, &opts, lease_duration, &mountpoint, ready, reread);
         if let Err(e) = &result {
             log::error!("{e:#}");
         }
@@ -125,10 +128,16 @@ fn serve(
     lease_duration: crate::store::LeaseDuration,
     mountpoint: &Path,
     mut ready: Readiness,
+    reread: Reread,
 ) -> Result<()> {
     let rt = crate::runtime::build(4)?;
+    // Listening from the start: a SIGHUP while the index loads must not kill the mount.
+    let mut signals = {
+        let _in_runtime = rt.enter();
+        Signals::new().context("listening for signals")?
+    };
     let setup = rt.block_on(async {
-        let store = open_store(&cfg.store).await?;
+        let (store, backend) = open_swappable_store(&cfg.store).await?;
         let layout = Layout::new(&cfg.store.folder)?;
         if cfg.rebuild_index {
             let (report, blobs) = crate::fsck::check(&store, &layout).await?;
@@ -156,9 +165,10 @@ fn serve(
         let fs = Fs::new(store, layout, ttl, fs_cfg)?;
         fs.set_index_compaction(cfg.index_compact_kib.max(1).saturating_mul(1024));
         let keys = fs.warm_up().await.context("reading the index")?;
-        anyhow::Ok((Arc::new(fs), what, keys))
+        anyhow::Ok((Arc::new(fs), what, keys, backend))
     });
-    let (fs, what, keys) = setup.map_err(|e| ready.fail(e))?;
+    let (fs, what, keys, backend) = setup.map_err(|e| ready.fail(e))?;
+    let mut reloader = Reloader::new(reread, cfg.clone(), backend);
 
     let config = fuse_config(opts, format!("remotedict:{what}"));
     let ttl = Duration::from_secs_f64(cfg.index_ttl);
@@ -175,9 +185,11 @@ fn serve(
         }
     }));
     let mut unmounter = session.unmount_callable();
-    log::info!("serving {what} ({keys} keys) on {}", mountpoint.display());
+    let serving = format!("serving {what} ({keys} keys) on {}", mountpoint.display());
+    log::info!("{serving}");
     ready.ready();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    notify::ready(&serving);
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let runner = std::thread::Builder::new()
         .name("fuse-session".into())
         .spawn(move || {
@@ -187,13 +199,23 @@ fn serve(
         })
         .context("starting the FUSE session")?;
     rt.block_on(async {
-        match signals::wait_for_end(done_rx).await? {
-            Ending::Unmounted => {
-                log::info!("unmounted (fusermount3 -u or remotedict unmount); exiting");
-                return anyhow::Ok(());
-            }
-            Ending::Signal(name) => {
-                log::info!("{name}: saving pending changes and unmounting")
+        loop {
+            match signals.next(&mut done_rx).await {
+                Event::Reload => {
+                    notify::reloading("SIGHUP: reloading");
+                    let summary = reloader.reload().await;
+                    notify::ready(&format!("{serving}; {summary}"));
+                }
+                Event::Unmounted => {
+                    notify::stopping("unmounted");
+                    log::info!("unmounted (fusermount3 -u or remotedict unmount); exiting");
+                    return anyhow::Ok(());
+                }
+                Event::Signal(name) => {
+                    notify::stopping(&format!("{name}: saving pending changes and unmounting"));
+                    log::info!("{name}: saving pending changes and unmounting");
+                    break;
+                }
             }
         }
         // Pending changes are saved now; locks stay held while their holders may still run

@@ -1,27 +1,46 @@
-//! Waiting for the end of a mount: an unmount from outside (the FUSE session ends) or a
-//! SIGTERM, SIGINT or SIGHUP asking us to save and unmount.
+//! What a running mount waits for: an unmount from outside (the FUSE session ends), a SIGTERM or
+//! SIGINT asking us to save and unmount, or a SIGHUP (logrotate, `systemctl reload`), which asks
+//! for a reload and never ends the mount.
 
 use anyhow::Result;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// Why the mount is ending.
+/// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// Unmounted from outside (`fusermount3 -u`, `remotedict unmount`): nothing left to do.
+pub enum Event {
+    /// The session ended: the kernel unmounted us (`fusermount3 -u`, `umount`).
     Unmounted,
-    /// A signal asked us to save pending changes and unmount.
+    /// A signal asked us to unmount.
     Signal(&'static str),
+    /// SIGHUP: reload, then go on.
+    Reload,
 }
 
-/// Waits until the session ends (`session_done` fires) or a terminating signal arrives.
-pub async fn wait_for_end(session_done: tokio::sync::oneshot::Receiver<()>) -> Result<Ending> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::select! {
-        _ = session_done => Ending::Unmounted,
-        _ = term.recv() => Ending::Signal("SIGTERM"),
-        _ = int.recv() => Ending::Signal("SIGINT"),
-        _ = hup.recv() => Ending::Signal("SIGHUP"),
-    })
+/// The signals and the session's end, listened to from mount to exit.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Starts listening (from now on these signals no longer kill the process; one that comes
+    /// before [`Signals::next`] is asked is kept for it). Needs a tokio runtime context.
+    pub fn new() -> Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next event; `session_done` fires when the FUSE session ends.
+    pub async fn next(&mut self, session_done: &mut tokio::sync::oneshot::Receiver<()>) -> Event {
+        tokio::select! {
+            _ = session_done => Event::Unmounted,
+            _ = self.term.recv() => Event::Signal("SIGTERM"),
+            _ = self.int.recv() => Event::Signal("SIGINT"),
+            _ = self.hup.recv() => Event::Reload,
+        }
+    }
 }

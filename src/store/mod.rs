@@ -10,6 +10,7 @@ pub mod azure;
 pub mod local;
 pub mod retry;
 pub mod retrying;
+pub mod swappable;
 pub mod testing;
 
 use std::collections::BTreeMap;
