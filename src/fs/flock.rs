@@ -188,6 +188,11 @@ impl Fs {
             let mut tried = self.answer(attempt, &key, &req, bound).await?;
             if let Tried::Granted(grant) = tried {
                 if self.locks.grant_holds(&key, req.owner, grant) {
+                    log::debug!(
+                        "{key:?}: {} lock granted to pid {} (grant {grant})",
+                        req.mode.as_str(),
+                        req.pid
+                    );
                     return Ok(());
                 }
                 // The lease ran out between the grant and now (this host was paused, or the
