@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -17,6 +17,7 @@ use fuser::{
 use tokio_util::task::TaskTracker;
 
 use crate::fs::{Attr, Fs, FsError, LockKind, LockMode, LockRequest, NodeKind, SetAttr};
+use crate::metrics;
 
 /// How long an ending mount waits for the operations still running (an `rm` between its delete
 /// and its index commit, an upload ending in a close) before it stops anyway.
@@ -53,22 +54,30 @@ impl FuseAdapter {
         errno(op, e)
     }
 
-    /// Runs `op` on the runtime and hands its result to `reply`; the core counts failures.
-    fn spawn<T, F, Fut>(&self, op: F, reply: impl FnOnce(Result<T, FsError>) + Send + 'static)
-    where
+    /// Runs `op` on the runtime and hands its result to `reply`; the core counts failures, the
+    /// metrics the request `name` (its time to the answer, and its errno).
+    fn spawn<T, F, Fut>(
+        &self,
+        name: &'static str,
+        op: F,
+        reply: impl FnOnce(Result<T, FsError>) + Send + 'static,
+    ) where
         T: Send + 'static,
         F: FnOnce(Arc<Fs>) -> Fut,
         Fut: Future<Output = Result<T, FsError>> + Send + 'static,
     {
+        let started = Instant::now();
         let fs = self.fs.clone();
         let fut = op(fs.clone());
         self.tasks.spawn_on(
             async move {
                 let r = fut.await;
-                if let Err(e) = &r {
+                let failed = r.as_ref().err().map(|e| {
                     fs.note_failure(e);
-                }
-                reply(r)
+                    e.errno()
+                });
+                reply(r);
+                metrics::fuse_request(name, started.elapsed(), failed);
             },
             &self.rt,
         );
@@ -195,6 +204,7 @@ impl Filesystem for FuseAdapter {
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
+            "lookup",
             move |fs| async move { fs.lookup_entry(parent.0, &name?).await },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
@@ -212,6 +222,7 @@ impl Filesystem for FuseAdapter {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.ttl;
         self.spawn(
+            "getattr",
             move |fs| async move { fs.getattr(ino.0).await },
             move |r| match r {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
@@ -247,6 +258,7 @@ impl Filesystem for FuseAdapter {
             gid,
         };
         self.spawn(
+            "setattr",
             move |fs| async move { fs.setattr(ino.0, fh.map(|f| f.0), set).await },
             move |r| match r {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
@@ -267,6 +279,7 @@ impl Filesystem for FuseAdapter {
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
+            "mkdir",
             move |fs| async move { fs.mkdir_entry(parent.0, &name?, mode).await },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
@@ -287,6 +300,7 @@ impl Filesystem for FuseAdapter {
         let name = name_str(link_name);
         let target = name_str(target.as_os_str());
         self.spawn(
+            "symlink",
             move |fs| async move { fs.symlink_entry(parent.0, &name?, &target?).await },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
@@ -297,6 +311,7 @@ impl Filesystem for FuseAdapter {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.spawn(
+            "readlink",
             move |fs| async move { fs.readlink(ino.0).await },
             move |r| match r {
                 Ok(target) => reply.data(target.as_bytes()),
@@ -323,6 +338,7 @@ impl Filesystem for FuseAdapter {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_str(name);
         self.spawn(
+            "unlink",
             move |fs| async move { fs.unlink(parent.0, &name?).await },
             move |r| empty(reply, "unlink", r),
         );
@@ -331,6 +347,7 @@ impl Filesystem for FuseAdapter {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_str(name);
         self.spawn(
+            "rmdir",
             move |fs| async move { fs.rmdir(parent.0, &name?).await },
             move |r| empty(reply, "rmdir", r),
         );
@@ -357,6 +374,7 @@ impl Filesystem for FuseAdapter {
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let (name, newname) = (name_str(name), name_str(newname));
         self.spawn(
+            "rename",
             move |fs| async move {
                 fs.rename(parent.0, &name?, newparent.0, &newname?, noreplace)
                     .await
@@ -367,6 +385,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(
+            "open",
             move |fs| async move { fs.open(ino.0, flags.0).await },
             move |r| match r {
                 Ok(fh) if Fs::direct_io(flags.0) => {
@@ -391,6 +410,7 @@ impl Filesystem for FuseAdapter {
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
+            "create",
             move |fs| async move { fs.create_entry(parent.0, &name?, mode, flags).await },
             move |r| match r {
                 Ok((a, fh)) => reply.created(
@@ -417,6 +437,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         self.spawn(
+            "read",
             move |fs| async move { fs.read(fh.0, offset, size).await },
             move |r| match r {
                 Ok(data) => reply.data(&data),
@@ -439,6 +460,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let data = data.to_vec();
         self.spawn(
+            "write",
             move |fs| async move { fs.write(fh.0, offset, &data).await },
             move |r| match r {
                 Ok(n) => reply.written(n),
@@ -456,6 +478,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(
+            "flush",
             move |fs| async move {
                 let saved = fs.flush(fh.0).await;
                 // A process closing any descriptor of a file drops its POSIX record locks on it
@@ -478,6 +501,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(
+            "fsync",
             move |fs| async move { fs.fsync(fh.0).await },
             move |r| empty(reply, "fsync", r),
         );
@@ -494,6 +518,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(
+            "release",
             move |fs| async move {
                 let saved = fs.release(fh.0).await;
                 // The last close of a file description drops its flock and OFD locks. By handle:
@@ -533,6 +558,7 @@ impl Filesystem for FuseAdapter {
             pid,
         };
         self.spawn(
+            "getlk",
             move |fs| async move { fs.test_lock(ino.0, &req).await },
             move |r| match r {
                 Ok(Some((s, pid))) => {
@@ -572,6 +598,7 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::from_i32(libc::EINVAL));
         };
         self.spawn(
+            "setlk",
             move |fs| async move {
                 // Owned by the kernel's lock owner: the open file description for flock and
                 // OFD locks, the process for POSIX record locks.
@@ -613,6 +640,7 @@ impl Filesystem for FuseAdapter {
         let name = name_str(name);
         let value = value.to_vec();
         self.spawn(
+            "setxattr",
             move |fs| async move { fs.setxattr(ino.0, &name?, &value, pid).await },
             move |r| empty(reply, "setxattr", r),
         );
@@ -621,6 +649,7 @@ impl Filesystem for FuseAdapter {
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_str(name);
         self.spawn(
+            "removexattr",
             move |fs| async move { fs.removexattr(ino.0, &name?).await },
             move |r| empty(reply, "removexattr", r),
         );
@@ -628,6 +657,7 @@ impl Filesystem for FuseAdapter {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.spawn(
+            "opendir",
             move |fs| async move { fs.opendir(ino.0).await },
             move |r| match r {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -644,7 +674,8 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(fh.0) {
+        let started = Instant::now();
+        let failed = match self.fs.readdir(fh.0) {
             Ok(entries) => {
                 for i in (offset as usize)..entries.len() {
                     let (ino, kind) = (entries.ino(i), entries.kind(i));
@@ -658,9 +689,15 @@ impl Filesystem for FuseAdapter {
                     }
                 }
                 reply.ok();
+                None
             }
-            Err(e) => reply.error(self.fail("readdir", &e)),
-        }
+            Err(e) => {
+                let errno = self.fail("readdir", &e);
+                reply.error(errno);
+                Some(e.errno())
+            }
+        };
+        metrics::fuse_request("readdir", started.elapsed(), failed);
     }
 
     fn readdirplus(
@@ -674,6 +711,7 @@ impl Filesystem for FuseAdapter {
         let ttl = self.ttl;
         let fs = self.fs.clone();
         self.spawn(
+            "readdirplus",
             move |fs| async move { fs.readdir_plus(fh.0, offset as usize).await },
             move |r| match r {
                 Ok(entries) => {
@@ -726,6 +764,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.spawn(
+            "fsyncdir",
             move |fs| async move { fs.sync_index().await },
             move |r| empty(reply, "fsyncdir", r),
         );
@@ -738,6 +777,7 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::from_i32(e.errno()));
         }
         self.spawn(
+            "getxattr",
             move |fs| async move { fs.getxattr(ino.0, &name?).await },
             move |r| match r {
                 Ok(value) => xattr_reply(reply, size, &value),
@@ -748,6 +788,7 @@ impl Filesystem for FuseAdapter {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.spawn(
+            "listxattr",
             move |fs| async move { fs.listxattr(ino.0).await },
             move |r| match r {
                 Ok(names) => {

@@ -16,6 +16,7 @@ pub mod fuse;
 pub mod index;
 pub mod layout;
 pub mod lock;
+pub mod metrics;
 pub mod mount;
 pub mod mutex;
 pub mod runtime;

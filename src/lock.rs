@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics;
 use crate::store::{BlobStore, LeaseDuration, StoreError};
 
 /// Taken off a lease's duration: the server counts it from when the request arrived, a little
@@ -60,8 +61,15 @@ impl LeaseKeeper {
         // Our own id, so a retry after a lost answer is recognised as ours.
         let proposed = uuid::Uuid::new_v4().to_string();
         let id = match store.acquire_lease(blob, duration, Some(&proposed)).await {
-            Ok(id) => id,
+            Ok(id) => {
+                metrics::lease_acquire("ok");
+                id
+            }
             Err(e) => {
+                metrics::lease_acquire(match e {
+                    StoreError::LeaseConflict(_) => "busy",
+                    _ => "error",
+                });
                 if e.is_transient() {
                     // The request may still reach the server (held up on the way) and take a
                     // lease nobody knows: it is given back if it does.
@@ -193,6 +201,7 @@ async fn renew_loop(
                 message: "renew lease: no answer before the lease's deadline".into(),
             }),
         };
+        metrics::lease_renewal(result.is_ok());
         match result {
             Ok(()) => {
                 deadline.store(deadline_after(sent, duration), Ordering::Relaxed);
@@ -203,6 +212,7 @@ async fn renew_loop(
                 wait = Duration::from_secs(1).min(period);
             }
             Err(e) => {
+                metrics::lease_lost();
                 log::error!("the lock on {blob:?} is lost: {e}; writes to it will fail");
                 lost.store(true, Ordering::Relaxed);
                 return;

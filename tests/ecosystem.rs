@@ -169,12 +169,14 @@ async fn cli_round_trips_with_a_mount(backend: Backend) {
         out(&cli(&backend, &["stat", "docs/b.txt"])).contains("lease: leased")
     });
     let status = Command::new(bin())
-        .arg("status")
+        .args(["status", "--json"])
         .arg(&m.dir)
         .output()
         .unwrap();
     let text = out(&status);
-    let json: serde_json::Value = serde_json::from_str(text.split_once('\n').unwrap().1).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let json = &all[0];
+    assert_eq!(json["mountpoint"], m.dir.display().to_string(), "{text}");
     assert_eq!(json["leases_held"][0], "docs/b.txt", "{text}");
     // Who holds it: the `flock` process, since when, in which mode, on a renewed lease.
     let lock = &json["locks"][0];
@@ -185,6 +187,20 @@ async fn cli_round_trips_with_a_mount(backend: Backend) {
     assert_eq!(lock["command"], "flock", "{text}");
     assert_eq!(lock["lease"], "renewed", "{text}");
     assert!(lock["end"].is_null() && lock["since"].is_string(), "{text}");
+    // The same for people: a summary and a row per lock.
+    let table = out(&Command::new(bin())
+        .arg("status")
+        .arg(&m.dir)
+        .output()
+        .unwrap());
+    assert!(
+        table.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.starts_with(&["docs/b.txt", "flock", "exclusive", "exclusive"])
+                && cells.contains(&holder.id().to_string().as_str())
+        }),
+        "{table}"
+    );
     // A second `flock` waiting for it is listed as a waiter.
     let mut waiter = Command::new("flock")
         .args(["docs/b.txt", "true"])
@@ -193,7 +209,7 @@ async fn cli_round_trips_with_a_mount(backend: Backend) {
         .unwrap();
     wait_for("the waiter", || {
         let status = Command::new(bin())
-            .arg("status")
+            .args(["status", "--json"])
             .arg(&m.dir)
             .output()
             .unwrap();

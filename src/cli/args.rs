@@ -96,9 +96,15 @@ pub enum Command {
         #[arg(long)]
         lease_id: Option<String>,
     },
-    /// Show what mounted daemons are doing: index size and age, cache use, leases held, uploads
-    /// pending, errors (all remotedict mounts, or one).
-    Status { mountpoint: Option<PathBuf> },
+    /// Show what mounted daemons are doing: index size and age, cache use, locks held and
+    /// waited for, uploads pending, the last errors, the metrics address (all remotedict mounts,
+    /// or one).
+    Status {
+        mountpoint: Option<PathBuf>,
+        /// Print the status snapshots as one JSON array (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout.

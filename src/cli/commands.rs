@@ -1,6 +1,5 @@
-//! The command runners: the dictionary commands, fsck, status, completions and the man page.
-
-use std::path::{Path, PathBuf};
+//! The command runners: the dictionary commands, fsck, completions and the man page (`status`
+//! has its own module).
 
 use anyhow::{bail, Context, Result};
 
@@ -144,33 +143,4 @@ fn write_stdout(buf: &[u8]) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing to stdout"),
     }
-}
-
-/// `remotedict status [MOUNTPOINT]`: prints each mount's status file.
-pub fn status(mountpoint: Option<&Path>) -> Result<()> {
-    let mounts: Vec<PathBuf> = match mountpoint {
-        Some(m) => vec![m.to_path_buf()],
-        None => crate::mount::mountinfo::read()
-            .into_iter()
-            .filter(|m| m.is_remotedict())
-            .map(|m| m.mount_point)
-            .collect(),
-    };
-    if mounts.is_empty() {
-        println!("no remotedict mounts");
-    }
-    for m in mounts {
-        let file = m.join(crate::layout::RESERVED_DIR).join("status");
-        match std::fs::read_to_string(&file) {
-            Ok(text) => println!("{}:\n{text}", m.display()),
-            Err(e) if mountpoint.is_some() => {
-                bail!(
-                    "{}: no status ({e}); is it a remotedict mount?",
-                    m.display()
-                )
-            }
-            Err(e) => println!("{}: no status ({e})\n", m.display()),
-        }
-    }
-    Ok(())
 }

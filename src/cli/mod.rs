@@ -5,6 +5,7 @@
 pub mod args;
 pub mod commands;
 pub mod helper;
+pub mod status;
 
 use std::ffi::OsString;
 
@@ -75,7 +76,7 @@ fn run(command: Command, sub: &clap::ArgMatches, argv: Vec<OsString>) -> Result<
             }
         }
         Command::Unmount { mountpoint } => crate::mount::unmount(&mountpoint)?,
-        Command::Status { mountpoint } => commands::status(mountpoint.as_deref())?,
+        Command::Status { mountpoint, json } => status::status(mountpoint.as_deref(), json)?,
         c @ (Command::Completions { .. } | Command::Man) => commands::generate(c)?,
         Command::Fsck {
             store,

@@ -47,6 +47,8 @@ pub struct MountConfig {
     pub cache_size: u64,
     pub lease_duration: i64,
     pub log_file: PathBuf,
+    /// Where the Prometheus metrics are served, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
     pub store: StoreConfig,
 }
 
@@ -268,6 +270,7 @@ fn mount_config_with(
         cache_dir,
         cache_size: m.cache_size,
         lease_duration: m.lease_duration,
+        metrics: m.metrics,
         store,
     })
 }

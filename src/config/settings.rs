@@ -80,6 +80,9 @@ pub struct MountSettings {
     /// Log file when daemonized (default: CACHE_DIR/remotedict.log).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (for example 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The file says `options = "a,b"`; flags give `-o a -o b`.

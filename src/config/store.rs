@@ -19,6 +19,7 @@ use super::error::ConfigError;
 use super::settings::StoreSettings;
 use crate::store::azure::{AzureOptions, AzureStore};
 use crate::store::local::LocalStore;
+use crate::store::metered::MeteredStore;
 use crate::store::retry::Backoff;
 use crate::store::retrying::RetryingStore;
 use crate::store::swappable::SwappableStore;
@@ -224,7 +225,7 @@ pub fn default_config_path() -> PathBuf {
 
 /// Opens the store the configuration points at; checks (or creates) the container.
 pub async fn open_store(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
-    let backend = open_backend(cfg)?;
+    let backend = Arc::new(MeteredStore::new(open_backend(cfg)?));
     // Every backend's requests are retried in one place, which recognises a retried write's own
     // earlier success (see `store::retrying`).
     let store: Arc<dyn BlobStore> =
@@ -240,7 +241,7 @@ pub async fn open_swappable_store(
 ) -> Result<(Arc<dyn BlobStore>, Arc<SwappableStore>)> {
     let swappable = Arc::new(SwappableStore::new(open_backend(cfg)?));
     let store: Arc<dyn BlobStore> = Arc::new(RetryingStore::new(
-        swappable.clone(),
+        Arc::new(MeteredStore::new(swappable.clone())),
         Backoff::new(cfg.retries),
     ));
     check_or_create(&store, cfg).await?;

@@ -102,6 +102,8 @@ pub struct Fs {
     fresher: Mutex<HashMap<String, (Entry, std::time::Instant, String)>>,
     /// Failures reported to users (not routine answers), for the status file.
     failures: AtomicU64,
+    /// The last few of them (when, and what), newest last, for the status file.
+    last_errors: Mutex<std::collections::VecDeque<(SystemTime, String)>>,
     /// Tells the kernel to drop what it caches of an inode (its size and pages), when the FUSE
     /// adapter serves this core (see [`Fs::set_kernel_cache_invalidator`]).
     kernel_cache: std::sync::OnceLock<KernelCacheInvalidator>,
@@ -148,6 +150,7 @@ impl Fs {
             locks: LockTable::default(),
             fresher: Mutex::new(HashMap::new()),
             failures: AtomicU64::new(0),
+            last_errors: Mutex::new(std::collections::VecDeque::new()),
             kernel_cache: std::sync::OnceLock::new(),
         })
     }

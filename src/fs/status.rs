@@ -15,6 +15,8 @@ pub const STATUS_DIR_INO: u64 = u64::MAX - 1;
 pub const STATUS_INO: u64 = u64::MAX - 2;
 /// Name of the status file.
 pub const STATUS_NAME: &str = "status";
+/// How many of the last failures the status file shows.
+const LAST_ERRORS: usize = 5;
 
 impl Fs {
     /// The virtual node `name` under `parent`, if it is one.
@@ -72,6 +74,11 @@ impl Fs {
     pub fn note_failure(&self, e: &FsError) {
         if !e.is_routine() {
             self.failures.fetch_add(1, Ordering::Relaxed);
+            let mut last = lock(&self.last_errors);
+            if last.len() == LAST_ERRORS {
+                last.pop_front();
+            }
+            last.push_back((SystemTime::now(), e.to_string()));
         }
     }
 
@@ -124,6 +131,14 @@ impl Fs {
             "open_handles": lock(&self.handles).len(),
             "inodes": self.inode_count(),
             "errors_since_start": self.failures.load(Ordering::Relaxed),
+            "last_errors": lock(&self.last_errors)
+                .iter()
+                .map(|(at, what)| serde_json::json!({
+                    "at": crate::time::fmt_time(crate::time::to_ns(*at)),
+                    "error": what,
+                }))
+                .collect::<Vec<_>>(),
+            "metrics": crate::metrics::served_at().map(|a| format!("http://{a}/metrics")),
         });
         let mut text = serde_json::to_vec_pretty(&status).unwrap_or_default();
         text.push(b'\n');

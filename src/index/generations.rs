@@ -398,6 +398,7 @@ impl SharedIndex {
                 return Err(e.into());
             }
         }
+        crate::metrics::index_compaction();
         log::info!(
             "index {}: compacted generation {} ({} bytes of journal) into {generation} \
              ({} entries)",

@@ -767,6 +767,7 @@ impl SharedIndex {
                     // write extended, and must not hide this process's own commit.
                     let ticket = self.ticket();
                     self.writes.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::index_commit(record_len);
                     log::debug!(
                         "index {}: appended {} change(s) in one commit ({record_len} bytes)",
                         self.blob,
@@ -788,6 +789,7 @@ impl SharedIndex {
                 }
                 Err(StoreError::PreconditionFailed(_)) => {
                     self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::index_conflict();
                     log::debug!(
                         "index {}: another writer appended first (attempt {attempt}); retrying",
                         self.blob

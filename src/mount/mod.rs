@@ -137,6 +137,9 @@ fn serve(
         Signals::new().context("listening for signals")?
     };
     let setup = rt.block_on(async {
+        if let Some(addr) = cfg.metrics {
+            crate::metrics::install(addr)?;
+        }
         let (store, backend) = open_swappable_store(&cfg.store).await?;
         let layout = Layout::new(&cfg.store.folder)?;
         if cfg.rebuild_index {

@@ -124,6 +124,7 @@ fn needs_remount(old: &MountConfig, new: &MountConfig) -> Vec<&'static str> {
         ("cache_size", old.cache_size != new.cache_size),
         ("lease_duration", old.lease_duration != new.lease_duration),
         ("log_file", old.log_file != new.log_file),
+        ("metrics", old.metrics != new.metrics),
     ]
     .into_iter()
     .filter_map(|(what, differs)| differs.then_some(what))

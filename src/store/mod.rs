@@ -8,6 +8,7 @@
 
 pub mod azure;
 pub mod local;
+pub mod metered;
 pub mod retry;
 pub mod retrying;
 pub mod swappable;
@@ -65,6 +66,24 @@ impl StoreError {
     /// Whether retrying the same request later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient { .. })
+    }
+
+    /// A short name of the kind of failure (a metrics label: no blob names, no messages).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::NotFound(_) => "not_found",
+            StoreError::ContainerNotFound(_) => "container_not_found",
+            StoreError::PreconditionFailed(_) => "precondition_failed",
+            StoreError::LeaseConflict(_) => "lease_conflict",
+            StoreError::LeaseLost(_) => "lease_lost",
+            StoreError::Transient { .. } => "transient",
+            StoreError::Auth(_) => "auth",
+            StoreError::InvalidName { .. } => "invalid_name",
+            StoreError::BlockListInvalid(_) => "block_list_invalid",
+            StoreError::NoSpace(_) => "no_space",
+            StoreError::BlobFull(_) => "blob_full",
+            StoreError::Other(_) => "other",
+        }
     }
 }
 

@@ -71,6 +71,7 @@ where
     f.retry(backoff.builder())
         .when(StoreError::is_transient)
         .notify(|err: &StoreError, delay: Duration| {
+            crate::metrics::store_retry();
             log::warn!("{what}: {err}; retrying in {} ms", delay.as_millis());
         })
         .await

@@ -98,6 +98,7 @@ impl RetryingStore {
             };
             if err.is_transient() {
                 if let Some(delay) = delays.next() {
+                    crate::metrics::store_retry();
                     log::warn!(
                         "{what} {name:?}: {err}; retrying in {} ms",
                         delay.as_millis()
@@ -242,6 +243,7 @@ impl BlobStore for RetryingStore {
             };
             if err.is_transient() {
                 if let Some(delay) = delays.next() {
+                    crate::metrics::store_retry();
                     log::warn!(
                         "append {name:?}: {err}; retrying in {} ms",
                         delay.as_millis()

@@ -75,6 +75,7 @@ pub async fn upload_file(
     opts: PutOptions,
     cfg: &TransferConfig,
 ) -> Result<Uploaded, TransferError> {
+    let _pending = crate::metrics::PendingUpload::start();
     // One id for every attempt: they all write the same value.
     let opts = PutOptions {
         metadata: super::with_new_value_id(opts.metadata),

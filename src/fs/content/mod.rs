@@ -317,26 +317,29 @@ impl ContentCache {
         sizes: Option<(u64, u64)>,
     ) -> FsResult<Arc<CachedValue>> {
         let key = (blob.to_string(), etag.to_string());
+        let size = sizes.map_or(0, |(size, _)| size);
         {
             let mut entries = self.lock();
             if let Some((v, _)) = entries.small.get(&key) {
                 if !v.failed() {
+                    crate::metrics::cache_lookup(true, size);
                     return Ok(v.clone());
                 }
             }
             if let Some(v) = entries.files.get(&key) {
                 // A streamed value is shared by the readers it has, not kept for later ones.
                 if !v.failed() && (v.on_disk() || Arc::strong_count(v) > 1) {
+                    crate::metrics::cache_lookup(true, size);
                     return Ok(v.clone());
                 }
             }
         }
+        crate::metrics::cache_lookup(false, 0);
         if small::is_small(sizes) {
             let value = Arc::new(CachedValue {
                 file: None,
                 fetch: Fetch::Small(small::start(store, blob, etag), self.dir.clone()),
             });
-            let size = sizes.map_or(0, |(size, _)| size);
             let mut entries = self.lock();
             if let Some((_, (_, old))) = entries.small.push(key, (value.clone(), size)) {
                 entries.small_bytes = entries.small_bytes.saturating_sub(old);
