@@ -1181,3 +1181,69 @@ async fn the_next_holder_reads_the_last_write_even_when_its_listing_failed() {
     }
     faults.clear();
 }
+
+/// `flock f sh -c 'n=$(cat f); echo $((n+1)) | dd of=f'` on host A, cut off past its lease: the
+/// holder's child `dd` opens `f` with `O_TRUNC` only once A's lock table has dropped the lease
+/// (another request asked meanwhile), with no copy of `f` staged yet. The truncation is refused,
+/// like every write while that holder has not let go, and the next holder on A reads B's value.
+/// (It used to stage an empty copy bound to no lease; the next lock on A adopted it as changes
+/// made before the lock, read an empty counter and saved its increment of it: the counter went
+/// from 131 back to 1, found by scripts/lock-torture.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_truncating_open_by_a_lost_holders_process_is_refused() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
+    // flock(1) opens read-only and locks; another process waits with its own read-only open.
+    let holder = a.open(ino_a, libc::O_RDONLY).await.unwrap();
+    let other = a.open(ino_a, libc::O_RDONLY).await.unwrap();
+    a.lock(
+        ino_a,
+        LockRequest::whole(1, holder, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .unwrap();
+    faults.plan(
+        Op::RenewLease,
+        When::Always,
+        Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    tokio::time::sleep(Duration::from_millis(15_500)).await;
+    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
+        .await
+        .expect("A's lease ran out");
+    let r = a
+        .lock(
+            ino_a,
+            LockRequest::whole(3, other, LockMode::Exclusive, false, 0),
+        )
+        .await;
+    assert!(r.is_err(), "A granted a lock B holds: {r:?}");
+    // The holder's `dd` arrives only now.
+    let r = a.open(ino_a, libc::O_WRONLY | libc::O_TRUNC).await;
+    assert!(
+        matches!(r, Err(FsError::LockLost)),
+        "a truncating open under a lost lock was taken: {r:?}"
+    );
+    let bfh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
+    b.write(bfh, 0, b"B").await.unwrap();
+    b.release(bfh).await.unwrap();
+    b.unlock_owner(ino_b, 2).await.unwrap();
+    faults.clear();
+    // The holder lets go (its command failed); then a process on A locks and increments.
+    a.unlock_handle(ino_a, holder).await.unwrap();
+    a.release(holder).await.unwrap();
+    let next = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    a.lock(
+        ino_a,
+        LockRequest::whole(4, next, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .expect("A locks anew");
+    let seen = a.read(next, 0, 16).await.unwrap();
+    assert_eq!(&seen[..], b"B", "the next holder on A did not read B's value");
+    a.write(next, 0, b"C").await.unwrap();
+    a.release(next).await.unwrap();
+    a.unlock_owner(ino_a, 4).await.unwrap();
+    a.release(other).await.unwrap();
+    assert_eq!(read(&b, "f").await.unwrap(), b"C");
+}

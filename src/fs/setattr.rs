@@ -34,8 +34,11 @@ impl Fs {
             if st.staged.is_none() {
                 st.base = self.index.current().await?.entries.get(&key);
             }
-            let r = self.ensure_staged(&key, &mut st, size == 0).await;
-            let r = r.and_then(|()| self.check_lease(&key, fh, &st));
+            // (Checked before anything is staged: a refused truncation leaves no trace.)
+            let r = match self.check_lease(&key, fh, &st) {
+                Ok(()) => self.ensure_staged(&key, &mut st, size == 0).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = r {
                 self.drop_if_idle(ino, &f, &st);
                 return Err(e);

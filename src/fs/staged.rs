@@ -35,16 +35,23 @@ impl Fs {
         Ok(tempfile::tempfile_in(&self.cfg.cache_dir)?)
     }
 
-    /// Makes sure `st` has a staged copy: empty when truncating, else the current value.
+    /// Makes sure `st` has a staged copy: empty when truncating, else the current value. A
+    /// truncation is a write: it is refused while a lock on `key` that ended with its lease is
+    /// still held here (`check_lease`), whether or not a copy is staged yet. (A truncating open
+    /// by a process the lost holder started, arriving once the lock table had dropped the lease,
+    /// used to stage an empty copy bound to no lease, which the next lock here then adopted as
+    /// changes made without a lock and saved: found by scripts/lock-torture, a counter reset.)
     pub(super) async fn ensure_staged(
         &self,
         key: &str,
         st: &mut FileState,
         truncate: bool,
     ) -> FsResult<()> {
+        if truncate {
+            self.check_lease(key, None, st)?;
+        }
         if st.staged.is_some() {
             if truncate {
-                self.check_lease(key, None, st)?;
                 self.note_dirty(key, st);
                 if let Some(s) = st.staged.as_mut() {
                     s.file.set_len(0)?;
