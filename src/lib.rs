@@ -16,6 +16,7 @@ pub mod fuse;
 pub mod index;
 pub mod layout;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod mount;
 pub mod mutex;

@@ -1240,7 +1240,11 @@ async fn a_truncating_open_by_a_lost_holders_process_is_refused() {
     .await
     .expect("A locks anew");
     let seen = a.read(next, 0, 16).await.unwrap();
-    assert_eq!(&seen[..], b"B", "the next holder on A did not read B's value");
+    assert_eq!(
+        &seen[..],
+        b"B",
+        "the next holder on A did not read B's value"
+    );
     a.write(next, 0, b"C").await.unwrap();
     a.release(next).await.unwrap();
     a.unlock_owner(ino_a, 4).await.unwrap();

@@ -339,3 +339,124 @@ fn sighup_picks_up_a_rotated_account_key() {
     assert!(child.wait().unwrap().success());
     wait_unmounted(&mnt);
 }
+
+/// Under systemd (stderr is the stream `JOURNAL_STREAM` names) each log line carries its syslog
+/// priority for the journal; SIGUSR2 switches debug lines on, and off again, without a restart.
+#[test]
+fn journal_lines_carry_priorities_and_sigusr2_switches_debug() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Backend::local(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let log = tmp.path().join("journal");
+    let stream = std::fs::File::create(&log).unwrap();
+    let m = stream.metadata().unwrap();
+    let mut child = backend
+        .command(&mnt, &tmp.path().join("cache"), &["--foreground"])
+        .env_remove("RUST_LOG")
+        .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+        .stdout(Stdio::null())
+        .stderr(stream)
+        .spawn()
+        .unwrap();
+    let text_with = |what: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(what) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let text = text_with("serving");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<6>remotedict::mount: serving")),
+        "{text}"
+    );
+    assert!(text.lines().all(|l| l.starts_with('<')), "{text}");
+    std::fs::write(mnt.join("a"), b"1").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("<7>"), "debug lines by default: {text}");
+
+    signal(child.id(), "USR2");
+    let text = text_with("debug logging on");
+    assert!(
+        text.contains("<6>remotedict::mount: SIGUSR2: debug logging on"),
+        "{text}"
+    );
+    std::fs::write(mnt.join("b"), b"2").unwrap();
+    let text = text_with("<7>");
+    let debug_lines = |t: &str| t.lines().filter(|l| l.starts_with("<7>")).count();
+    assert!(
+        debug_lines(&text) > 0,
+        "no debug line after SIGUSR2: {text}"
+    );
+
+    signal(child.id(), "USR2");
+    let text = text_with("debug logging off");
+    assert!(text.contains("SIGUSR2: debug logging off"), "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = debug_lines(&std::fs::read_to_string(&log).unwrap());
+    std::fs::write(mnt.join("c"), b"3").unwrap();
+    assert_eq!(std::fs::read(mnt.join("c")).unwrap(), b"3");
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        debug_lines(&after),
+        before,
+        "debug lines after the second SIGUSR2: {after}"
+    );
+    assert!(is_mounted(&mnt), "SIGUSR2 unmounted");
+    signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
+    wait_unmounted(&mnt);
+}
+
+/// The example units are ones systemd accepts (`systemd-analyze verify`: directives, the
+/// binary, the template's instance).
+#[test]
+fn the_example_units_pass_systemd_analyze_verify() {
+    let Ok(probe) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("systemd-analyze is not installed: skipping");
+        return;
+    };
+    assert!(probe.status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let bin = env!("CARGO_BIN_EXE_remotedict");
+    let mut units = Vec::new();
+    for (file, name) in [
+        ("remotedict.service", "remotedict.service"),
+        ("remotedict@.service", "remotedict@.service"),
+        ("remotedict@.service", "remotedict@data.service"),
+    ] {
+        let text = std::fs::read_to_string(contrib.join(file)).unwrap();
+        assert!(text.contains("/usr/local/bin/remotedict"), "{file}");
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text.replace("/usr/local/bin/remotedict", bin)).unwrap();
+        if name != "remotedict@.service" {
+            units.push(path);
+        }
+    }
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    // Unknown or malformed directives are only warnings, naming the file.
+    let ours = tmp.path().to_string_lossy().to_string();
+    assert!(!said.contains(&ours), "{said}");
+}

@@ -31,9 +31,7 @@ pub fn main(argv: Vec<OsString>) -> i32 {
         Command::Mount(_) => "remotedict=info,fuser=error,warn",
         _ => "warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_millis()
-        .init();
+    crate::logging::init(default);
     let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(&matches);
     match run(cli.command, sub, argv) {
         Ok(code) => code,

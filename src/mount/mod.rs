@@ -209,6 +209,10 @@ fn serve(
                     let summary = reloader.reload().await;
                     notify::ready(&format!("{serving}; {summary}"));
                 }
+                Event::ToggleDebug => {
+                    let on = crate::logging::toggle_debug();
+                    log::info!("SIGUSR2: debug logging {}", if on { "on" } else { "off" });
+                }
                 Event::Unmounted => {
                     notify::stopping("unmounted");
                     log::info!("unmounted (fusermount3 -u or remotedict unmount); exiting");

@@ -1,6 +1,6 @@
 //! What a running mount waits for: an unmount from outside (the FUSE session ends), a SIGTERM or
-//! SIGINT asking us to save and unmount, or a SIGHUP (logrotate, `systemctl reload`), which asks
-//! for a reload and never ends the mount.
+//! SIGINT asking us to save and unmount, a SIGHUP (logrotate, `systemctl reload`), which asks
+//! for a reload and never ends the mount, or a SIGUSR2, which switches debug logging.
 
 use anyhow::Result;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -14,6 +14,8 @@ pub enum Event {
     Signal(&'static str),
     /// SIGHUP: reload, then go on.
     Reload,
+    /// SIGUSR2: switch debug logging on or off.
+    ToggleDebug,
 }
 
 /// The signals and the session's end, listened to from mount to exit.
@@ -21,6 +23,7 @@ pub struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -31,6 +34,7 @@ impl Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 
@@ -41,6 +45,7 @@ impl Signals {
             _ = self.term.recv() => Event::Signal("SIGTERM"),
             _ = self.int.recv() => Event::Signal("SIGINT"),
             _ = self.hup.recv() => Event::Reload,
+            _ = self.usr2.recv() => Event::ToggleDebug,
         }
     }
 }
