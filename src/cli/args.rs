@@ -18,9 +18,23 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The mount page's part on fstab and `mount -t fuse.remotedict` (also `mount --help`).
+const FSTAB_HELP: &str = "\
+From fstab or `mount -t fuse.remotedict CONTAINER[/FOLDER] DIR -o OPTIONS`, each setting flag \
+above is an option with `_` for `-`: local=DIR, connection_string_file=FILE, index_ttl=SECS, \
+index_compact_kib=KIB, lease_duration=SECS, cache_dir=DIR, cache_size=MIB, create_container, \
+log_file=FILE, request_timeout=SECS, retries=N, metrics=ADDR, config=FILE, rebuild_index. \
+Kernel options: ro, rw, allow_other, allow_root, uid=N, gid=N, default_permissions, \
+auto_unmount. Accepted and ignored (for mount(8) and systemd): _netdev, nofail, noauto, auto, \
+user, users, x-systemd.*. Example line: \
+`mycontainer/myfolder /mnt/data fuse.remotedict _netdev,nofail,allow_other,connection_string_file=/etc/remotedict/conn 0 0`. \
+Signals: SIGTERM saves pending changes and unmounts; SIGHUP reopens the log file and re-reads \
+the configuration and credential file; SIGUSR2 switches debug logging on and off.";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount a folder as a directory (daemonizes unless --foreground).
+    #[command(after_long_help = FSTAB_HELP)]
     Mount(Box<MountArgs>),
     /// Compare the index with the folder's blobs; report (exit code 1 when not clean) or repair.
     Fsck {
@@ -107,8 +121,12 @@ pub enum Command {
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff) to stdout.
-    Man,
+    /// Print the man page (roff) to stdout: remotedict(1), or with COMMAND, remotedict-COMMAND(1).
+    Man {
+        /// A subcommand whose page to print (mount, fsck, ls, get, put, rm, stat, lock, unlock,
+        /// status, unmount).
+        command: Option<String>,
+    },
     /// Unmount a remotedict mount (same as `fusermount3 -u MOUNTPOINT`).
     Unmount {
         /// The mount point to unmount.

@@ -124,9 +124,28 @@ pub fn generate(command: Command) -> Result<()> {
             clap_complete::generate(shell, &mut cmd, "remotedict", &mut buf);
             write_stdout(&buf)?;
         }
-        Command::Man => {
+        Command::Man { command } => {
+            let page = match command {
+                None => cmd,
+                Some(name) => {
+                    let Some(sub) = cmd.find_subcommand(&name).cloned() else {
+                        let names: Vec<String> = cmd
+                            .get_subcommands()
+                            .map(|s| s.get_name().to_string())
+                            .collect();
+                        bail!(
+                            "no command {name:?}; the commands are: {}",
+                            names.join(", ")
+                        );
+                    };
+                    // (clap names are `'static`; this process prints one page and exits.)
+                    let full: &'static str =
+                        Box::leak(format!("remotedict-{name}").into_boxed_str());
+                    sub.name(full).bin_name(full)
+                }
+            };
             let mut buf = Vec::new();
-            clap_mangen::Man::new(cmd)
+            clap_mangen::Man::new(page)
                 .render(&mut buf)
                 .context("rendering the man page")?;
             write_stdout(&buf)?;

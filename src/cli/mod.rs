@@ -75,7 +75,7 @@ fn run(command: Command, sub: &clap::ArgMatches, argv: Vec<OsString>) -> Result<
         }
         Command::Unmount { mountpoint } => crate::mount::unmount(&mountpoint)?,
         Command::Status { mountpoint, json } => status::status(mountpoint.as_deref(), json)?,
-        c @ (Command::Completions { .. } | Command::Man) => commands::generate(c)?,
+        c @ (Command::Completions { .. } | Command::Man { .. }) => commands::generate(c)?,
         Command::Fsck {
             store,
             repair,
