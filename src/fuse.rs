@@ -31,6 +31,8 @@ pub struct FuseAdapter {
     ttl: Duration,
     /// The operations running, so an ending mount lets them finish.
     tasks: TaskTracker,
+    /// The number the next request gets (its log lines carry it: `req=N`).
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl FuseAdapter {
@@ -40,6 +42,7 @@ impl FuseAdapter {
             rt,
             ttl,
             tasks: TaskTracker::new(),
+            requests: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -67,10 +70,13 @@ impl FuseAdapter {
         Fut: Future<Output = Result<T, FsError>> + Send + 'static,
     {
         let started = Instant::now();
+        let id = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let fs = self.fs.clone();
         let fut = op(fs.clone());
         self.tasks.spawn_on(
-            async move {
+            crate::logging::in_request(id, async move {
                 let r = fut.await;
                 let failed = r.as_ref().err().map(|e| {
                     fs.note_failure(e);
@@ -78,7 +84,7 @@ impl FuseAdapter {
                 });
                 reply(r);
                 metrics::fuse_request(name, started.elapsed(), failed);
-            },
+            }),
             &self.rt,
         );
     }

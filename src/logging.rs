@@ -8,6 +8,8 @@
 //!   `journalctl -p warning` filters by level.
 //! - **Debug on demand.** [`toggle_debug`] (SIGUSR2 on a mount) switches this crate's debug
 //!   lines on and off without a restart; `RUST_LOG` still decides everything else.
+//! - **Request ids.** A line logged while serving a FUSE request (inside [`in_request`]) starts
+//!   with `req=N`, so the lines of one `open` or `flock` can be picked out of a busy mount's log.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -15,6 +17,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+
+tokio::task_local! {
+    /// The number of the FUSE request the current task serves.
+    static REQUEST: u64;
+}
+
+/// Runs `fut` as the serving of request `id`: its log lines carry `req=ID`.
+pub fn in_request<F: std::future::Future>(
+    id: u64,
+    fut: F,
+) -> impl std::future::Future<Output = F::Output> {
+    REQUEST.scope(id, fut)
+}
+
+/// `req=N ` inside a request, else nothing.
+fn request_prefix() -> String {
+    REQUEST
+        .try_with(|id| format!("req={id} "))
+        .unwrap_or_default()
+}
 
 /// The installed logger (for [`toggle_debug`]).
 static LOGGER: OnceLock<&'static Switch> = OnceLock::new();
@@ -86,14 +108,25 @@ fn builder(default: &str, journal: bool) -> env_logger::Builder {
         b.format(|buf, record| {
             writeln!(
                 buf,
-                "<{}>{}: {}",
+                "<{}>{}: {}{}",
                 priority(record.level()),
                 record.target(),
+                request_prefix(),
                 record.args()
             )
         });
     } else {
-        b.format_timestamp_millis();
+        b.format(|buf, record| {
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {}{}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                request_prefix(),
+                record.args()
+            )
+        });
     }
     b
 }

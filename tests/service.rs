@@ -395,6 +395,13 @@ fn journal_lines_carry_priorities_and_sigusr2_switches_debug() {
         debug_lines(&text) > 0,
         "no debug line after SIGUSR2: {text}"
     );
+    // Lines logged while serving a request name it.
+    let text = text_with(": req=");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<7>") && l.contains(": req=")),
+        "no request id on the debug lines: {text}"
+    );
 
     signal(child.id(), "USR2");
     let text = text_with("debug logging off");
@@ -459,4 +466,56 @@ fn the_example_units_pass_systemd_analyze_verify() {
     // Unknown or malformed directives are only warnings, naming the file.
     let ours = tmp.path().to_string_lossy().to_string();
     assert!(!said.contains(&ours), "{said}");
+}
+
+/// A daemonized mount's log file is rotated once it passes `--log-max-mib` (FILE.1 keeps the
+/// old lines, FILE starts afresh), and the mount goes on.
+#[test]
+fn a_log_file_past_its_cap_is_rotated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Backend::local(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let log = tmp.path().join("daemon.log");
+    let out = backend
+        .command(&mnt, &tmp.path().join("cache"), &["--log-max-mib", "1"])
+        .arg("--log-file")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid = daemon_pid(&mnt).expect("the daemon's pid");
+    // Another writer fills the file past 1 MiB.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let line = "filler line written by the test to grow the log file\n".repeat(1024);
+        for _ in 0..22 {
+            f.write_all(line.as_bytes()).unwrap();
+        }
+    }
+    let rotated = tmp.path().join("daemon.log.1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("log file rotated")
+    {
+        assert!(Instant::now() < deadline, "not rotated within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains("serving") && old.contains("filler line"),
+        "FILE.1 holds the old lines"
+    );
+    assert!(std::fs::metadata(&log).unwrap().len() < 4096);
+    std::fs::write(mnt.join("f"), b"after").unwrap();
+    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"after");
+    signal(pid, "TERM");
+    wait_unmounted(&mnt);
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        new.contains("saving pending changes and unmounting"),
+        "{new}"
+    );
 }

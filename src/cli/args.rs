@@ -23,7 +23,7 @@ const FSTAB_HELP: &str = "\
 From fstab or `mount -t fuse.remotedict CONTAINER[/FOLDER] DIR -o OPTIONS`, each setting flag \
 above is an option with `_` for `-`: local=DIR, connection_string_file=FILE, index_ttl=SECS, \
 index_compact_kib=KIB, lease_duration=SECS, cache_dir=DIR, cache_size=MIB, create_container, \
-log_file=FILE, request_timeout=SECS, retries=N, metrics=ADDR, config=FILE, rebuild_index. \
+log_file=FILE, log_max_mib=MIB, request_timeout=SECS, retries=N, metrics=ADDR, config=FILE, rebuild_index. \
 Kernel options: ro, rw, allow_other, allow_root, uid=N, gid=N, default_permissions, \
 auto_unmount. Accepted and ignored (for mount(8) and systemd): _netdev, nofail, noauto, auto, \
 user, users, x-systemd.*. Example line: \

@@ -176,6 +176,7 @@ mod tests {
                 "lease_duration",
                 "local",
                 "log_file",
+                "log_max_mib",
                 "metrics",
                 "rebuild_index",
                 "request_timeout",

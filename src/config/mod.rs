@@ -47,6 +47,7 @@ pub struct MountConfig {
     pub cache_size: u64,
     pub lease_duration: i64,
     pub log_file: PathBuf,
+    pub log_max_mib: u64,
     /// Where the Prometheus metrics are served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
     pub store: StoreConfig,
@@ -270,6 +271,7 @@ fn mount_config_with(
         cache_dir,
         cache_size: m.cache_size,
         lease_duration: m.lease_duration,
+        log_max_mib: m.log_max_mib,
         metrics: m.metrics,
         store,
     })

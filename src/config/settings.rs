@@ -80,6 +80,9 @@ pub struct MountSettings {
     /// Log file when daemonized (default: CACHE_DIR/remotedict.log).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Size from which the log file is rotated (FILE.1 … FILE.3 kept), in MiB; 0: never.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub log_max_mib: u64,
     /// Serve Prometheus metrics on http://ADDR/metrics (for example 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,

@@ -237,6 +237,7 @@ fn the_example_file_is_accepted() {
         "lease_duration",
         "local",
         "log_file",
+        "log_max_mib",
         "metrics",
         "options",
         "request_timeout",

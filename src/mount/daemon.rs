@@ -37,6 +37,50 @@ pub fn reopen_log() -> Result<Option<std::path::PathBuf>> {
     Ok(Some(path))
 }
 
+/// Older log files kept by [`rotate_log`]: FILE.1 (the newest) to FILE.3.
+const LOG_KEEP: u32 = 3;
+
+/// How often a daemon looks at its log file's size.
+const LOG_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Rotates the log file once it has grown past `max_bytes` (FILE → FILE.1 → … → FILE.3, the
+/// oldest dropped) and goes on in a fresh FILE; `Ok(false)` when it is smaller, or this process
+/// does not log to a file.
+pub fn rotate_log(max_bytes: u64) -> Result<bool> {
+    let Some(path) = std::env::var_os(LOG_FILE_ENV).map(std::path::PathBuf::from) else {
+        return Ok(false);
+    };
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if max_bytes == 0 || size < max_bytes {
+        return Ok(false);
+    }
+    let numbered = |n: u32| {
+        let mut p = path.clone().into_os_string();
+        p.push(format!(".{n}"));
+        std::path::PathBuf::from(p)
+    };
+    for n in (1..LOG_KEEP).rev() {
+        let _ = std::fs::rename(numbered(n), numbered(n + 1));
+    }
+    std::fs::rename(&path, numbered(1))
+        .with_context(|| format!("rotating the log file {}", path.display()))?;
+    reopen_log()?;
+    Ok(true)
+}
+
+/// Keeps a daemon's log file under `max_mib` MiB, looking every [`LOG_CHECK`] (runs forever;
+/// spawn it).
+pub async fn cap_log(max_mib: u64) {
+    loop {
+        tokio::time::sleep(LOG_CHECK).await;
+        match rotate_log(max_mib.saturating_mul(1 << 20)) {
+            Ok(true) => log::info!("log file rotated (it had reached {max_mib} MiB)"),
+            Ok(false) => {}
+            Err(e) => log::warn!("{e:#}"),
+        }
+    }
+}
+
 /// The child's end of the readiness pipe: says `ready`, or why the mount failed.
 pub struct Readiness(Option<std::fs::File>);
 

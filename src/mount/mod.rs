@@ -172,6 +172,9 @@ fn serve(
     });
     let (fs, what, keys, backend) = setup.map_err(|e| ready.fail(e))?;
     let mut reloader = Reloader::new(reread, cfg.clone(), backend);
+    if cfg.log_max_mib > 0 {
+        rt.spawn(daemon::cap_log(cfg.log_max_mib));
+    }
 
     let config = fuse_config(opts, format!("remotedict:{what}"));
     let ttl = Duration::from_secs_f64(cfg.index_ttl);

@@ -124,6 +124,7 @@ fn needs_remount(old: &MountConfig, new: &MountConfig) -> Vec<&'static str> {
         ("cache_size", old.cache_size != new.cache_size),
         ("lease_duration", old.lease_duration != new.lease_duration),
         ("log_file", old.log_file != new.log_file),
+        ("log_max_mib", old.log_max_mib != new.log_max_mib),
         ("metrics", old.metrics != new.metrics),
     ]
     .into_iter()
