@@ -1251,3 +1251,92 @@ async fn a_truncating_open_by_a_lost_holders_process_is_refused() {
     a.release(other).await.unwrap();
     assert_eq!(read(&b, "f").await.unwrap(), b"C");
 }
+
+/// `flock f sh -c 'n=$(cat f); echo $((n+1)) > f.tmp; mv f.tmp f'` on host A, cut off past its
+/// lease while host B increments: A's `mv` (and an `rm f`) reaching the daemon once A's lock
+/// table has dropped the lost lease are refused, and B's value stays. (They used to land: the
+/// rename copied A's stale increment over B's newer value.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rename_or_unlink_by_a_lost_holders_process_is_refused() {
+    use remotedict::store::testing::{Fault, Op, When};
+    let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
+    let holder = a.open(ino_a, libc::O_RDONLY).await.unwrap();
+    let other = a.open(ino_a, libc::O_RDONLY).await.unwrap();
+    a.lock(
+        ino_a,
+        LockRequest::whole(1, holder, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .unwrap();
+    // The holder's child writes its increment beside the file, under the lock.
+    write_file(&a, "f.tmp", b"A").await;
+    faults.plan(
+        Op::RenewLease,
+        When::Always,
+        Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    tokio::time::sleep(Duration::from_millis(15_500)).await;
+    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
+        .await
+        .expect("A's lease ran out");
+    let bfh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
+    b.write(bfh, 0, b"B").await.unwrap();
+    b.release(bfh).await.unwrap();
+    b.unlock_owner(ino_b, 2).await.unwrap();
+    faults.clear();
+    // Another process on A asks for the lock: A's table drops the lost lease.
+    let r = a
+        .lock(
+            ino_a,
+            LockRequest::whole(3, other, LockMode::Exclusive, false, 0),
+        )
+        .await;
+    assert!(r.is_err(), "granted beside a lost holder: {r:?}");
+    // Only now does the holder's `mv f.tmp f` arrive, and an `rm f`.
+    let r = a.rename(ROOT, "f.tmp", ROOT, "f", false).await;
+    assert!(
+        matches!(r, Err(FsError::LockLost)),
+        "a rename onto a name under a lost lock was taken: {r:?}"
+    );
+    let r = a.unlink(ROOT, "f").await;
+    assert!(
+        matches!(r, Err(FsError::LockLost)),
+        "an unlink of a name under a lost lock was taken: {r:?}"
+    );
+    assert_eq!(read(&b, "f").await.unwrap(), b"B");
+    // Once the holder has let go, the name is A's processes' again.
+    a.unlock_handle(ino_a, holder).await.unwrap();
+    a.release(holder).await.unwrap();
+    a.release(other).await.unwrap();
+    a.rename(ROOT, "f.tmp", ROOT, "f", false)
+        .await
+        .expect("a rename after the holder let go");
+    assert_eq!(read(&b, "f").await.unwrap(), b"A");
+}
+
+/// A lock taken with a duration (`setfattr -n user.remotedict.lock -v 15`) simply ends when its
+/// lease runs out: it leaves nothing behind that fences the file on its host. (It used to count
+/// as a lost lock whose holder may still act: every later flock on the host waited forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_with_a_duration_that_ran_out_leaves_no_fence() {
+    let (_faults, a, _b, ino_a, _ino_b, _caches) = cut_off_hosts_with_f().await;
+    a.setxattr(ino_a, "user.remotedict.lock", b"15,nowait", 0)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(15_500)).await;
+    let fh = a.open(ino_a, libc::O_RDWR).await.unwrap();
+    a.lock(
+        ino_a,
+        LockRequest::whole(5, fh, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .expect("a lock after the timed lock ran out");
+    let t = a.open(ino_a, libc::O_WRONLY | libc::O_TRUNC).await;
+    assert!(t.is_ok(), "a truncation under a live lock: {t:?}");
+    let t = t.unwrap();
+    a.write(t, 0, b"after").await.unwrap();
+    a.release(t).await.unwrap();
+    a.release(fh).await.unwrap();
+    a.unlock_owner(ino_a, 5).await.unwrap();
+    assert_eq!(read(&a, "f").await.unwrap(), b"after");
+}

@@ -519,3 +519,38 @@ fn a_log_file_past_its_cap_is_rotated() {
         "{new}"
     );
 }
+
+/// A daemon whose log file was deleted (or rotated away by another mount sharing it) notices,
+/// and writes to a new file at the path instead of into a file nobody can see.
+#[test]
+fn a_deleted_log_file_is_written_anew() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Backend::local(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let log = tmp.path().join("daemon.log");
+    let out = backend
+        .command(&mnt, &tmp.path().join("cache"), &[])
+        .arg("--log-file")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid = daemon_pid(&mnt).expect("the daemon's pid");
+    std::fs::remove_file(&log).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("moved away or deleted; writing to a new one")
+    {
+        assert!(Instant::now() < deadline, "no new log file within 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(pid, "TERM");
+    wait_unmounted(&mnt);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("saving pending changes and unmounting"),
+        "{text}"
+    );
+}

@@ -442,8 +442,11 @@ impl LockTable {
         if k.lease.as_ref().is_some_and(|l| !l.is_live()) {
             // The lease ran out or was lost: nobody here holds the lock any more.
             let gone = keys.remove(key);
+            // (A lease that simply ran out, as a lock with a duration does by design, ends its
+            // locks; only one lost while it was kept renewed leaves holders that may still act.)
             let lease = gone.as_ref().and_then(|k| k.lease.as_ref());
-            if let (Some(gone), Some(lease)) = (&gone, lease.filter(|l| !l.is_slot())) {
+            let lost_lease = lease.filter(|l| !l.is_slot() && l.renewed());
+            if let (Some(gone), Some(lease)) = (&gone, lost_lease) {
                 let mut lost = lock(&self.lost);
                 for (holder, hold) in &gone.holders {
                     for seg in &hold.segments {

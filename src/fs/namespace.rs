@@ -157,6 +157,7 @@ impl Fs {
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
         self.writable()?;
         let key = self.child(parent, name)?;
+        self.check_name(&key)?;
         let index = self.index.current().await?;
         let entry = index.entries.get(&key);
         let ino = lock(&self.inodes).get(&key);

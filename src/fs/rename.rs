@@ -47,6 +47,8 @@ impl Fs {
         if from == to {
             return Ok(());
         }
+        self.check_name(&from)?;
+        self.check_name(&to)?;
         if to.starts_with(&format!("{from}/")) {
             return Err(FsError::Invalid(
                 "cannot move a directory into itself".into(),
@@ -106,6 +108,9 @@ impl Fs {
                     .take_while(|(k, _)| k.starts_with(&prefix)),
             )
             .collect();
+        for (key, _) in &moving {
+            self.check_name(key)?;
+        }
         // The leases each name had here: unsaved changes made under one follow the file.
         let leases: std::collections::HashMap<String, Option<String>> = moving
             .iter()

@@ -47,12 +47,18 @@ impl Fs {
         st: &mut FileState,
         truncate: bool,
     ) -> FsResult<()> {
+        // The lease the truncation belongs to, read before the check: a lock table that drops a
+        // lost lease between the two makes the check fail, never the truncation unbound.
+        let lease = self.locks.lease_id(key);
         if truncate {
             self.check_lease(key, None, st)?;
         }
         if st.staged.is_some() {
             if truncate {
-                self.note_dirty(key, st);
+                let dirty = st.staged.as_ref().is_some_and(|s| s.dirty);
+                if !dirty || st.dirty_under.is_none() {
+                    st.dirty_under = lease.clone();
+                }
                 if let Some(s) = st.staged.as_mut() {
                     s.file.set_len(0)?;
                     s.dirty = true;
@@ -76,7 +82,7 @@ impl Fs {
                 }
                 r => {
                     if r.is_ok() && truncate {
-                        st.dirty_under = self.locks.lease_id(key);
+                        st.dirty_under = lease;
                     }
                     return r;
                 }
@@ -213,6 +219,18 @@ impl Fs {
             || self.locks.others_lost(key, fh);
         let dirty = st.staged.as_ref().is_some_and(|s| s.dirty);
         if handle_lost || lock_lost || (dirty && st.dirty_under.as_ref().is_some_and(lost)) {
+            log::error!("{key:?}: {}", FsError::LockLost);
+            return Err(FsError::LockLost);
+        }
+        Ok(())
+    }
+
+    /// Refuses a change to the name `key` (a rename onto or away from it, an unlink) while a
+    /// lock on it that ended with its lease is still held here: like a write, it would land
+    /// without the lock its holder (or a process it started: `mv f.tmp f` under `flock f`)
+    /// meant to make it under.
+    pub(super) fn check_name(&self, key: &str) -> FsResult<()> {
+        if self.locks.others_lost(key, None) {
             log::error!("{key:?}: {}", FsError::LockLost);
             return Err(FsError::LockLost);
         }

@@ -43,15 +43,34 @@ const LOG_KEEP: u32 = 3;
 /// How often a daemon looks at its log file's size.
 const LOG_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Rotates the log file once it has grown past `max_bytes` (FILE → FILE.1 → … → FILE.3, the
-/// oldest dropped) and goes on in a fresh FILE; `Ok(false)` when it is smaller, or this process
-/// does not log to a file.
+/// Rotates the log file once the file this process writes (its stderr) has grown past
+/// `max_bytes` (FILE → FILE.1 → … → FILE.3, the oldest dropped) and goes on in a fresh FILE;
+/// `Ok(false)` when it is smaller, or this process does not log to a file. When FILE is no
+/// longer the file written (another mount sharing the log rotated it, or it was deleted), the
+/// fresh FILE is simply opened.
 pub fn rotate_log(max_bytes: u64) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
     let Some(path) = std::env::var_os(LOG_FILE_ENV).map(std::path::PathBuf::from) else {
         return Ok(false);
     };
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    if max_bytes == 0 || size < max_bytes {
+    // SAFETY: fstat of stderr into a zeroed, writable struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(libc::STDERR_FILENO, &mut st) } != 0 {
+        return Ok(false);
+    }
+    let at_path = std::fs::metadata(&path).ok();
+    let same = at_path
+        .as_ref()
+        .is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino);
+    if !same {
+        reopen_log()?;
+        log::info!(
+            "log file {} was moved away or deleted; writing to a new one",
+            path.display()
+        );
+        return Ok(false);
+    }
+    if max_bytes == 0 || (st.st_size as u64) < max_bytes {
         return Ok(false);
     }
     let numbered = |n: u32| {
