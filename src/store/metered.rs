@@ -28,15 +28,33 @@ impl MeteredStore {
     }
 }
 
+/// Records a request when it ends: with its outcome, or as `cancelled` when the caller gave up
+/// on it first (a time limit around it ran out: those are the hung ones).
+struct Pending {
+    op: &'static str,
+    started: Instant,
+    outcome: Option<&'static str>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or("cancelled");
+        m::store_request(self.op, outcome, self.started.elapsed());
+    }
+}
+
 /// Runs request `op`, recording its outcome and how long it took.
 async fn measured<T>(op: &'static str, request: impl Future<Output = Result<T>>) -> Result<T> {
-    let started = Instant::now();
+    let mut pending = Pending {
+        op,
+        started: Instant::now(),
+        outcome: None,
+    };
     let result = request.await;
-    let outcome = match &result {
+    pending.outcome = Some(match &result {
         Ok(_) => "ok",
         Err(e) => e.kind(),
-    };
-    m::store_request(op, outcome, started.elapsed());
+    });
     result
 }
 
@@ -169,5 +187,51 @@ impl BlobStore for MeteredStore {
 
     async fn break_lease(&self, name: &str) -> Result<()> {
         measured("break_lease", self.inner.break_lease(name)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{Fault, FaultStore, MemStore, Op, When};
+    use std::time::Duration;
+
+    /// Each request counts once, with its outcome; one the caller stopped waiting for counts
+    /// as `cancelled`.
+    #[test]
+    fn requests_are_counted_by_outcome_and_a_hung_one_as_cancelled() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+                let store = MeteredStore::new(faults.clone());
+                store
+                    .put("a", Bytes::from_static(b"abc"), &PutOptions::default())
+                    .await
+                    .unwrap();
+                assert!(store.head("missing").await.is_err());
+                faults.plan(
+                    Op::Head,
+                    When::Always,
+                    Fault::DelayBefore(Duration::from_secs(300)),
+                );
+                let hung = tokio::time::timeout(Duration::from_millis(20), store.head("a")).await;
+                assert!(hung.is_err());
+            })
+        });
+        let text = handle.render();
+        for line in [
+            "remotedict_store_requests_total{op=\"put\",outcome=\"ok\"} 1",
+            "remotedict_store_requests_total{op=\"head\",outcome=\"not_found\"} 1",
+            "remotedict_store_requests_total{op=\"head\",outcome=\"cancelled\"} 1",
+            "remotedict_store_bytes_total{direction=\"written\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
     }
 }
