@@ -62,12 +62,13 @@ fn render(s: &Value) -> String {
     } else {
         "read-write"
     };
+    let folder = s["folder"].as_str().filter(|f| !f.is_empty());
     let _ = writeln!(
         out,
-        "{}: {}/{} ({mode}), mounted since {}",
+        "{}: {}{} ({mode}), mounted since {}",
         str_of(&s["mountpoint"]),
         str_of(&s["store"]),
-        str_of(&s["folder"]),
+        folder.map(|f| format!("/{f}")).unwrap_or_default(),
         str_of(&s["mounted_since"])
     );
     let ix = &s["index"];
@@ -276,10 +277,10 @@ mod tests {
 
     #[test]
     fn a_snapshot_without_locks_or_metrics_says_so() {
-        let s = serde_json::json!({"mountpoint": "/m", "read_only": true, "index": {},
-                                   "cache": {}, "metrics": null});
+        let s = serde_json::json!({"mountpoint": "/m", "store": "local:/s/c", "folder": "",
+                                   "read_only": true, "index": {}, "cache": {}, "metrics": null});
         let text = render(&s);
-        assert!(text.contains("(read-only)"), "{text}");
+        assert!(text.starts_with("/m: local:/s/c (read-only)"), "{text}");
         assert!(text.contains("locks     none held"), "{text}");
         assert!(text.contains("not served (--metrics ADDR)"), "{text}");
         assert!(text.contains("index     0 keys, not read yet"), "{text}");
