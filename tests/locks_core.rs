@@ -638,6 +638,34 @@ async fn three_hosts_with_f() -> (
     (mem, hosts, inos, caches)
 }
 
+/// Host A locks `f` exclusively through open file `holder` (owner 1); A's lease renewals then
+/// hang until the lease runs out, and host B takes the lock (owner 2): A's holder lost its lock
+/// without letting go.
+async fn a_loses_its_lock_to_b(
+    faults: &FaultStore,
+    a: &Arc<Fs>,
+    b: &Arc<Fs>,
+    (ino_a, ino_b): (u64, u64),
+    holder: u64,
+) {
+    use remotedict::store::testing::{Fault, Op, When};
+    a.lock(
+        ino_a,
+        LockRequest::whole(1, holder, LockMode::Exclusive, false, 0),
+    )
+    .await
+    .unwrap();
+    faults.plan(
+        Op::RenewLease,
+        When::Always,
+        Fault::DelayBefore(Duration::from_secs(300)),
+    );
+    tokio::time::sleep(Duration::from_millis(15_500)).await;
+    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
+        .await
+        .expect("A's lease ran out");
+}
+
 fn flock(owner: u64, mode: LockMode, wait: bool) -> LockRequest {
     LockRequest::whole(owner, owner, mode, wait, 0)
 }
@@ -1073,25 +1101,10 @@ async fn a_grant_whose_lease_ran_out_before_its_answer_is_not_given() {
 /// and saved under its new lease, undoing B's write; found by scripts/lock-torture).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_arriving_after_its_lock_was_lost_is_refused() {
-    use remotedict::store::testing::{Fault, Op, When};
     let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
     let later = a.open(ino_a, libc::O_RDWR).await.unwrap();
     let first = a.open(ino_a, libc::O_RDWR).await.unwrap();
-    a.lock(
-        ino_a,
-        LockRequest::whole(1, first, LockMode::Exclusive, false, 0),
-    )
-    .await
-    .unwrap();
-    faults.plan(
-        Op::RenewLease,
-        When::Always,
-        Fault::DelayBefore(Duration::from_secs(300)),
-    );
-    tokio::time::sleep(Duration::from_millis(15_500)).await;
-    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
-        .await
-        .expect("A's lease ran out");
+    a_loses_its_lock_to_b(&faults, &a, &b, (ino_a, ino_b), first).await;
     // Another process on A asks meanwhile (and is refused: B holds the lock).
     let r = a
         .lock(
@@ -1191,26 +1204,11 @@ async fn the_next_holder_reads_the_last_write_even_when_its_listing_failed() {
 /// from 131 back to 1, found by scripts/lock-torture.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_truncating_open_by_a_lost_holders_process_is_refused() {
-    use remotedict::store::testing::{Fault, Op, When};
     let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
     // flock(1) opens read-only and locks; another process waits with its own read-only open.
     let holder = a.open(ino_a, libc::O_RDONLY).await.unwrap();
     let other = a.open(ino_a, libc::O_RDONLY).await.unwrap();
-    a.lock(
-        ino_a,
-        LockRequest::whole(1, holder, LockMode::Exclusive, false, 0),
-    )
-    .await
-    .unwrap();
-    faults.plan(
-        Op::RenewLease,
-        When::Always,
-        Fault::DelayBefore(Duration::from_secs(300)),
-    );
-    tokio::time::sleep(Duration::from_millis(15_500)).await;
-    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
-        .await
-        .expect("A's lease ran out");
+    a_loses_its_lock_to_b(&faults, &a, &b, (ino_a, ino_b), holder).await;
     let r = a
         .lock(
             ino_a,
@@ -1258,27 +1256,12 @@ async fn a_truncating_open_by_a_lost_holders_process_is_refused() {
 /// rename copied A's stale increment over B's newer value.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rename_or_unlink_by_a_lost_holders_process_is_refused() {
-    use remotedict::store::testing::{Fault, Op, When};
     let (faults, a, b, ino_a, ino_b, _caches) = cut_off_hosts_with_f().await;
     let holder = a.open(ino_a, libc::O_RDONLY).await.unwrap();
     let other = a.open(ino_a, libc::O_RDONLY).await.unwrap();
-    a.lock(
-        ino_a,
-        LockRequest::whole(1, holder, LockMode::Exclusive, false, 0),
-    )
-    .await
-    .unwrap();
     // The holder's child writes its increment beside the file, under the lock.
     write_file(&a, "f.tmp", b"A").await;
-    faults.plan(
-        Op::RenewLease,
-        When::Always,
-        Fault::DelayBefore(Duration::from_secs(300)),
-    );
-    tokio::time::sleep(Duration::from_millis(15_500)).await;
-    b.lock(ino_b, flock(2, LockMode::Exclusive, false))
-        .await
-        .expect("A's lease ran out");
+    a_loses_its_lock_to_b(&faults, &a, &b, (ino_a, ino_b), holder).await;
     let bfh = b.open(ino_b, libc::O_RDWR | libc::O_TRUNC).await.unwrap();
     b.write(bfh, 0, b"B").await.unwrap();
     b.release(bfh).await.unwrap();
