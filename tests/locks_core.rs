@@ -1294,6 +1294,8 @@ async fn a_rename_or_unlink_by_a_lost_holders_process_is_refused() {
     a.rename(ROOT, "f.tmp", ROOT, "f", false)
         .await
         .expect("a rename after the holder let go");
+    // (Listed for every host once A's index commit is in.)
+    a.sync_index().await.unwrap();
     assert_eq!(read(&b, "f").await.unwrap(), b"A");
 }
 
