@@ -331,6 +331,46 @@ async fn lost_answers_of_appends_and_seals_lose_and_repeat_nothing() {
     }
 }
 
+/// The first commit of a folder writes a generation, then the head naming it; the head's answer
+/// is lost after the store wrote it (an outage, every retry timing out). The commit fails, but
+/// the generation the head now names must stay: the folder is read by a fresh reader, and the
+/// writer (and another host) go on committing. (CI saw the head name a generation its writer
+/// had removed: "the generation it names has no snapshot or journal" until fsck.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_to_the_first_head_keeps_the_generation_it_names() {
+    for with_retries in [true, false] {
+        let mem = Arc::new(MemStore::new());
+        let faults = Arc::new(FaultStore::new(mem.clone()));
+        let inner: Arc<dyn BlobStore> = faults.clone();
+        let store = if with_retries { retrying(inner) } else { inner };
+        let a = index_on(&store);
+        faults.plan(Op::Put, When::matching(|n| n == HEAD), Fault::LoseAnswer);
+        a.submit(vec![put("first", 1)]);
+        let first = a.flush().await;
+        eprintln!("retries={with_retries}: {first:?}");
+        assert!(first.is_err(), "retries={with_retries}: {first:?}");
+        faults.clear();
+        let fresh = index_on(&store);
+        let listed = fresh.current().await;
+        assert!(
+            listed.is_ok(),
+            "retries={with_retries}: a fresh reader: {listed:?}"
+        );
+        // The change stays submitted: the next flush lands it.
+        a.flush().await.unwrap();
+        a.commit(vec![put("second", 2)]).await.unwrap();
+        let b = index_on(&store);
+        b.commit(vec![put("third", 3)]).await.unwrap();
+        let keys = keys_of(&store).await;
+        for k in ["first", "second", "third"] {
+            assert!(
+                keys.contains(&k.to_string()),
+                "retries={with_retries}: {k} missing from {keys:?}"
+            );
+        }
+    }
+}
+
 /// A compaction cut off at each of its steps (the writer's machine dies there): the folder is
 /// still read whole by a fresh reader, and the next writer goes on from where it stands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -342,10 +342,10 @@ impl SharedIndex {
                 self.drop_generation(&generation).await;
                 Ok(None)
             }
-            Err(e) => {
-                self.drop_generation(&generation).await;
-                Err(e.into())
-            }
+            // The head may have been written with its answer lost (an outage): the generation
+            // stays, as it may be the one the head names. If it is not, it is a leftover that
+            // nothing leads to, removed after the grace period.
+            Err(e) => Err(e.into()),
         }
     }
 
