@@ -86,7 +86,7 @@ impl Dict {
                 .map(|(k, e)| {
                     serde_json::json!({
                         "key": k,
-                        "kind": match e.kind { EntryKind::File => "file", EntryKind::Dir => "dir", EntryKind::Symlink => "symlink" },
+                        "kind": match e.kind { EntryKind::File => "file", EntryKind::Dir => "dir", EntryKind::Symlink => "symlink", EntryKind::Special => "special" },
                         "size": e.size,
                         "stored_size": e.stored_size,
                         "mtime": fmt_time(e.mtime_ns),
@@ -103,6 +103,12 @@ impl Dict {
                     EntryKind::File => '-',
                     EntryKind::Dir => 'd',
                     EntryKind::Symlink => 'l',
+                    EntryKind::Special => match e.target.split(' ').next() {
+                        Some("fifo") => 'p',
+                        Some("socket") => 's',
+                        Some("char") => 'c',
+                        _ => 'b',
+                    },
                 };
                 out.push_str(&format!(
                     "{kind} {:>12} {:>12} {} {k}\n",
@@ -263,6 +269,7 @@ impl Dict {
             EntryKind::File => "file",
             EntryKind::Dir => "directory",
             EntryKind::Symlink => "symlink",
+            EntryKind::Special => "special",
         };
         let mut out = format!(
             "key: {key}\nblob: {}\nkind: {kind}\nsize: {}\nstored_size: {}\netag: {}\nmtime: {}\nctime: {}\nlease: {}{}\n",
@@ -285,7 +292,7 @@ impl Dict {
                 e.mode, e.uid, e.gid
             ));
         }
-        if e.kind == EntryKind::Symlink {
+        if e.kind.has_target() {
             out.push_str(&format!("target: {}\n", e.target));
         }
         Ok(out)

@@ -139,7 +139,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink: if a.kind == NodeKind::Dir { 2 } else { 1 },
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: IO_SIZE,
         flags: 0,
     }
@@ -150,6 +150,10 @@ fn file_type(k: NodeKind) -> FileType {
         NodeKind::File => FileType::RegularFile,
         NodeKind::Dir => FileType::Directory,
         NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::CharDevice => FileType::CharDevice,
+        NodeKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -290,6 +294,28 @@ impl Filesystem for FuseAdapter {
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
+            },
+        );
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let ttl = self.ttl;
+        let name = name_str(name);
+        self.spawn(
+            "mknod",
+            move |fs| async move { fs.mknod_entry(parent.0, &name?, mode, rdev).await },
+            move |r| match r {
+                Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno("mknod", &e)),
             },
         );
     }

@@ -18,6 +18,7 @@ impl Fs {
             NodeKind::Dir => 0o755,
             NodeKind::File => 0o644,
             NodeKind::Symlink => 0o777,
+            _ => 0o644,
         }
     }
 
@@ -37,6 +38,7 @@ impl Fs {
             },
             uid: if e.mode == 0 { self.cfg.uid } else { e.uid },
             gid: if e.mode == 0 { self.cfg.gid } else { e.gid },
+            rdev: rdev_of(e),
         }
     }
 
@@ -51,6 +53,7 @@ impl Fs {
             perm: 0o755,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
+            rdev: 0,
         }
     }
 

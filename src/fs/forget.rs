@@ -33,6 +33,18 @@ impl Fs {
         Ok(self.handed_out(parent, name, attr))
     }
 
+    /// `mknod`, counting the entry handed out to the kernel.
+    pub async fn mknod_entry(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<Attr> {
+        let attr = self.mknod(parent, name, mode, rdev).await?;
+        Ok(self.handed_out(parent, name, attr))
+    }
+
     /// `symlink`, counting the entry handed out to the kernel.
     pub async fn symlink_entry(&self, parent: u64, name: &str, target: &str) -> FsResult<Attr> {
         let attr = self.symlink(parent, name, target).await?;

@@ -58,7 +58,7 @@ pub use locks::{
 use recovery::journal_stem;
 use staged::Staged;
 use tree::{children, has_children};
-use types::kind_of;
+use types::{kind_of, major_minor, rdev_of};
 pub use types::{Attr, DirEntry, NodeKind, SetAttr};
 
 pub use crate::index::meta::META_IS_FOLDER;

@@ -1,4 +1,5 @@
-//! Namespace operations: create (O_EXCL claims across hosts), symlink, mkdir, unlink and rmdir
+//! Namespace operations: create (O_EXCL claims across hosts), symlink, mknod, mkdir, unlink and
+//! rmdir
 //! (rename is in `rename`).
 
 use std::time::SystemTime;
@@ -7,7 +8,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::index::meta::{blob_metadata, entry_from_props};
-use crate::index::{Change, Entry, EntryKind};
+use crate::index::{Change, Entry, EntryKind, SpecialKind};
 use crate::mutex::lock;
 use crate::store::{Conditions, PutOptions, StoreError};
 use crate::time::to_ns;
@@ -137,6 +138,49 @@ impl Fs {
         entry.stored_size = entry.size;
         self.create_node(&key, entry, Bytes::from(target.as_bytes().to_vec()))
             .await?;
+        let ino = lock(&self.inodes).ino(&key);
+        self.getattr(ino).await
+    }
+
+    /// `mknod`: a FIFO, socket or device node is a small blob naming what it is (its entry
+    /// says the same, see docs/FORMAT.md); a regular file is created empty, as by `create`.
+    /// FIFOs and sockets are rendezvous points local to each host (the kernel serves them).
+    pub async fn mknod(&self, parent: u64, name: &str, mode: u32, rdev: u32) -> FsResult<Attr> {
+        let special = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => {
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+                let (attr, fh) = self.create(parent, name, mode, flags).await?;
+                self.release(fh).await?;
+                return self.getattr(attr.ino).await;
+            }
+            libc::S_IFIFO => SpecialKind::Fifo,
+            libc::S_IFSOCK => SpecialKind::Socket,
+            libc::S_IFCHR => {
+                let (major, minor) = major_minor(rdev);
+                SpecialKind::Char(major, minor)
+            }
+            libc::S_IFBLK => {
+                let (major, minor) = major_minor(rdev);
+                SpecialKind::Block(major, minor)
+            }
+            libc::S_IFDIR => return Err(FsError::Invalid("mknod cannot make a directory".into())),
+            _ => {
+                return Err(FsError::Invalid(format!(
+                    "mknod: unknown file type {mode:o}"
+                )))
+            }
+        };
+        self.writable()?;
+        let key = self.child(parent, name)?;
+        let index = self.index.current().await?;
+        if index.entries.contains_key(&key) || has_children(&index, &key) {
+            return Err(FsError::Exists);
+        }
+        let mut entry = self.new_entry(EntryKind::Special, mode);
+        entry.target = special.to_string();
+        entry.stored_size = entry.target.len() as u64;
+        let content = Bytes::from(entry.target.clone().into_bytes());
+        self.create_node(&key, entry, content).await?;
         let ino = lock(&self.inodes).ino(&key);
         self.getattr(ino).await
     }

@@ -237,6 +237,7 @@ impl Fs {
             return Ok(None);
         }
         let same_value = on_blob.kind == old.kind
+            && on_blob.target == old.target
             && on_blob.stored_size == old.stored_size
             && (old.kind != EntryKind::File || on_blob.size == old.size);
         let mut e = if same_value {

@@ -44,6 +44,7 @@ impl Fs {
             perm,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
+            rdev: 0,
         })
     }
 

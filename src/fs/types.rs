@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use crate::index::{Entry, EntryKind};
+use crate::index::{Entry, EntryKind, SpecialKind};
 
 /// What a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +11,10 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 /// Attributes of a node, as `stat` shows them.
@@ -26,6 +30,8 @@ pub struct Attr {
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
+    /// Device number of a device node (`makedev(major, minor)`), else 0.
+    pub rdev: u32,
 }
 
 /// One directory entry.
@@ -52,5 +58,35 @@ pub fn kind_of(e: &Entry) -> NodeKind {
         EntryKind::File => NodeKind::File,
         EntryKind::Dir => NodeKind::Dir,
         EntryKind::Symlink => NodeKind::Symlink,
+        EntryKind::Special => match SpecialKind::parse(&e.target) {
+            Some(SpecialKind::Fifo) => NodeKind::Fifo,
+            Some(SpecialKind::Socket) => NodeKind::Socket,
+            Some(SpecialKind::Char(..)) => NodeKind::CharDevice,
+            Some(SpecialKind::Block(..)) => NodeKind::BlockDevice,
+            // (Not written by remotedict: shown as an empty file.)
+            None => NodeKind::File,
+        },
     }
+}
+
+/// The device number `stat` shows for an entry (glibc's `makedev` encoding).
+pub fn rdev_of(e: &Entry) -> u32 {
+    match (e.kind, SpecialKind::parse(&e.target)) {
+        (
+            EntryKind::Special,
+            Some(SpecialKind::Char(major, minor) | SpecialKind::Block(major, minor)),
+        ) => {
+            // 32 bits are what FUSE carries: 12 bits of major, 20 of minor.
+            ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & 0xfff00) << 12)
+        }
+        _ => 0,
+    }
+}
+
+/// The major and minor numbers of a device number (the inverse of [`rdev_of`]).
+pub fn major_minor(rdev: u32) -> (u32, u32) {
+    (
+        (rdev >> 8) & 0xfff,
+        (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+    )
 }

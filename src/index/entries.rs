@@ -110,7 +110,7 @@ fn pack_entry(out: &mut Vec<u8>, e: &Entry) {
         put_varint(out, u64::from(e.uid));
         put_varint(out, u64::from(e.gid));
     }
-    if e.kind == EntryKind::Symlink {
+    if e.kind.has_target() {
         put_bytes(out, e.target.as_bytes());
     }
 }
@@ -153,6 +153,7 @@ impl<'a> Reader<'a> {
         let kind = match flags & 3 {
             1 => EntryKind::Dir,
             2 => EntryKind::Symlink,
+            3 => EntryKind::Special,
             _ => EntryKind::File,
         };
         let size = self.varint();
@@ -177,7 +178,7 @@ impl<'a> Reader<'a> {
             let mut id = || u32::try_from(self.varint()).unwrap_or(0);
             (id(), id(), id())
         };
-        let target = if kind == EntryKind::Symlink {
+        let target = if kind.has_target() {
             self.text()
         } else {
             String::new()
@@ -213,7 +214,7 @@ impl<'a> Reader<'a> {
                 self.varint();
             }
         }
-        if flags & 3 == EntryKind::Symlink as u8 {
+        if flags & 3 >= EntryKind::Symlink as u8 {
             self.bytes();
         }
     }
@@ -601,6 +602,10 @@ mod tests {
         if i.is_multiple_of(7) {
             e.kind = EntryKind::Symlink;
             e.target = format!("../t{i}");
+        }
+        if i % 11 == 3 {
+            e.kind = EntryKind::Special;
+            e.target = "fifo".into();
         }
         e
     }

@@ -28,6 +28,8 @@ pub enum EntryKind {
     /// An explicit directory (it persists even when empty).
     Dir = 1,
     Symlink = 2,
+    /// A FIFO, socket or device node; its `target` says which (see [`SpecialKind`]).
+    Special = 3,
 }
 
 impl EntryKind {
@@ -36,7 +38,51 @@ impl EntryKind {
             0 => Some(EntryKind::File),
             1 => Some(EntryKind::Dir),
             2 => Some(EntryKind::Symlink),
+            3 => Some(EntryKind::Special),
             _ => None,
+        }
+    }
+
+    /// Whether entries of this kind carry a `target` (a link target, a special file's type).
+    pub fn has_target(self) -> bool {
+        matches!(self, EntryKind::Symlink | EntryKind::Special)
+    }
+}
+
+/// What a special entry is: its `target` is `fifo`, `socket`, `char MAJOR:MINOR` or
+/// `block MAJOR:MINOR` (docs/FORMAT.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecialKind {
+    Fifo,
+    Socket,
+    Char(u32, u32),
+    Block(u32, u32),
+}
+
+impl SpecialKind {
+    /// Parses an entry's `target`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let dev = |d: &str| {
+            let (major, minor) = d.split_once(':')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        };
+        match s.split_once(' ') {
+            None if s == "fifo" => Some(SpecialKind::Fifo),
+            None if s == "socket" => Some(SpecialKind::Socket),
+            Some(("char", d)) => dev(d).map(|(a, b)| SpecialKind::Char(a, b)),
+            Some(("block", d)) => dev(d).map(|(a, b)| SpecialKind::Block(a, b)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SpecialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecialKind::Fifo => f.write_str("fifo"),
+            SpecialKind::Socket => f.write_str("socket"),
+            SpecialKind::Char(a, b) => write!(f, "char {a}:{b}"),
+            SpecialKind::Block(a, b) => write!(f, "block {a}:{b}"),
         }
     }
 }
@@ -146,7 +192,7 @@ pub(super) fn put_entry(out: &mut Vec<u8>, e: &Entry) {
     put_varint(out, u64::from(e.mode));
     put_varint(out, u64::from(e.uid));
     put_varint(out, u64::from(e.gid));
-    if e.kind == EntryKind::Symlink {
+    if e.kind.has_target() {
         put_bytes(out, e.target.as_bytes());
     }
 }
@@ -320,7 +366,7 @@ pub(super) fn read_entry(r: &mut Reader<'_>) -> Result<Entry, IndexFormatError> 
     let mode = r.u32()?;
     let uid = r.u32()?;
     let gid = r.u32()?;
-    let target = if kind == EntryKind::Symlink {
+    let target = if kind.has_target() {
         std::str::from_utf8(r.bytes()?)
             .map_err(|_| r.err("link target is not UTF-8"))?
             .to_string()
@@ -386,6 +432,10 @@ mod tests {
             if i % 10 == 5 {
                 e.kind = EntryKind::Symlink;
                 e.target = format!("../target/{i}");
+            }
+            if i % 10 == 6 {
+                e.kind = EntryKind::Special;
+                e.target = SpecialKind::Char(1, i as u32).to_string();
             }
             e.ctime_ns = e.mtime_ns + 7;
             index

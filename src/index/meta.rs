@@ -1,7 +1,7 @@
 //! An index entry's attributes as blob metadata, both ways: every upload carries them, so an
 //! index can be rebuilt from a container listing (`fsck --repair`) and other tools can read them.
 
-use super::format::{Entry, EntryKind};
+use super::format::{Entry, EntryKind, SpecialKind};
 use crate::codec::{META_ENCODING, META_SIZE};
 use crate::store::{BlobProps, Metadata};
 
@@ -12,6 +12,9 @@ pub const META_MTIME: &str = "remotedict_mtime_ns";
 pub const META_CTIME: &str = "remotedict_ctime_ns";
 /// Marks a symbolic link: the blob's content is the link target, raw.
 pub const META_SYMLINK: &str = "remotedict_symlink";
+/// Marks a FIFO, socket or device node: the value says which (`fifo`, `socket`,
+/// `char MAJOR:MINOR`, `block MAJOR:MINOR`), as does the blob's content.
+pub const META_SPECIAL: &str = "remotedict_special";
 /// The id of the write that produced the blob's current state, set by the retry layer so that a
 /// retried write recognises its own earlier success (see `store::retrying`).
 pub use crate::store::retrying::META_WRITE_ID;
@@ -37,6 +40,9 @@ pub fn blob_metadata(entry: &Entry) -> Metadata {
         EntryKind::Symlink => {
             m.insert(META_SYMLINK.into(), "true".into());
         }
+        EntryKind::Special => {
+            m.insert(META_SPECIAL.into(), entry.target.clone());
+        }
     }
     if entry.mode != 0 {
         m.insert(META_MODE.into(), format!("{:o}", entry.mode));
@@ -49,7 +55,7 @@ pub fn blob_metadata(entry: &Entry) -> Metadata {
 }
 
 /// The entry a blob stands for, from its properties (for a symlink, `target` must be filled in by
-/// the caller from the content).
+/// the caller from the content; a special file's is in its metadata).
 pub fn entry_from_props(props: &BlobProps) -> Entry {
     let get = |k: &str| props.metadata.get(k);
     let modified = crate::time::to_ns(props.last_modified).max(0);
@@ -57,6 +63,8 @@ pub fn entry_from_props(props: &BlobProps) -> Entry {
         EntryKind::Dir
     } else if get(META_SYMLINK).is_some() {
         EntryKind::Symlink
+    } else if get(META_SPECIAL).is_some_and(|v| SpecialKind::parse(v).is_some()) {
+        EntryKind::Special
     } else {
         EntryKind::File
     };
@@ -64,11 +72,14 @@ pub fn entry_from_props(props: &BlobProps) -> Entry {
         EntryKind::File => get(META_SIZE)
             .and_then(|v| v.parse().ok())
             .unwrap_or(props.size),
-        EntryKind::Dir => 0,
+        EntryKind::Dir | EntryKind::Special => 0,
         EntryKind::Symlink => props.size,
     };
     let mut e = Entry::file(size, props.size, modified, props.etag.clone());
     e.kind = kind;
+    if kind == EntryKind::Special {
+        e.target = get(META_SPECIAL).cloned().unwrap_or_default();
+    }
     e.mtime_ns = get(META_MTIME)
         .and_then(|v| v.parse().ok())
         .unwrap_or(modified);
@@ -90,7 +101,12 @@ mod tests {
 
     #[test]
     fn attributes_survive_the_round_trip_through_metadata() {
-        for kind in [EntryKind::File, EntryKind::Dir, EntryKind::Symlink] {
+        for kind in [
+            EntryKind::File,
+            EntryKind::Dir,
+            EntryKind::Symlink,
+            EntryKind::Special,
+        ] {
             let mut e = Entry::file(
                 if kind == EntryKind::File { 1234 } else { 0 },
                 99,
@@ -98,6 +114,9 @@ mod tests {
                 "\"0x1\"",
             );
             e.kind = kind;
+            if kind == EntryKind::Special {
+                e.target = "block 8:17".into();
+            }
             e.ctime_ns = e.mtime_ns + 5;
             (e.mode, e.uid, e.gid) = (0o640, 1000, 50);
             let props = BlobProps {

@@ -16,5 +16,7 @@ pub mod records;
 pub mod shared;
 
 pub use apply::Change;
-pub use format::{decode, encode, Entry, EntryKind, Index, IndexFormatError, FORMAT_VERSION};
+pub use format::{
+    decode, encode, Entry, EntryKind, Index, IndexFormatError, SpecialKind, FORMAT_VERSION,
+};
 pub use shared::{IndexError, SharedIndex};
