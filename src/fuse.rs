@@ -16,7 +16,9 @@ use fuser::{
 
 use tokio_util::task::TaskTracker;
 
-use crate::fs::{Attr, Fs, FsError, LockKind, LockMode, LockRequest, NodeKind, SetAttr};
+use crate::fs::{
+    as_caller, Attr, Caller, Fs, FsError, LockKind, LockMode, LockRequest, NodeKind, SetAttr,
+};
 use crate::metrics;
 
 /// How long an ending mount waits for the operations still running (an `rm` between its delete
@@ -87,6 +89,14 @@ impl FuseAdapter {
             }),
             &self.rt,
         );
+    }
+}
+
+/// The credentials of the process behind `req`.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
     }
 }
 
@@ -279,18 +289,24 @@ impl Filesystem for FuseAdapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let who = caller(req);
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
             "mkdir",
-            move |fs| async move { fs.mkdir_entry(parent.0, &name?, mode).await },
+            move |fs| {
+                as_caller(
+                    who,
+                    async move { fs.mkdir_entry(parent.0, &name?, mode).await },
+                )
+            },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mkdir", &e)),
@@ -300,7 +316,7 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -308,11 +324,16 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let who = caller(req);
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
             "mknod",
-            move |fs| async move { fs.mknod_entry(parent.0, &name?, mode, rdev).await },
+            move |fs| {
+                as_caller(who, async move {
+                    fs.mknod_entry(parent.0, &name?, mode, rdev).await
+                })
+            },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("mknod", &e)),
@@ -322,18 +343,23 @@ impl Filesystem for FuseAdapter {
 
     fn symlink(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         link_name: &OsStr,
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
+        let who = caller(req);
         let ttl = self.ttl;
         let name = name_str(link_name);
         let target = name_str(target.as_os_str());
         self.spawn(
             "symlink",
-            move |fs| async move { fs.symlink_entry(parent.0, &name?, &target?).await },
+            move |fs| {
+                as_caller(who, async move {
+                    fs.symlink_entry(parent.0, &name?, &target?).await
+                })
+            },
             move |r| match r {
                 Ok(a) => reply.entry_with_ttls(&ttl, &ttl, &file_attr(&a), Generation(0)),
                 Err(e) => reply.error(errno("symlink", &e)),
@@ -431,7 +457,7 @@ impl Filesystem for FuseAdapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -439,11 +465,16 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let who = caller(req);
         let ttl = self.ttl;
         let name = name_str(name);
         self.spawn(
             "create",
-            move |fs| async move { fs.create_entry(parent.0, &name?, mode, flags).await },
+            move |fs| {
+                as_caller(who, async move {
+                    fs.create_entry(parent.0, &name?, mode, flags).await
+                })
+            },
             move |r| match r {
                 Ok((a, fh)) => reply.created(
                     &ttl,

@@ -90,8 +90,7 @@ impl Fs {
         perms: (u32, u32, u32),
     ) -> FsResult<(Entry, ClaimKeeper)> {
         let empty = Bytes::from(crate::codec::compress(b""));
-        let mut entry = self.new_entry(EntryKind::File, perms.0);
-        (entry.uid, entry.gid) = (perms.1, perms.2);
+        let mut entry = self.new_entry(EntryKind::File, perms);
         entry.stored_size = empty.len() as u64;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut metadata = blob_metadata(&entry);

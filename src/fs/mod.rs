@@ -13,6 +13,7 @@
 //!   kind `Dir` plus a zero-length marker blob with metadata `hdi_isfolder=true`.
 
 mod attr;
+mod caller;
 mod claims;
 pub mod content;
 mod dir;
@@ -48,6 +49,7 @@ use crate::mutex::lock;
 use crate::store::BlobStore;
 use crate::transfer::TransferConfig;
 use attr::FRESHER_FOR;
+pub use caller::{as_caller, Caller};
 use content::ContentCache;
 pub use error::{FsError, FsResult};
 use handles::{FileState, Handle, OpenFile};

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::index::meta::{blob_metadata, entry_from_props};
-use crate::index::{Change, Entry, EntryKind, SpecialKind};
+use crate::index::{Change, Entry, EntryKind, Index, SpecialKind};
 use crate::mutex::lock;
 use crate::store::{Conditions, PutOptions, StoreError};
 use crate::time::to_ns;
@@ -33,7 +33,7 @@ impl Fs {
             let fh = self.open(ino, flags).await?;
             return Ok((self.getattr(ino).await?, fh));
         }
-        let perms = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
+        let perms = self.perms_for(&index, &key, mode, false);
         // O_EXCL holds across hosts: the name is claimed in the container right away (an empty
         // blob, listed in the index when the file is first saved).
         let (claimed, keeper) = if flags & libc::O_EXCL != 0 {
@@ -91,12 +91,40 @@ impl Fs {
         Ok(entry)
     }
 
-    /// A new entry of `kind` owned by the mount's user, timestamped now.
-    pub(super) fn new_entry(&self, kind: EntryKind, mode: u32) -> Entry {
+    /// A new entry of `kind` owned by the mount's user, timestamped now (see [`Fs::perms_for`]
+    /// for the mode and owner a new node gets).
+    pub(super) fn new_entry(&self, kind: EntryKind, perms: (u32, u32, u32)) -> Entry {
         let mut e = Entry::file(0, 0, to_ns(SystemTime::now()), "");
         e.kind = kind;
-        (e.mode, e.uid, e.gid) = (mode & 0o7777, self.cfg.uid, self.cfg.gid);
+        (e.mode, e.uid, e.gid) = perms;
         e
+    }
+
+    /// Mode and owner of a new node at `key`, as a local filesystem gives them: the caller's
+    /// user and group (the mount's outside a request); in a set-group-ID directory the
+    /// directory's group instead, and a new directory there is set-group-ID too.
+    pub(super) fn perms_for(
+        &self,
+        index: &Index,
+        key: &str,
+        mode: u32,
+        dir: bool,
+    ) -> (u32, u32, u32) {
+        let caller = caller::current().unwrap_or(Caller {
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+        });
+        let mut perms = (mode & 0o7777, caller.uid, caller.gid);
+        let parent = parent_key(key);
+        if let Some(p) = index.entries.get(parent).filter(|_| !parent.is_empty()) {
+            if p.mode & libc::S_ISGID != 0 {
+                perms.2 = p.gid;
+                if dir {
+                    perms.0 |= libc::S_ISGID;
+                }
+            }
+        }
+        perms
     }
 
     /// Writes a new node's blob if the name is free anywhere (EEXIST otherwise), then lists it.
@@ -132,7 +160,10 @@ impl Fs {
                 "a link target must be 1 to 4096 bytes, without NUL".into(),
             ));
         }
-        let mut entry = self.new_entry(EntryKind::Symlink, 0o777);
+        let mut entry = self.new_entry(
+            EntryKind::Symlink,
+            self.perms_for(&index, &key, 0o777, false),
+        );
         entry.target = target.to_string();
         entry.size = target.len() as u64;
         entry.stored_size = entry.size;
@@ -176,7 +207,10 @@ impl Fs {
         if index.entries.contains_key(&key) || has_children(&index, &key) {
             return Err(FsError::Exists);
         }
-        let mut entry = self.new_entry(EntryKind::Special, mode);
+        let mut entry = self.new_entry(
+            EntryKind::Special,
+            self.perms_for(&index, &key, mode, false),
+        );
         entry.target = special.to_string();
         entry.stored_size = entry.target.len() as u64;
         let content = Bytes::from(entry.target.clone().into_bytes());
@@ -297,7 +331,8 @@ impl Fs {
         if index.entries.contains_key(&key) || has_children(&index, &key) {
             return Err(FsError::Exists);
         }
-        self.create_node(&key, self.new_entry(EntryKind::Dir, mode), Bytes::new())
+        let perms = self.perms_for(&index, &key, mode, true);
+        self.create_node(&key, self.new_entry(EntryKind::Dir, perms), Bytes::new())
             .await?;
         let ino = lock(&self.inodes).ino(&key);
         self.getattr(ino).await
