@@ -28,14 +28,14 @@ fn ok(dir: &Path, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// A tree with modes 600/644/755, a symlink, an empty directory and old mtimes.
+/// A tree with modes 600/644/755, a symlink, a FIFO, an empty directory and old mtimes.
 fn make_tree(root: &Path) {
     ok(
         root,
         "mkdir -p tree/sub tree/empty && echo private > tree/secret && chmod 600 tree/secret \
          && echo public > tree/sub/readme && chmod 644 tree/sub/readme \
          && printf '#!/bin/sh\\necho hi\\n' > tree/sub/run.sh && chmod 755 tree/sub/run.sh \
-         && ln -s sub/readme tree/link && chmod 750 tree/sub \
+         && ln -s sub/readme tree/link && mkfifo -m 640 tree/sub/pipe && chmod 750 tree/sub \
          && touch -h -d '2020-01-02 03:04:05' tree/secret tree/sub/readme tree/link \
          && touch -d '2019-05-06 07:08:09' tree/sub/run.sh tree/empty tree/sub",
     );
@@ -228,7 +228,46 @@ async fn o_excl_create_from_two_mounts_lets_exactly_one_win(backend: Backend) {
     b.unmount();
 }
 
+/// A FIFO and a UNIX socket made on one mount carry data between processes of that host, and
+/// the other mount lists them as what they are (`ls -l`: `p`, `s`), with their mode.
+async fn fifos_and_sockets_are_local_rendezvous_points_listed_everywhere(backend: Backend) {
+    let a = Mount::start(&backend);
+    let b = Mount::start(&backend);
+    ok(&a.dir, "mkfifo -m 600 pipe");
+    let through = ok(&a.dir, "(echo 'through the pipe' > pipe &) ; cat pipe");
+    assert_eq!(through, "through the pipe\n");
+    let echo = "import os, socket, threading\n\
+                s = socket.socket(socket.AF_UNIX); s.bind('sock'); s.listen(1)\n\
+                def serve():\n\
+                \x20   c, _ = s.accept(); c.sendall(c.recv(100).upper()); c.close()\n\
+                threading.Thread(target=serve).start()\n\
+                k = socket.socket(socket.AF_UNIX); k.connect('sock'); k.sendall(b'hello')\n\
+                print(k.recv(100).decode())";
+    let out = Command::new("python3")
+        .args(["-c", echo])
+        .current_dir(&a.dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HELLO\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // b's listing TTL
+    let listed = ok(&b.dir, "stat -c '%A %n' pipe sock");
+    assert!(listed.contains("prw------- pipe"), "{listed}");
+    assert!(
+        listed.starts_with("prw") && listed.contains("\ns"),
+        "{listed}"
+    );
+    ok(&b.dir, "rm pipe sock");
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
+    fifos_and_sockets_are_local_rendezvous_points_listed_everywhere,
     cp_a_keeps_modes_mtimes_links_and_empty_dirs,
     tar_x_then_tar_d_finds_no_difference,
     editor_saves_are_never_seen_missing_or_partial,

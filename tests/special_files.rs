@@ -1,0 +1,273 @@
+//! FIFOs, sockets and device nodes (`mknod`), and who owns new nodes, in the core over
+//! `MemStore`: what one host makes, another host lists with the same kind, device number, mode
+//! and owner; `mv` and `chmod` keep the kind; an index rebuilt from the blobs alone (`fsck`) still
+//! knows them; two hosts making one name race like `O_EXCL` creates.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use remotedict::fs::{as_caller, Attr, Caller, Fs, FsError, NodeKind, SetAttr};
+use remotedict::layout::Layout;
+use remotedict::store::BlobStore;
+
+use common::hosts::{host_with_ttl, ROOT};
+
+fn fresh(store: &Arc<dyn BlobStore>, cache: &std::path::Path) -> Fs {
+    host_with_ttl(store, cache, Duration::from_millis(1))
+}
+
+/// `makedev` as glibc encodes it in 32 bits.
+fn makedev(major: u32, minor: u32) -> u32 {
+    ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & 0xfff00) << 12)
+}
+
+const NODES: [(&str, u32, u32, NodeKind); 4] = [
+    ("pipe", libc::S_IFIFO | 0o640, 0, NodeKind::Fifo),
+    ("sock", libc::S_IFSOCK | 0o755, 0, NodeKind::Socket),
+    (
+        "null",
+        libc::S_IFCHR | 0o666,
+        1 << 8 | 3,
+        NodeKind::CharDevice,
+    ),
+    ("disk", libc::S_IFBLK | 0o600, 0, NodeKind::BlockDevice),
+];
+
+fn rdev_of(name: &str) -> u32 {
+    match name {
+        "null" => makedev(1, 3),
+        "disk" => makedev(259, 300_000 & 0xfffff),
+        _ => 0,
+    }
+}
+
+fn summary(a: &Attr) -> (NodeKind, u16, u32, u32, u32, u64) {
+    (a.kind, a.perm, a.uid, a.gid, a.rdev, a.size)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_are_listed_alike_on_every_host_and_after_a_rebuild() {
+    let store = common::mem_store();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = fresh(&store, ca.path());
+    let b = fresh(&store, cb.path());
+    let who = Caller {
+        uid: 4321,
+        gid: 765,
+    };
+    let mut made = Vec::new();
+    for (name, mode, _, kind) in NODES {
+        let attr = as_caller(who, a.mknod(ROOT, name, mode, rdev_of(name)))
+            .await
+            .unwrap();
+        assert_eq!(attr.kind, kind, "{name}");
+        assert_eq!(attr.perm as u32, mode & 0o7777, "{name}");
+        assert_eq!(
+            (attr.uid, attr.gid),
+            (4321, 765),
+            "{name}: the caller owns it"
+        );
+        assert_eq!(attr.rdev, rdev_of(name), "{name}");
+        made.push((name, summary(&attr)));
+    }
+    // A device number with a large major and minor survives (12 and 20 bits).
+    assert_eq!(
+        summary(&a.lookup(ROOT, "disk").await.unwrap()).4,
+        makedev(259, 300_000 & 0xfffff)
+    );
+    for (name, want) in &made {
+        let seen = b.lookup(ROOT, name).await.unwrap();
+        assert_eq!(&summary(&seen), want, "{name} on the other host");
+    }
+    let dh = b.opendir(ROOT).await.unwrap();
+    let listing = b.readdir(dh).unwrap();
+    let listed: Vec<(String, NodeKind)> = (0..listing.len())
+        .map(|i| (listing.name(i).to_string(), listing.kind(i)))
+        .collect();
+    for (name, _, _, kind) in NODES {
+        assert!(
+            listed.contains(&(name.to_string(), kind)),
+            "{name} {kind:?} in {listed:?}"
+        );
+    }
+    // Making a name that exists: EEXIST, whatever kind is there.
+    assert!(matches!(
+        b.mknod(ROOT, "pipe", libc::S_IFIFO | 0o644, 0).await,
+        Err(FsError::Exists)
+    ));
+
+    // chmod and mv keep what it is.
+    let ino = b.lookup(ROOT, "null").await.unwrap().ino;
+    let set = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    b.setattr(ino, None, set).await.unwrap();
+    b.rename(ROOT, "null", ROOT, "null2", false).await.unwrap();
+    b.sync_index().await.unwrap(); // (what fsync of the directory waits for)
+                                   // (A's copy of the index is trusted for its TTL, 1 ms here; MemStore is faster than that.)
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let moved = a.lookup(ROOT, "null2").await.unwrap();
+    assert_eq!(
+        (moved.kind, moved.perm, moved.rdev),
+        (NodeKind::CharDevice, 0o600, makedev(1, 3))
+    );
+    assert!(matches!(
+        a.lookup(ROOT, "null").await,
+        Err(FsError::NotFound)
+    ));
+
+    // The index is lost; fsck rebuilds it from the blobs: every node is what it was.
+    let layout = Layout::new("folder").unwrap();
+    let before: Vec<_> = {
+        let c = tempfile::tempdir().unwrap();
+        let f = fresh(&store, c.path());
+        let mut v = Vec::new();
+        for name in ["pipe", "sock", "null2", "disk"] {
+            v.push(summary(&f.lookup(ROOT, name).await.unwrap()));
+        }
+        v
+    };
+    let prefix = format!("{}-", layout.index_blob());
+    for blob in remotedict::store::list_all(store.as_ref(), &layout.index_blob())
+        .await
+        .unwrap()
+    {
+        if blob.name == layout.index_blob() || blob.name.starts_with(&prefix) {
+            store.delete(&blob.name, &Default::default()).await.unwrap();
+        }
+    }
+    let (report, blobs) = remotedict::fsck::check(&store, &layout).await.unwrap();
+    remotedict::fsck::repair(&store, &layout, &report, &blobs)
+        .await
+        .unwrap();
+    let c = tempfile::tempdir().unwrap();
+    let f = fresh(&store, c.path());
+    for (i, name) in ["pipe", "sock", "null2", "disk"].into_iter().enumerate() {
+        assert_eq!(
+            summary(&f.lookup(ROOT, name).await.unwrap()),
+            before[i],
+            "{name} after the rebuild"
+        );
+    }
+}
+
+/// Two hosts make the same name at once (one a FIFO, one a directory): exactly one wins, the
+/// other gets EEXIST, and both then list the winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hosts_making_one_name_race_like_exclusive_creates() {
+    for round in 0..20 {
+        let store = common::mem_store();
+        let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Arc::new(fresh(&store, ca.path()));
+        let b = Arc::new(fresh(&store, cb.path()));
+        let ta = {
+            let a = a.clone();
+            tokio::spawn(async move { a.mknod(ROOT, "n", libc::S_IFIFO | 0o644, 0).await })
+        };
+        let tb = {
+            let b = b.clone();
+            tokio::spawn(async move { b.mkdir(ROOT, "n", 0o755).await })
+        };
+        let (ra, rb) = (ta.await.unwrap(), tb.await.unwrap());
+        let winner = match (&ra, &rb) {
+            (Ok(_), Err(FsError::Exists)) => NodeKind::Fifo,
+            (Err(FsError::Exists), Ok(_)) => NodeKind::Dir,
+            _ => panic!("round {round}: {ra:?} / {rb:?}"),
+        };
+        assert_eq!(a.lookup(ROOT, "n").await.unwrap().kind, winner);
+        assert_eq!(b.lookup(ROOT, "n").await.unwrap().kind, winner);
+    }
+}
+
+/// New files, directories, links and nodes belong to the caller; in a set-group-ID directory
+/// they get its group, and directories made there are set-group-ID too. Outside a request they
+/// belong to the mount's user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_nodes_belong_to_the_caller_and_inherit_a_set_group_id_directory() {
+    let store = common::mem_store();
+    let c = tempfile::tempdir().unwrap();
+    let fs = fresh(&store, c.path());
+    let alice = Caller {
+        uid: 1001,
+        gid: 1001,
+    };
+    let shared = as_caller(alice, fs.mkdir(ROOT, "shared", 0o755))
+        .await
+        .unwrap();
+    assert_eq!((shared.uid, shared.gid), (1001, 1001));
+    let set = SetAttr {
+        mode: Some(0o2775),
+        gid: Some(50),
+        ..Default::default()
+    };
+    fs.setattr(shared.ino, None, set).await.unwrap();
+    let bob = Caller {
+        uid: 1002,
+        gid: 1002,
+    };
+    let (file, fh) = as_caller(
+        bob,
+        fs.create(
+            shared.ino,
+            "f",
+            0o644,
+            libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL,
+        ),
+    )
+    .await
+    .unwrap();
+    fs.release(fh).await.unwrap();
+    let dir = as_caller(bob, fs.mkdir(shared.ino, "d", 0o755))
+        .await
+        .unwrap();
+    let link = as_caller(bob, fs.symlink(shared.ino, "l", "f"))
+        .await
+        .unwrap();
+    let fifo = as_caller(bob, fs.mknod(shared.ino, "p", libc::S_IFIFO | 0o644, 0))
+        .await
+        .unwrap();
+    for (what, a) in [
+        ("file", &file),
+        ("dir", &dir),
+        ("link", &link),
+        ("fifo", &fifo),
+    ] {
+        assert_eq!((a.uid, a.gid), (1002, 50), "{what}");
+        // As listed by another host, after the save.
+        let c2 = tempfile::tempdir().unwrap();
+        let other = fresh(&store, c2.path());
+        let seen = other.lookup(shared.ino, &a_name(what)).await;
+        let seen = match seen {
+            Ok(s) => s,
+            // (The other host numbers inodes itself: look the directory up first.)
+            Err(_) => {
+                let d = other.lookup(ROOT, "shared").await.unwrap();
+                other.lookup(d.ino, &a_name(what)).await.unwrap()
+            }
+        };
+        assert_eq!((seen.uid, seen.gid), (1002, 50), "{what} on another host");
+    }
+    assert_eq!(
+        dir.perm & 0o2000,
+        0o2000,
+        "a directory made there is setgid"
+    );
+    assert_eq!(file.perm & 0o2000, 0, "a file made there is not");
+    // Outside a request: the mount's user.
+    let plain = fs.mkdir(ROOT, "plain", 0o755).await.unwrap();
+    let cfg = common::fs_config(c.path(), 1);
+    assert_eq!((plain.uid, plain.gid), (cfg.uid, cfg.gid));
+}
+
+fn a_name(what: &str) -> String {
+    match what {
+        "file" => "f",
+        "dir" => "d",
+        "link" => "l",
+        _ => "p",
+    }
+    .to_string()
+}
