@@ -8,8 +8,10 @@ Usage: index-reader.py DIR
   download-batch --pattern '<folder>/.remotedict/index*'`).
 
 Prints one JSON object per listed key, in key order:
-  {"key": ..., "kind": "file"|"dir"|"symlink", "size": ..., "stored_size": ..., "etag": ...,
-   "mtime_ns": ..., "mode": ...}
+  {"key": ..., "kind": "file"|"dir"|"symlink"|"special", "size": ..., "stored_size": ...,
+   "etag": ..., "mtime_ns": ..., "mode": ...}
+plus "target" for symlinks and special files ("fifo", "socket", "char M:m", "block M:m") and
+"atime_ns" when an access time was set apart from the mtime.
 and, on stderr, the format and (format 2) the generations read.
 
 Needs Python's `lz4` package (lz4.frame). Written from docs/FORMAT.md alone.
@@ -23,7 +25,8 @@ import zlib
 
 import lz4.frame
 
-KINDS = {0: "file", 1: "dir", 2: "symlink"}
+KINDS = {0: "file", 1: "dir", 2: "symlink", 3: "special"}
+HAS_ATIME = 0x80
 
 
 class Reader:
@@ -57,7 +60,8 @@ class Reader:
         return b
 
     def entry(self):
-        kind = self.byte()
+        flags = self.byte()
+        kind = flags & ~HAS_ATIME
         e = {"kind": KINDS[kind], "size": self.varint(), "stored_size": self.varint(),
              "mtime_ns": self.zigzag()}
         self.zigzag()  # ctime
@@ -65,8 +69,10 @@ class Reader:
         e["mode"] = self.varint()
         self.varint()  # uid
         self.varint()  # gid
-        if kind == 2:
+        if kind in (2, 3):
             e["target"] = self.bytes().decode()
+        if flags & HAS_ATIME:
+            e["atime_ns"] = self.zigzag()
         return e
 
 

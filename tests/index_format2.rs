@@ -538,7 +538,18 @@ async fn the_python_reader_lists_what_remotedict_lists() {
             // every seal from there.
             first_head = Some(bytes_of(&*mem, HEAD).await);
         }
-        let mut c = vec![put(&format!("d/f{i:02}"), i)];
+        let mut change = put(&format!("d/f{i:02}"), i);
+        if let Change::Put { entry, .. } = &mut change {
+            // Special files and access times set apart (kind 3, the atime flag) among them.
+            if i % 7 == 3 {
+                entry.kind = remotedict::index::EntryKind::Special;
+                entry.target = format!("char 1:{i}");
+            }
+            if i % 6 == 1 {
+                entry.atime_ns = Some(-(i as i64) * 1_000_000_007);
+            }
+        }
+        let mut c = vec![change];
         if i % 5 == 4 {
             c.push(Change::Remove {
                 key: format!("d/f{:02}", i - 2),
@@ -569,26 +580,40 @@ async fn the_python_reader_lists_what_remotedict_lists() {
         stderr.split_whitespace().count() > 4,
         "no compaction happened: {stderr}"
     );
-    let listed: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+    type Listed = (String, String, String, Option<String>, Option<i64>);
+    let listed: Vec<Listed> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             (
                 v["key"].as_str().unwrap().to_string(),
                 v["etag"].as_str().unwrap().to_string(),
+                v["kind"].as_str().unwrap().to_string(),
+                v["target"].as_str().map(str::to_string),
+                v["atime_ns"].as_i64(),
             )
         })
         .collect();
-    let ours: Vec<(String, String)> = index_on(&store)
+    let ours: Vec<Listed> = index_on(&store)
         .current()
         .await
         .unwrap()
         .entries
         .iter()
-        .map(|(k, e)| (k.clone(), e.etag.clone()))
+        .map(|(k, e)| {
+            let special = e.kind == remotedict::index::EntryKind::Special;
+            (
+                k.clone(),
+                e.etag.clone(),
+                if special { "special" } else { "file" }.to_string(),
+                special.then(|| e.target.clone()),
+                e.atime_ns,
+            )
+        })
         .collect();
     assert_eq!(listed, ours);
     assert_eq!(ours.len(), 32);
+    assert!(ours.iter().any(|l| l.3.is_some()) && ours.iter().any(|l| l.4.is_some()));
 }
 
 /// A journal record corrupted in the store: every reader reports it; `fsck --repair` rebuilds

@@ -50,7 +50,8 @@ fn entry() -> impl Strategy<Value = Entry> {
         prop_oneof![
             Just(EntryKind::File),
             Just(EntryKind::Dir),
-            Just(EntryKind::Symlink)
+            Just(EntryKind::Symlink),
+            Just(EntryKind::Special)
         ],
         0u64..3,
         0u64..3,
@@ -59,25 +60,29 @@ fn entry() -> impl Strategy<Value = Entry> {
         etag(),
         prop_oneof![Just(0u32), Just(0o644), 0u32..0o7777],
         0u32..3,
-        prop::sample::select(&["", "a", "../b", "/x/y"][..]),
+        prop::sample::select(&["", "a", "../b", "/x/y", "fifo", "char 1:3"][..]),
+        prop_oneof![Just(None), any::<i64>().prop_map(Some)],
     )
         .prop_map(
-            |(kind, size, stored_size, mtime_ns, ctime_ns, etag, mode, id, target)| Entry {
-                kind,
-                size,
-                stored_size,
-                mtime_ns,
-                ctime_ns,
-                etag,
-                mode,
-                uid: id,
-                gid: id * 7,
-                // Only a symbolic link has a target (the format stores it for links only).
-                target: if kind == EntryKind::Symlink {
-                    target.to_string()
-                } else {
-                    String::new()
-                },
+            |(kind, size, stored_size, mtime_ns, ctime_ns, etag, mode, id, target, atime_ns)| {
+                Entry {
+                    kind,
+                    size,
+                    stored_size,
+                    mtime_ns,
+                    ctime_ns,
+                    etag,
+                    mode,
+                    uid: id,
+                    gid: id * 7,
+                    // Only links and special files have a target (the format stores it for them only).
+                    target: if kind.has_target() {
+                        target.to_string()
+                    } else {
+                        String::new()
+                    },
+                    atime_ns,
+                }
             },
         )
 }

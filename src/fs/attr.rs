@@ -31,6 +31,7 @@ impl Fs {
             stored_size: e.stored_size,
             mtime: from_ns(e.mtime_ns),
             ctime: from_ns(e.ctime_ns),
+            atime: from_ns(e.atime()),
             perm: if e.mode == 0 {
                 self.default_perm(kind)
             } else {
@@ -50,6 +51,7 @@ impl Fs {
             stored_size: 0,
             mtime: self.mounted_at,
             ctime: self.mounted_at,
+            atime: self.mounted_at,
             perm: 0o755,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
@@ -74,6 +76,7 @@ impl Fs {
                 attr.size = size;
                 attr.mtime = staged.mtime;
                 attr.ctime = staged.mtime.max(attr.ctime);
+                attr.atime = st.atime.map_or(staged.mtime, from_ns);
                 if let Some((mode, uid, gid)) = st.perms {
                     (attr.perm, attr.uid, attr.gid) = ((mode & 0o7777) as u16, uid, gid);
                 }

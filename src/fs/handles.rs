@@ -27,6 +27,8 @@ pub(super) struct FileState {
     pub(super) handles: usize,
     /// (mode, uid, gid) set while the content was unsaved, recorded at the next upload.
     pub(super) perms: Option<(u32, u32, u32)>,
+    /// An access time set while the content was unsaved, recorded at the next upload.
+    pub(super) atime: Option<i64>,
     /// Whether the user wrote or truncated the content. A file created here and never written
     /// does not overwrite a value another host saved under the same name meanwhile.
     pub(super) written: bool,
@@ -103,6 +105,7 @@ impl Fs {
                         staged: None,
                         handles: 0,
                         perms: None,
+                        atime: None,
                         written: false,
                         claim: None,
                         unlinked: false,

@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::*;
-use crate::index::meta::{blob_metadata, entry_from_props, META_CLAIM, META_CTIME, META_WRITE_ID};
+use crate::index::meta::{
+    blob_metadata, entry_from_props, META_ATIME, META_CLAIM, META_CTIME, META_WRITE_ID,
+};
 use crate::index::{Change, Entry, EntryKind};
 use crate::store::{Conditions, Metadata, PutOptions, StoreError};
 use crate::time::to_ns;
@@ -75,10 +77,12 @@ impl Fs {
                 saved?;
             }
         }
-        // Attribute-only changes: mode, owner, and mtime unless it came with a size change.
+        // Attribute-only changes: mode, owner, atime, and mtime unless it came with a size
+        // change.
         let mtime = if set.size.is_some() { None } else { set.mtime };
+        let atime = set.atime.map(to_ns);
         let owner = set.mode.is_some() || set.uid.is_some() || set.gid.is_some();
-        if mtime.is_none() && !owner {
+        if mtime.is_none() && atime.is_none() && !owner {
             return self.getattr(ino).await;
         }
         let perms = (
@@ -96,6 +100,9 @@ impl Fs {
                 if let (Some(t), Some(s)) = (mtime, st.staged.as_mut()) {
                     s.mtime = t;
                 }
+                if atime.is_some() {
+                    st.atime = atime;
+                }
                 drop(st);
                 return self.getattr(ino).await;
             }
@@ -105,8 +112,18 @@ impl Fs {
                 if owner {
                     (e.mode, e.uid, e.gid) = perms;
                 }
+                match (atime, mtime) {
+                    (Some(a), _) => e.atime_ns = Some(a),
+                    // Only the mtime changes: the access time stays what it was.
+                    (None, Some(_)) => e.atime_ns = Some(e.atime()),
+                    (None, None) => {}
+                }
                 if let Some(t) = mtime {
                     e.mtime_ns = to_ns(t);
+                }
+                // (An access time equal to the mtime is the default one.)
+                if e.atime_ns == Some(e.mtime_ns) {
+                    e.atime_ns = None;
                 }
             })
             .await?;
@@ -290,6 +307,8 @@ impl Fs {
 /// The metadata of a blob whose attributes change: `attributes` over what it carries now.
 fn merged_metadata(current: &Metadata, attributes: Metadata) -> Metadata {
     let mut m = current.clone();
+    // (An access time no longer set explicitly is not left behind.)
+    m.remove(META_ATIME);
     m.extend(attributes);
     m
 }

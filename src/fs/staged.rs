@@ -335,6 +335,8 @@ impl Fs {
         // The attributes travel with the value, in its metadata (see index::meta).
         let mut entry = Entry::file(0, 0, to_ns(mtime), "");
         entry.ctime_ns = to_ns(SystemTime::now());
+        // A new value's access time follows its mtime, unless set while it was unsaved.
+        entry.atime_ns = st.atime;
         if let Some((mode, uid, gid)) = st
             .perms
             .or_else(|| st.base.as_ref().map(|b| (b.mode, b.uid, b.gid)))
@@ -457,6 +459,7 @@ impl Fs {
         // Saved over the claim (if any): its heartbeat stops.
         st.claim = None;
         st.perms = None;
+        st.atime = None;
         st.written = false;
         st.save_failed = false;
         st.dirty_under = None;

@@ -41,6 +41,7 @@ impl Fs {
             stored_size: 0,
             mtime: SystemTime::now(),
             ctime: SystemTime::now(),
+            atime: SystemTime::now(),
             perm,
             uid: self.cfg.uid,
             gid: self.cfg.gid,

@@ -27,6 +27,8 @@ pub struct Attr {
     pub stored_size: u64,
     pub mtime: SystemTime,
     pub ctime: SystemTime,
+    /// Access time: the modification time unless set explicitly (the mount is `noatime`).
+    pub atime: SystemTime,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
@@ -47,6 +49,7 @@ pub struct DirEntry {
 pub struct SetAttr {
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,

@@ -30,6 +30,7 @@ const MERGE_FRACTION: usize = 8;
 const CTIME_IS_MTIME: u8 = 1 << 2;
 const AZURE_ETAG: u8 = 1 << 3;
 const NO_OWNER: u8 = 1 << 4;
+const HAS_ATIME: u8 = 1 << 5;
 
 /// An immutable, sorted, packed run of entries.
 #[derive(Default)]
@@ -94,6 +95,9 @@ fn pack_entry(out: &mut Vec<u8>, e: &Entry) {
     if e.mode == 0 && e.uid == 0 && e.gid == 0 {
         flags |= NO_OWNER;
     }
+    if e.atime_ns.is_some() {
+        flags |= HAS_ATIME;
+    }
     out.push(flags);
     put_varint(out, e.size);
     put_varint(out, e.stored_size);
@@ -112,6 +116,9 @@ fn pack_entry(out: &mut Vec<u8>, e: &Entry) {
     }
     if e.kind.has_target() {
         put_bytes(out, e.target.as_bytes());
+    }
+    if let Some(atime) = e.atime_ns {
+        put_varint(out, zigzag(atime));
     }
 }
 
@@ -183,7 +190,9 @@ impl<'a> Reader<'a> {
         } else {
             String::new()
         };
+        let atime_ns = (flags & HAS_ATIME != 0).then(|| unzigzag(self.varint()));
         Entry {
+            atime_ns,
             kind,
             size,
             stored_size,
@@ -216,6 +225,9 @@ impl<'a> Reader<'a> {
         }
         if flags & 3 >= EntryKind::Symlink as u8 {
             self.bytes();
+        }
+        if flags & HAS_ATIME != 0 {
+            self.varint();
         }
     }
 }
@@ -606,6 +618,9 @@ mod tests {
         if i % 11 == 3 {
             e.kind = EntryKind::Special;
             e.target = "fifo".into();
+        }
+        if i % 3 == 2 {
+            e.atime_ns = Some(i as i64 * 1_000_000_007);
         }
         e
     }

@@ -32,6 +32,9 @@ pub enum EntryKind {
     Special = 3,
 }
 
+/// Set in an entry's kind byte when an access time follows its other fields.
+const HAS_ATIME: u8 = 0x80;
+
 impl EntryKind {
     fn from_u8(b: u8) -> Option<Self> {
         match b {
@@ -105,8 +108,11 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Target of a symbolic link (empty for other kinds).
+    /// Target of a symbolic link, what a special file is (empty for other kinds).
     pub target: String,
+    /// Access time, nanoseconds since the Unix epoch, once set explicitly (`utimensat`, `touch
+    /// -a`, `cp -a`); `None`: the access time is the modification time.
+    pub atime_ns: Option<i64>,
 }
 
 impl Entry {
@@ -123,7 +129,13 @@ impl Entry {
             uid: 0,
             gid: 0,
             target: String::new(),
+            atime_ns: None,
         }
+    }
+
+    /// The access time `stat` shows.
+    pub fn atime(&self) -> i64 {
+        self.atime_ns.unwrap_or(self.mtime_ns)
     }
 }
 
@@ -183,7 +195,7 @@ pub fn encode_body(index: &Index) -> Vec<u8> {
 
 /// An entry's fields (after its key), as entry lists and journal records hold them.
 pub(super) fn put_entry(out: &mut Vec<u8>, e: &Entry) {
-    out.push(e.kind as u8);
+    out.push(e.kind as u8 | if e.atime_ns.is_some() { HAS_ATIME } else { 0 });
     put_varint(out, e.size);
     put_varint(out, e.stored_size);
     put_varint(out, zigzag(e.mtime_ns));
@@ -194,6 +206,9 @@ pub(super) fn put_entry(out: &mut Vec<u8>, e: &Entry) {
     put_varint(out, u64::from(e.gid));
     if e.kind.has_target() {
         put_bytes(out, e.target.as_bytes());
+    }
+    if let Some(atime) = e.atime_ns {
+        put_varint(out, zigzag(atime));
     }
 }
 
@@ -355,7 +370,9 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
 
 /// Reads an entry's fields (after its key), as [`put_entry`] wrote them.
 pub(super) fn read_entry(r: &mut Reader<'_>) -> Result<Entry, IndexFormatError> {
-    let kind = EntryKind::from_u8(r.byte()?).ok_or_else(|| r.err("unknown entry kind"))?;
+    let kind_byte = r.byte()?;
+    let kind =
+        EntryKind::from_u8(kind_byte & !HAS_ATIME).ok_or_else(|| r.err("unknown entry kind"))?;
     let size = r.varint()?;
     let stored_size = r.varint()?;
     let mtime_ns = unzigzag(r.varint()?);
@@ -373,6 +390,11 @@ pub(super) fn read_entry(r: &mut Reader<'_>) -> Result<Entry, IndexFormatError> 
     } else {
         String::new()
     };
+    let atime_ns = if kind_byte & HAS_ATIME != 0 {
+        Some(unzigzag(r.varint()?))
+    } else {
+        None
+    };
     Ok(Entry {
         kind,
         size,
@@ -384,6 +406,7 @@ pub(super) fn read_entry(r: &mut Reader<'_>) -> Result<Entry, IndexFormatError> 
         uid,
         gid,
         target,
+        atime_ns,
     })
 }
 
@@ -432,6 +455,9 @@ mod tests {
             if i % 10 == 5 {
                 e.kind = EntryKind::Symlink;
                 e.target = format!("../target/{i}");
+            }
+            if i % 4 == 1 {
+                e.atime_ns = Some(-5 - i as i64);
             }
             if i % 10 == 6 {
                 e.kind = EntryKind::Special;

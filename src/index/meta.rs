@@ -10,6 +10,8 @@ pub const META_UID: &str = "remotedict_uid";
 pub const META_GID: &str = "remotedict_gid";
 pub const META_MTIME: &str = "remotedict_mtime_ns";
 pub const META_CTIME: &str = "remotedict_ctime_ns";
+/// An access time set explicitly (absent: the access time is the modification time).
+pub const META_ATIME: &str = "remotedict_atime_ns";
 /// Marks a symbolic link: the blob's content is the link target, raw.
 pub const META_SYMLINK: &str = "remotedict_symlink";
 /// Marks a FIFO, socket or device node: the value says which (`fifo`, `socket`,
@@ -51,6 +53,9 @@ pub fn blob_metadata(entry: &Entry) -> Metadata {
     }
     m.insert(META_MTIME.into(), entry.mtime_ns.to_string());
     m.insert(META_CTIME.into(), entry.ctime_ns.to_string());
+    if let Some(atime) = entry.atime_ns {
+        m.insert(META_ATIME.into(), atime.to_string());
+    }
     m
 }
 
@@ -86,6 +91,7 @@ pub fn entry_from_props(props: &BlobProps) -> Entry {
     e.ctime_ns = get(META_CTIME)
         .and_then(|v| v.parse().ok())
         .unwrap_or(e.mtime_ns);
+    e.atime_ns = get(META_ATIME).and_then(|v| v.parse().ok());
     if let Some(mode) = get(META_MODE).and_then(|v| u32::from_str_radix(v, 8).ok()) {
         e.mode = mode & 0o7777;
         e.uid = get(META_UID).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -118,6 +124,7 @@ mod tests {
                 e.target = "block 8:17".into();
             }
             e.ctime_ns = e.mtime_ns + 5;
+            e.atime_ns = Some(1_600_000_000_000_000_042);
             (e.mode, e.uid, e.gid) = (0o640, 1000, 50);
             let props = BlobProps {
                 name: "f/k".into(),

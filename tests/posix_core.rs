@@ -1,12 +1,13 @@
-//! FIFOs, sockets and device nodes (`mknod`), and who owns new nodes, in the core over
-//! `MemStore`: what one host makes, another host lists with the same kind, device number, mode
-//! and owner; `mv` and `chmod` keep the kind; an index rebuilt from the blobs alone (`fsck`) still
-//! knows them; two hosts making one name race like `O_EXCL` creates.
+//! POSIX details in the core over `MemStore`: FIFOs, sockets and device nodes (`mknod`) — what
+//! one host makes, another host lists with the same kind, device number, mode and owner; `mv`
+//! and `chmod` keep the kind; an index rebuilt from the blobs alone (`fsck`) still knows them;
+//! two hosts making one name race like `O_EXCL` creates — who owns new nodes, and access times
+//! set apart from modification times.
 
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use remotedict::fs::{as_caller, Attr, Caller, Fs, FsError, NodeKind, SetAttr};
 use remotedict::layout::Layout;
@@ -270,4 +271,63 @@ fn a_name(what: &str) -> String {
         _ => "p",
     }
     .to_string()
+}
+
+/// `touch -a`/`utimensat`: an access time set apart from the mtime is kept (another host and an
+/// index rebuilt from the blobs show it); setting only the mtime leaves the access time as it
+/// was; a new value's access time follows its mtime again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_times_set_apart_from_mtimes_are_kept() {
+    let store = common::mem_store();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = fresh(&store, ca.path());
+    let b = fresh(&store, cb.path());
+    common::hosts::write_file(&a, "f", b"value").await;
+    let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    let set = SetAttr {
+        atime: Some(at(1_900_000_000)),
+        mtime: Some(at(1_950_000_000)),
+        ..Default::default()
+    };
+    let attr = a.setattr(ino, None, set).await.unwrap();
+    assert_eq!(
+        (attr.atime, attr.mtime),
+        (at(1_900_000_000), at(1_950_000_000))
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let seen = b.lookup(ROOT, "f").await.unwrap();
+    assert_eq!(
+        (seen.atime, seen.mtime),
+        (at(1_900_000_000), at(1_950_000_000))
+    );
+    // Only the mtime: the access time stays.
+    let set = SetAttr {
+        mtime: Some(at(1_960_000_000)),
+        ..Default::default()
+    };
+    let attr = b.setattr(seen.ino, None, set).await.unwrap();
+    assert_eq!(
+        (attr.atime, attr.mtime),
+        (at(1_900_000_000), at(1_960_000_000))
+    );
+    // Only the access time.
+    let set = SetAttr {
+        atime: Some(at(100_000_000)),
+        ..Default::default()
+    };
+    let attr = b.setattr(seen.ino, None, set).await.unwrap();
+    assert_eq!(
+        (attr.atime, attr.mtime),
+        (at(100_000_000), at(1_960_000_000))
+    );
+    // The blob carries it: a rebuilt index has it too.
+    let props = store.head("folder/f").await.unwrap();
+    let rebuilt = remotedict::index::meta::entry_from_props(&props);
+    assert_eq!(rebuilt.atime_ns, Some(100_000_000 * 1_000_000_000));
+    // A new value: the access time follows the mtime again.
+    let before = SystemTime::now();
+    common::hosts::write_file(&b, "f", b"new value").await;
+    let attr = b.lookup(ROOT, "f").await.unwrap();
+    assert!(attr.mtime >= before && attr.atime == attr.mtime, "{attr:?}");
 }
