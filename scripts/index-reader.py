@@ -11,7 +11,8 @@ Prints one JSON object per listed key, in key order:
   {"key": ..., "kind": "file"|"dir"|"symlink"|"special", "size": ..., "stored_size": ...,
    "etag": ..., "mtime_ns": ..., "mode": ...}
 plus "target" for symlinks and special files ("fifo", "socket", "char M:m", "block M:m") and
-"atime_ns" when an access time was set apart from the mtime.
+"atime_ns" when an access time was set apart from the mtime, and "xattrs" (name: hex of the
+value) when the file has extended attributes.
 and, on stderr, the format and (format 2) the generations read.
 
 Needs Python's `lz4` package (lz4.frame). Written from docs/FORMAT.md alone.
@@ -27,6 +28,7 @@ import lz4.frame
 
 KINDS = {0: "file", 1: "dir", 2: "symlink", 3: "special"}
 HAS_ATIME = 0x80
+HAS_XATTRS = 0x40
 
 
 class Reader:
@@ -61,7 +63,7 @@ class Reader:
 
     def entry(self):
         flags = self.byte()
-        kind = flags & ~HAS_ATIME
+        kind = flags & ~(HAS_ATIME | HAS_XATTRS)
         e = {"kind": KINDS[kind], "size": self.varint(), "stored_size": self.varint(),
              "mtime_ns": self.zigzag()}
         self.zigzag()  # ctime
@@ -73,6 +75,12 @@ class Reader:
             e["target"] = self.bytes().decode()
         if flags & HAS_ATIME:
             e["atime_ns"] = self.zigzag()
+        if flags & HAS_XATTRS:
+            xattrs = {}
+            for _ in range(self.varint()):
+                name = self.bytes().decode()
+                xattrs["user." + name] = self.bytes().hex()
+            e["xattrs"] = xattrs
         return e
 
 

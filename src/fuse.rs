@@ -696,16 +696,20 @@ impl Filesystem for FuseAdapter {
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
-        _flags: i32,
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
         let pid = req.pid();
         let name = name_str(name);
+        // ACLs and security labels (`rsync -A`, `cp -a`): not stored, answered at once.
+        if let Some(e) = name.as_deref().ok().and_then(Fs::xattr_answer_for_any_file) {
+            return reply.error(Errno::from_i32(e.errno()));
+        }
         let value = value.to_vec();
         self.spawn(
             "setxattr",
-            move |fs| async move { fs.setxattr(ino.0, &name?, &value, pid).await },
+            move |fs| async move { fs.setxattr(ino.0, &name?, &value, flags, pid).await },
             move |r| empty(reply, "setxattr", r),
         );
     }

@@ -548,6 +548,9 @@ async fn the_python_reader_lists_what_remotedict_lists() {
             if i % 6 == 1 {
                 entry.atime_ns = Some(-(i as i64) * 1_000_000_007);
             }
+            if i % 4 == 2 {
+                entry.xattrs = vec![("tag".into(), vec![i as u8, 0xff])];
+            }
         }
         let mut c = vec![change];
         if i % 5 == 4 {
@@ -580,7 +583,14 @@ async fn the_python_reader_lists_what_remotedict_lists() {
         stderr.split_whitespace().count() > 4,
         "no compaction happened: {stderr}"
     );
-    type Listed = (String, String, String, Option<String>, Option<i64>);
+    type Listed = (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+    );
     let listed: Vec<Listed> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -591,6 +601,7 @@ async fn the_python_reader_lists_what_remotedict_lists() {
                 v["kind"].as_str().unwrap().to_string(),
                 v["target"].as_str().map(str::to_string),
                 v["atime_ns"].as_i64(),
+                v["xattrs"]["user.tag"].as_str().map(str::to_string),
             )
         })
         .collect();
@@ -608,12 +619,14 @@ async fn the_python_reader_lists_what_remotedict_lists() {
                 if special { "special" } else { "file" }.to_string(),
                 special.then(|| e.target.clone()),
                 e.atime_ns,
+                e.xattrs.first().map(|(_, v)| hex::encode(v)),
             )
         })
         .collect();
     assert_eq!(listed, ours);
     assert_eq!(ours.len(), 32);
     assert!(ours.iter().any(|l| l.3.is_some()) && ours.iter().any(|l| l.4.is_some()));
+    assert!(ours.iter().any(|l| l.5.is_some()));
 }
 
 /// A journal record corrupted in the store: every reader reports it; `fsck --repair` rebuilds

@@ -1305,7 +1305,7 @@ async fn a_rename_or_unlink_by_a_lost_holders_process_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lock_with_a_duration_that_ran_out_leaves_no_fence() {
     let (_faults, a, _b, ino_a, _ino_b, _caches) = cut_off_hosts_with_f().await;
-    a.setxattr(ino_a, "user.remotedict.lock", b"15,nowait", 0)
+    a.setxattr(ino_a, "user.remotedict.lock", b"15,nowait", 0, 0)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(15_500)).await;

@@ -62,9 +62,29 @@ fn entry() -> impl Strategy<Value = Entry> {
         0u32..3,
         prop::sample::select(&["", "a", "../b", "/x/y", "fifo", "char 1:3"][..]),
         prop_oneof![Just(None), any::<i64>().prop_map(Some)],
+        prop_oneof![
+            Just(vec![]),
+            Just(vec![("a".to_string(), vec![1u8, 2])]),
+            Just(vec![
+                ("a".to_string(), vec![]),
+                ("b".to_string(), b"x".to_vec())
+            ])
+        ],
     )
         .prop_map(
-            |(kind, size, stored_size, mtime_ns, ctime_ns, etag, mode, id, target, atime_ns)| {
+            |(
+                kind,
+                size,
+                stored_size,
+                mtime_ns,
+                ctime_ns,
+                etag,
+                mode,
+                id,
+                target,
+                atime_ns,
+                xattrs,
+            )| {
                 Entry {
                     kind,
                     size,
@@ -82,6 +102,7 @@ fn entry() -> impl Strategy<Value = Entry> {
                         String::new()
                     },
                     atime_ns,
+                    xattrs,
                 }
             },
         )

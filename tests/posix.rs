@@ -266,7 +266,74 @@ async fn fifos_and_sockets_are_local_rendezvous_points_listed_everywhere(backend
     b.unmount();
 }
 
+/// `user.*` attributes: `setfattr`/`getfattr` on the mount, and a tree with attributes copied in
+/// by `cp -a`, `rsync -aHAX` and `tar --xattrs` arrives with every attribute (binary values
+/// too), as the other mount reads them; `getfattr -d` lists only the files' own attributes.
+async fn copies_keep_user_attributes(backend: Backend) {
+    let src = tempfile::tempdir().unwrap();
+    let probe = sh(
+        src.path(),
+        "touch p && setfattr -n user.probe -v 1 p && rm p",
+    );
+    if !probe.status.success() {
+        eprintln!("skipped: the temporary directory's filesystem has no user attributes");
+        return;
+    }
+    ok(
+        src.path(),
+        "mkdir -p tree/sub && echo one > tree/a && echo two > tree/sub/b \
+         && setfattr -n user.color -v blue tree/a \
+         && setfattr -n user.bin -v 0x00ff0a0d tree/a \
+         && setfattr -n user.note -v 'a note' tree/sub/b && setfattr -n user.dir -v yes tree/sub",
+    );
+    let dump = |dir: &Path, root: &str| {
+        ok(
+            dir,
+            &format!("cd {root} && getfattr -R -d --absolute-names . | grep -v '^#' | sort"),
+        )
+    };
+    let want = dump(src.path(), "tree");
+    assert!(want.contains("user.bin=0sAP8KDQ=="), "{want}");
+    let a = Mount::start(&backend);
+    let b = Mount::start(&backend);
+    let from = src.path().join("tree");
+    ok(&a.dir, &format!("cp -a {} by-cp", from.display()));
+    ok(
+        &a.dir,
+        &format!("rsync -aHAX {}/ by-rsync/", from.display()),
+    );
+    ok(
+        &a.dir,
+        &format!(
+            "tar --xattrs -C {} -cf ../archive.tar . && mkdir by-tar \
+             && tar --xattrs --xattrs-include='user.*' -C by-tar -xf ../archive.tar",
+            from.display()
+        ),
+    );
+    for copy in ["by-cp", "by-rsync", "by-tar"] {
+        assert_eq!(dump(&a.dir, copy), want, "{copy} on the mount that copied");
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // b's listing TTL
+    for copy in ["by-cp", "by-rsync", "by-tar"] {
+        assert_eq!(dump(&b.dir, copy), want, "{copy} on the other mount");
+    }
+    // Changed and removed on one mount, seen so on the other.
+    ok(
+        &b.dir,
+        "setfattr -n user.color -v red by-cp/a && setfattr -x user.bin by-cp/a",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = ok(&a.dir, "getfattr -d by-cp/a");
+    assert!(
+        now.contains("user.color=\"red\"") && !now.contains("user.bin"),
+        "{now}"
+    );
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
+    copies_keep_user_attributes,
     fifos_and_sockets_are_local_rendezvous_points_listed_everywhere,
     cp_a_keeps_modes_mtimes_links_and_empty_dirs,
     tar_x_then_tar_d_finds_no_difference,

@@ -331,3 +331,127 @@ async fn access_times_set_apart_from_mtimes_are_kept() {
     let attr = b.lookup(ROOT, "f").await.unwrap();
     assert!(attr.mtime >= before && attr.atime == attr.mtime, "{attr:?}");
 }
+
+/// A file's own `user.*` attributes: set, read, listed (never `user.remotedict.*`), replaced and
+/// removed with the `XATTR_CREATE`/`XATTR_REPLACE` rules; another host reads them; they stay
+/// across a new value, a rename and an index rebuilt from the blobs; set on a file whose content
+/// is not saved yet they are saved with it; past Azure's metadata room they are refused with
+/// E2BIG or ENOSPC and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_attributes_are_kept_with_the_file_everywhere() {
+    use remotedict::fs::xattr::{XATTR_CREATE, XATTR_REPLACE};
+    let store = common::mem_store();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Arc::new(fresh(&store, ca.path()));
+    let b = Arc::new(fresh(&store, cb.path()));
+    common::hosts::write_file(&a, "f", b"value").await;
+    let ino = a.lookup(ROOT, "f").await.unwrap().ino;
+    let binary = vec![0u8, 255, 10, 13, b'='];
+    a.setxattr(ino, "user.mime_type", b"text/plain", 0, 0)
+        .await
+        .unwrap();
+    a.setxattr(ino, "user.Bin ary", &binary, XATTR_CREATE, 0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        a.setxattr(ino, "user.mime_type", b"x", XATTR_CREATE, 0)
+            .await,
+        Err(FsError::Exists)
+    ));
+    assert!(matches!(
+        a.setxattr(ino, "user.absent", b"x", XATTR_REPLACE, 0).await,
+        Err(FsError::NoAttribute)
+    ));
+    assert_eq!(
+        a.listxattr(ino).await.unwrap(),
+        vec!["user.Bin ary".to_string(), "user.mime_type".to_string()]
+    );
+    // Another host.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ib = b.lookup(ROOT, "f").await.unwrap().ino;
+    assert_eq!(b.getxattr(ib, "user.Bin ary").await.unwrap(), binary);
+    assert_eq!(
+        b.getxattr(ib, "user.mime_type").await.unwrap(),
+        b"text/plain"
+    );
+    assert!(matches!(
+        b.getxattr(ib, "user.none").await,
+        Err(FsError::NoAttribute)
+    ));
+    // Replaced there, then a new value here: the attributes stay.
+    b.setxattr(ib, "user.mime_type", b"text/csv", XATTR_REPLACE, 0)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    common::hosts::write_file(&a, "f", b"another value").await;
+    a.rename(ROOT, "f", ROOT, "g", false).await.unwrap();
+    a.sync_index().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ig = b.lookup(ROOT, "g").await.unwrap().ino;
+    assert_eq!(b.getxattr(ig, "user.mime_type").await.unwrap(), b"text/csv");
+    assert_eq!(
+        common::hosts::read(&b, "g").await.unwrap(),
+        b"another value"
+    );
+    // Removed.
+    b.removexattr(ig, "user.Bin ary").await.unwrap();
+    assert!(matches!(
+        b.removexattr(ig, "user.Bin ary").await,
+        Err(FsError::NoAttribute)
+    ));
+    assert_eq!(
+        b.listxattr(ig).await.unwrap(),
+        vec!["user.mime_type".to_string()]
+    );
+    // The blob carries them: an entry rebuilt from it has them.
+    let props = store.head("folder/g").await.unwrap();
+    let rebuilt = remotedict::index::meta::entry_from_props(&props);
+    assert_eq!(
+        rebuilt.xattrs,
+        vec![("mime_type".to_string(), b"text/csv".to_vec())]
+    );
+
+    // Set while the content is not saved yet: saved with it.
+    let (attr, fh) = a
+        .create(ROOT, "new", 0o644, libc::O_CREAT | libc::O_WRONLY)
+        .await
+        .unwrap();
+    a.write(fh, 0, b"fresh").await.unwrap();
+    a.setxattr(attr.ino, "user.origin", b"here", 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(a.getxattr(attr.ino, "user.origin").await.unwrap(), b"here");
+    a.fsync(fh).await.unwrap();
+    a.release(fh).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let inew = b.lookup(ROOT, "new").await.unwrap().ino;
+    assert_eq!(b.getxattr(inew, "user.origin").await.unwrap(), b"here");
+
+    // Too big for a blob's metadata: refused, nothing changed.
+    assert!(matches!(
+        b.setxattr(inew, "user.big", &vec![7u8; 7000], 0, 0).await,
+        Err(FsError::TooBig(_))
+    ));
+    let mut stored = 0;
+    let full = loop {
+        match b
+            .setxattr(inew, &format!("user.n{stored}"), &[1u8; 1000], 0, 0)
+            .await
+        {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 20);
+    };
+    assert!(matches!(full, FsError::NoSpace(_)), "{full:?}");
+    assert!(stored >= 4, "only {stored} attributes of 1000 bytes fit");
+    assert_eq!(b.listxattr(inew).await.unwrap().len(), stored + 1);
+    // remotedict's own attributes are read by name, never listed.
+    assert!(b.getxattr(inew, "user.remotedict.etag").await.is_ok());
+    assert!(!b
+        .listxattr(inew)
+        .await
+        .unwrap()
+        .iter()
+        .any(|n| n.starts_with("user.remotedict.")));
+}

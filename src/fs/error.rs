@@ -37,6 +37,10 @@ pub enum FsError {
     Deadlock,
     #[error("no such attribute")]
     NoAttribute,
+    #[error("too big: {0}")]
+    TooBig(String),
+    #[error("no space: {0}")]
+    NoSpace(String),
     #[error("the lock this file was written under is lost (its lease ran out or was broken): the write is refused, and the unsaved changes made under it are dropped")]
     LockLost,
     #[error(transparent)]
@@ -128,6 +132,8 @@ impl FsError {
             FsError::Interrupted => libc::EINTR,
             FsError::Deadlock => libc::EDEADLK,
             FsError::NoAttribute => libc::ENODATA,
+            FsError::TooBig(_) => libc::E2BIG,
+            FsError::NoSpace(_) => libc::ENOSPC,
             FsError::LockLost => libc::EIO,
             FsError::Key(KeyError::TooLong(_)) => libc::ENAMETOOLONG,
             FsError::Key(_) => libc::EINVAL,

@@ -29,6 +29,9 @@ pub(super) struct FileState {
     pub(super) perms: Option<(u32, u32, u32)>,
     /// An access time set while the content was unsaved, recorded at the next upload.
     pub(super) atime: Option<i64>,
+    /// The file's own extended attributes as changed while the content was unsaved, recorded
+    /// at the next upload (`None`: the base entry's).
+    pub(super) xattrs: Option<Vec<(String, Vec<u8>)>>,
     /// Whether the user wrote or truncated the content. A file created here and never written
     /// does not overwrite a value another host saved under the same name meanwhile.
     pub(super) written: bool,
@@ -106,6 +109,7 @@ impl Fs {
                         handles: 0,
                         perms: None,
                         atime: None,
+                        xattrs: None,
                         written: false,
                         claim: None,
                         unlinked: false,

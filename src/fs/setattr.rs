@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::*;
 use crate::index::meta::{
     blob_metadata, entry_from_props, META_ATIME, META_CLAIM, META_CTIME, META_WRITE_ID,
+    META_XATTR_PREFIX,
 };
 use crate::index::{Change, Entry, EntryKind};
 use crate::store::{Conditions, Metadata, PutOptions, StoreError};
@@ -307,8 +308,12 @@ impl Fs {
 /// The metadata of a blob whose attributes change: `attributes` over what it carries now.
 fn merged_metadata(current: &Metadata, attributes: Metadata) -> Metadata {
     let mut m = current.clone();
-    // (An access time no longer set explicitly is not left behind.)
+    // (An access time no longer set explicitly, an attribute removed, are not left behind.)
     m.remove(META_ATIME);
+    m.retain(|k, _| {
+        !k.get(..META_XATTR_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(META_XATTR_PREFIX))
+    });
     m.extend(attributes);
     m
 }

@@ -337,6 +337,15 @@ impl Fs {
         entry.ctime_ns = to_ns(SystemTime::now());
         // A new value's access time follows its mtime, unless set while it was unsaved.
         entry.atime_ns = st.atime;
+        // The file's own attributes stay with it across new values.
+        entry.xattrs = match &st.xattrs {
+            Some(x) => x.clone(),
+            None => st
+                .base
+                .as_ref()
+                .map(|b| b.xattrs.clone())
+                .unwrap_or_default(),
+        };
         if let Some((mode, uid, gid)) = st
             .perms
             .or_else(|| st.base.as_ref().map(|b| (b.mode, b.uid, b.gid)))
@@ -460,6 +469,7 @@ impl Fs {
         st.claim = None;
         st.perms = None;
         st.atime = None;
+        st.xattrs = None;
         st.written = false;
         st.save_failed = false;
         st.dirty_under = None;

@@ -31,6 +31,7 @@ const CTIME_IS_MTIME: u8 = 1 << 2;
 const AZURE_ETAG: u8 = 1 << 3;
 const NO_OWNER: u8 = 1 << 4;
 const HAS_ATIME: u8 = 1 << 5;
+const HAS_XATTRS: u8 = 1 << 6;
 
 /// An immutable, sorted, packed run of entries.
 #[derive(Default)]
@@ -98,6 +99,9 @@ fn pack_entry(out: &mut Vec<u8>, e: &Entry) {
     if e.atime_ns.is_some() {
         flags |= HAS_ATIME;
     }
+    if !e.xattrs.is_empty() {
+        flags |= HAS_XATTRS;
+    }
     out.push(flags);
     put_varint(out, e.size);
     put_varint(out, e.stored_size);
@@ -119,6 +123,13 @@ fn pack_entry(out: &mut Vec<u8>, e: &Entry) {
     }
     if let Some(atime) = e.atime_ns {
         put_varint(out, zigzag(atime));
+    }
+    if !e.xattrs.is_empty() {
+        put_varint(out, e.xattrs.len() as u64);
+        for (name, value) in &e.xattrs {
+            put_bytes(out, name.as_bytes());
+            put_bytes(out, value);
+        }
     }
 }
 
@@ -191,8 +202,16 @@ impl<'a> Reader<'a> {
             String::new()
         };
         let atime_ns = (flags & HAS_ATIME != 0).then(|| unzigzag(self.varint()));
+        let mut xattrs = Vec::new();
+        if flags & HAS_XATTRS != 0 {
+            for _ in 0..self.varint() {
+                let name = self.text();
+                xattrs.push((name, self.bytes().to_vec()));
+            }
+        }
         Entry {
             atime_ns,
+            xattrs,
             kind,
             size,
             stored_size,
@@ -228,6 +247,12 @@ impl<'a> Reader<'a> {
         }
         if flags & HAS_ATIME != 0 {
             self.varint();
+        }
+        if flags & HAS_XATTRS != 0 {
+            for _ in 0..self.varint() {
+                self.bytes();
+                self.bytes();
+            }
         }
     }
 }
@@ -621,6 +646,9 @@ mod tests {
         }
         if i % 3 == 2 {
             e.atime_ns = Some(i as i64 * 1_000_000_007);
+        }
+        if i % 13 == 5 {
+            e.xattrs = vec![("k".into(), i.to_le_bytes().to_vec())];
         }
         e
     }

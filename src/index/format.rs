@@ -34,6 +34,8 @@ pub enum EntryKind {
 
 /// Set in an entry's kind byte when an access time follows its other fields.
 const HAS_ATIME: u8 = 0x80;
+/// Set in an entry's kind byte when extended attributes follow (after the access time).
+const HAS_XATTRS: u8 = 0x40;
 
 impl EntryKind {
     fn from_u8(b: u8) -> Option<Self> {
@@ -113,6 +115,9 @@ pub struct Entry {
     /// Access time, nanoseconds since the Unix epoch, once set explicitly (`utimensat`, `touch
     /// -a`, `cp -a`); `None`: the access time is the modification time.
     pub atime_ns: Option<i64>,
+    /// The file's own extended attributes (`user.*` names without the `user.` prefix, sorted by
+    /// name), mirrored from its blob's metadata so that reading them needs no request.
+    pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 impl Entry {
@@ -130,6 +135,7 @@ impl Entry {
             gid: 0,
             target: String::new(),
             atime_ns: None,
+            xattrs: Vec::new(),
         }
     }
 
@@ -195,7 +201,14 @@ pub fn encode_body(index: &Index) -> Vec<u8> {
 
 /// An entry's fields (after its key), as entry lists and journal records hold them.
 pub(super) fn put_entry(out: &mut Vec<u8>, e: &Entry) {
-    out.push(e.kind as u8 | if e.atime_ns.is_some() { HAS_ATIME } else { 0 });
+    let mut kind = e.kind as u8;
+    if e.atime_ns.is_some() {
+        kind |= HAS_ATIME;
+    }
+    if !e.xattrs.is_empty() {
+        kind |= HAS_XATTRS;
+    }
+    out.push(kind);
     put_varint(out, e.size);
     put_varint(out, e.stored_size);
     put_varint(out, zigzag(e.mtime_ns));
@@ -209,6 +222,13 @@ pub(super) fn put_entry(out: &mut Vec<u8>, e: &Entry) {
     }
     if let Some(atime) = e.atime_ns {
         put_varint(out, zigzag(atime));
+    }
+    if !e.xattrs.is_empty() {
+        put_varint(out, e.xattrs.len() as u64);
+        for (name, value) in &e.xattrs {
+            put_bytes(out, name.as_bytes());
+            put_bytes(out, value);
+        }
     }
 }
 
@@ -371,8 +391,8 @@ pub fn decode_body(buf: &[u8]) -> Result<Index, IndexFormatError> {
 /// Reads an entry's fields (after its key), as [`put_entry`] wrote them.
 pub(super) fn read_entry(r: &mut Reader<'_>) -> Result<Entry, IndexFormatError> {
     let kind_byte = r.byte()?;
-    let kind =
-        EntryKind::from_u8(kind_byte & !HAS_ATIME).ok_or_else(|| r.err("unknown entry kind"))?;
+    let kind = EntryKind::from_u8(kind_byte & !(HAS_ATIME | HAS_XATTRS))
+        .ok_or_else(|| r.err("unknown entry kind"))?;
     let size = r.varint()?;
     let stored_size = r.varint()?;
     let mtime_ns = unzigzag(r.varint()?);
@@ -395,6 +415,20 @@ pub(super) fn read_entry(r: &mut Reader<'_>) -> Result<Entry, IndexFormatError> 
     } else {
         None
     };
+    let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
+    if kind_byte & HAS_XATTRS != 0 {
+        let count = r.varint()?;
+        for _ in 0..count {
+            let name = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| r.err("attribute name is not UTF-8"))?
+                .to_string();
+            let value = r.bytes()?.to_vec();
+            if xattrs.last().is_some_and(|(last, _)| *last >= name) {
+                return Err(r.err("attribute names out of order"));
+            }
+            xattrs.push((name, value));
+        }
+    }
     Ok(Entry {
         kind,
         size,
@@ -407,6 +441,7 @@ pub(super) fn read_entry(r: &mut Reader<'_>) -> Result<Entry, IndexFormatError> 
         gid,
         target,
         atime_ns,
+        xattrs,
     })
 }
 
@@ -458,6 +493,12 @@ mod tests {
             }
             if i % 4 == 1 {
                 e.atime_ns = Some(-5 - i as i64);
+            }
+            if i % 9 == 2 {
+                e.xattrs = vec![
+                    ("a".into(), vec![0, 1, 2]),
+                    ("mime_type".into(), b"text".to_vec()),
+                ];
             }
             if i % 10 == 6 {
                 e.kind = EntryKind::Special;

@@ -2,6 +2,9 @@
 //! index can be rebuilt from a container listing (`fsck --repair`) and other tools can read them.
 
 use super::format::{Entry, EntryKind, SpecialKind};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+
 use crate::codec::{META_ENCODING, META_SIZE};
 use crate::store::{BlobProps, Metadata};
 
@@ -25,6 +28,12 @@ pub use crate::transfer::META_VALUE_ID;
 /// Marks the empty blob of an `O_EXCL` create not yet saved (a claim of the name): the writer's
 /// token and the Unix time of its last heartbeat. Never listed as a value.
 pub const META_CLAIM: &str = "remotedict_claim";
+/// Prefix of a `user.*` extended attribute's metadata name: `remotedict_x_` then the hex of its
+/// name after `user.` (Azure metadata names must be identifiers and are case-insensitive); the
+/// value is the attribute's bytes in standard base64.
+pub const META_XATTR_PREFIX: &str = "remotedict_x_";
+/// What Azure allows a blob's metadata to hold, names and values together.
+pub const METADATA_LIMIT: usize = 8192;
 /// Marks a directory (the convention of ADLS Gen2 and blobfuse).
 pub const META_IS_FOLDER: &str = "hdi_isfolder";
 
@@ -56,7 +65,20 @@ pub fn blob_metadata(entry: &Entry) -> Metadata {
     if let Some(atime) = entry.atime_ns {
         m.insert(META_ATIME.into(), atime.to_string());
     }
+    for (name, value) in &entry.xattrs {
+        m.insert(xattr_meta_name(name), BASE64.encode(value));
+    }
     m
+}
+
+/// The metadata name holding attribute `user.<name>`.
+pub fn xattr_meta_name(name: &str) -> String {
+    format!("{META_XATTR_PREFIX}{}", hex::encode(name.as_bytes()))
+}
+
+/// Bytes a blob's metadata takes against [`METADATA_LIMIT`].
+pub fn metadata_size(m: &Metadata) -> usize {
+    m.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// The entry a blob stands for, from its properties (for a symlink, `target` must be filled in by
@@ -92,6 +114,20 @@ pub fn entry_from_props(props: &BlobProps) -> Entry {
         .and_then(|v| v.parse().ok())
         .unwrap_or(e.mtime_ns);
     e.atime_ns = get(META_ATIME).and_then(|v| v.parse().ok());
+    e.xattrs = props
+        .metadata
+        .iter()
+        .filter_map(|(k, v)| {
+            let n = META_XATTR_PREFIX.len();
+            let (prefix, hex_name) = (k.get(..n)?, k.get(n..)?);
+            if !prefix.eq_ignore_ascii_case(META_XATTR_PREFIX) {
+                return None;
+            }
+            let name = String::from_utf8(hex::decode(hex_name).ok()?).ok()?;
+            Some((name, BASE64.decode(v).ok()?))
+        })
+        .collect();
+    e.xattrs.sort();
     if let Some(mode) = get(META_MODE).and_then(|v| u32::from_str_radix(v, 8).ok()) {
         e.mode = mode & 0o7777;
         e.uid = get(META_UID).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -125,6 +161,10 @@ mod tests {
             }
             e.ctime_ns = e.mtime_ns + 5;
             e.atime_ns = Some(1_600_000_000_000_000_042);
+            e.xattrs = vec![
+                ("author".into(), "Zoë".as_bytes().to_vec()),
+                ("bin".into(), vec![0, 255, 10]),
+            ];
             (e.mode, e.uid, e.gid) = (0o640, 1000, 50);
             let props = BlobProps {
                 name: "f/k".into(),
