@@ -455,3 +455,68 @@ async fn user_attributes_are_kept_with_the_file_everywhere() {
         .iter()
         .any(|n| n.starts_with("user.remotedict.")));
 }
+
+/// A directory's mtime and ctime move when a name in it is made, removed or renamed (as
+/// `make`, `rsync` and backup tools expect), on every host; a `chmod` of the directory made
+/// meanwhile on another host is not undone by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_changes_when_its_names_change() {
+    let store = common::mem_store();
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = fresh(&store, ca.path());
+    let b = fresh(&store, cb.path());
+    let d = a.mkdir(ROOT, "d", 0o755).await.unwrap();
+    let other = a.mkdir(ROOT, "other", 0o755).await.unwrap();
+    let mut last = d.mtime;
+    let mut step = |what: &str, attr: Attr| {
+        assert!(
+            attr.mtime > last && attr.ctime >= attr.mtime,
+            "{what}: mtime {:?} after {:?}",
+            attr.mtime,
+            last
+        );
+        last = attr.mtime;
+    };
+    let settle = || async {
+        a.sync_index().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let (f, fh) = a
+        .create(d.ino, "f", 0o644, libc::O_CREAT | libc::O_WRONLY)
+        .await
+        .unwrap();
+    a.write(fh, 0, b"x").await.unwrap();
+    a.release(fh).await.unwrap();
+    settle().await;
+    step("a file made", b.lookup(ROOT, "d").await.unwrap());
+    a.symlink(d.ino, "l", "f").await.unwrap();
+    settle().await;
+    step("a link made", b.lookup(ROOT, "d").await.unwrap());
+    a.rename(d.ino, "f", other.ino, "f", false).await.unwrap();
+    settle().await;
+    step("a name moved out", b.lookup(ROOT, "d").await.unwrap());
+    let o = b.lookup(ROOT, "other").await.unwrap();
+    assert!(
+        o.mtime > other.mtime,
+        "the directory moved into changed too"
+    );
+    a.unlink(d.ino, "l").await.unwrap();
+    settle().await;
+    step("a name removed", b.lookup(ROOT, "d").await.unwrap());
+    let _ = f;
+    // A chmod on b, then a change of names on a host whose copy of d is older (its index copy
+    // is trusted for 30 s): the mode stays.
+    let cs = tempfile::tempdir().unwrap();
+    let stale = host_with_ttl(&store, cs.path(), Duration::from_secs(30));
+    let sd = stale.lookup(ROOT, "d").await.unwrap();
+    let bd = b.lookup(ROOT, "d").await.unwrap();
+    let set = SetAttr {
+        mode: Some(0o700),
+        ..Default::default()
+    };
+    b.setattr(bd.ino, None, set).await.unwrap();
+    stale.mkdir(sd.ino, "sub", 0o755).await.unwrap();
+    settle().await;
+    let seen = b.lookup(ROOT, "d").await.unwrap();
+    assert_eq!(seen.perm, 0o700, "the chmod on the other host stays");
+}

@@ -136,15 +136,45 @@ impl Fs {
     ) -> FsResult<Entry> {
         let entry = self.put_if_absent(key, entry, content).await?;
         // Listed unless another host changed it meanwhile (a `chmod` there lists its own).
-        self.index
-            .commit(vec![Change::Saved {
-                key: key.to_string(),
-                blob: self.layout.blob_name(key),
-                entry: entry.clone(),
-                replaces: None,
-            }])
-            .await?;
+        let mut changes = vec![Change::Saved {
+            key: key.to_string(),
+            blob: self.layout.blob_name(key),
+            entry: entry.clone(),
+            replaces: None,
+        }];
+        changes.extend(self.parent_changed(key));
+        self.index.commit(changes).await?;
         Ok(entry)
+    }
+
+    /// The change that marks the directory holding `key` as changed now (its mtime and ctime),
+    /// when it has an entry (an explicit directory): applied only while that entry names the
+    /// same blob version, so a `chmod` or attribute change elsewhere is never undone. Only the
+    /// index changes: the marker blob keeps the times it was written with (a rebuilt index shows
+    /// those).
+    pub(super) fn parent_changed(&self, key: &str) -> Option<Change> {
+        let parent = parent_key(key);
+        if parent.is_empty() {
+            return None;
+        }
+        let mut e = self.index.cached().entries.get(parent)?;
+        if e.kind != EntryKind::Dir {
+            return None;
+        }
+        let now = to_ns(SystemTime::now());
+        (e.mtime_ns, e.ctime_ns) = (now, now);
+        Some(Change::Update {
+            key: parent.to_string(),
+            if_etag: e.etag.clone(),
+            entry: e,
+        })
+    }
+
+    /// Submits [`Fs::parent_changed`] (it lands with the next group commit).
+    pub(super) fn touch_parent(&self, key: &str) {
+        if let Some(c) = self.parent_changed(key) {
+            self.index.submit(vec![c]);
+        }
     }
 
     /// Creates a symbolic link: a blob holding the target, raw, marked `remotedict_symlink`.
@@ -267,6 +297,7 @@ impl Fs {
             let _ = slot.release().await;
         }
         lock(&self.inodes).remove_key(&key);
+        self.touch_parent(&key);
         Ok(())
     }
 
@@ -362,6 +393,7 @@ impl Fs {
                     }])
                     .await?;
                 lock(&self.inodes).remove_key(&key);
+                self.touch_parent(&key);
                 Ok(())
             }
             Some(_) => Err(FsError::NotDir),

@@ -47,6 +47,16 @@ impl Fs {
         if from == to {
             return Ok(());
         }
+        self.rename_keys(&from, &to, noreplace).await?;
+        self.touch_parent(&from);
+        if parent_key(&from) != parent_key(&to) {
+            self.touch_parent(&to);
+        }
+        Ok(())
+    }
+
+    async fn rename_keys(&self, from: &str, to: &str, noreplace: bool) -> FsResult<()> {
+        let (from, to) = (from.to_string(), to.to_string());
         self.check_name(&from)?;
         self.check_name(&to)?;
         if to.starts_with(&format!("{from}/")) {

@@ -456,12 +456,17 @@ impl Fs {
                 .get(&key)
                 .is_some_and(|e| &e.etag == etag)
         });
-        self.index.submit(vec![Change::Saved {
+        let mut changes = vec![Change::Saved {
             key: key.clone(),
             blob: blob.clone(),
             entry: entry.clone(),
             replaces,
-        }]);
+        }];
+        // A new name in its directory: the directory changed.
+        if !self.index.cached().entries.contains_key(&key) {
+            changes.extend(self.parent_changed(&key));
+        }
+        self.index.submit(changes);
         self.index.sync_journal().await;
         self.content.forget(&blob);
         st.base = Some(entry);
