@@ -520,3 +520,29 @@ async fn a_directory_changes_when_its_names_change() {
     let seen = b.lookup(ROOT, "d").await.unwrap();
     assert_eq!(seen.perm, 0o700, "the chmod on the other host stays");
 }
+
+/// A size past Azure's largest blob is EFBIG, for `truncate` and for a write, and the file is
+/// left as it was (never a petabyte of zeros staged, then uploaded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_past_the_largest_blob_are_efbig() {
+    let store = common::mem_store();
+    let c = tempfile::tempdir().unwrap();
+    let fs = fresh(&store, c.path());
+    common::hosts::write_file(&fs, "f", b"small").await;
+    let ino = fs.lookup(ROOT, "f").await.unwrap().ino;
+    let set = SetAttr {
+        size: Some(999_999_999_999_999),
+        ..Default::default()
+    };
+    let e = fs.setattr(ino, None, set).await.unwrap_err();
+    assert_eq!(e.errno(), libc::EFBIG, "{e}");
+    let fh = common::hosts::open_write(&fs, "f").await;
+    let e = fs
+        .write(fh, remotedict::fs::MAX_FILE_SIZE, b"x")
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno(), libc::EFBIG, "{e}");
+    fs.write(fh, 0, b"still fine").await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(common::hosts::read(&fs, "f").await.unwrap(), b"still fine");
+}

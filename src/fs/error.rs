@@ -39,6 +39,11 @@ pub enum FsError {
     NoAttribute,
     #[error("too big: {0}")]
     TooBig(String),
+    #[error(
+        "a file may hold at most {} bytes (Azure's largest blob)",
+        crate::fs::MAX_FILE_SIZE
+    )]
+    FileTooLarge,
     #[error("no space: {0}")]
     NoSpace(String),
     #[error("the lock this file was written under is lost (its lease ran out or was broken): the write is refused, and the unsaved changes made under it are dropped")]
@@ -78,10 +83,11 @@ impl From<std::io::Error> for FsError {
 
 /// A full disk is ENOSPC; any other local I/O failure is EIO.
 fn io_errno(e: &std::io::Error) -> i32 {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        libc::ENOSPC
-    } else {
-        libc::EIO
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => libc::ENOSPC,
+        // A size past what the staging filesystem can hold (`truncate -s 1P`).
+        std::io::ErrorKind::FileTooLarge => libc::EFBIG,
+        _ => libc::EIO,
     }
 }
 
@@ -133,6 +139,7 @@ impl FsError {
             FsError::Deadlock => libc::EDEADLK,
             FsError::NoAttribute => libc::ENODATA,
             FsError::TooBig(_) => libc::E2BIG,
+            FsError::FileTooLarge => libc::EFBIG,
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::LockLost => libc::EIO,
             FsError::Key(KeyError::TooLong(_)) => libc::ENAMETOOLONG,

@@ -50,6 +50,10 @@ use crate::store::BlobStore;
 use crate::transfer::TransferConfig;
 use attr::FRESHER_FOR;
 pub use caller::{as_caller, Caller};
+
+/// The largest file: Azure's largest block blob (50,000 blocks of 4,000 MiB). Writing or
+/// truncating past it is EFBIG.
+pub const MAX_FILE_SIZE: u64 = 50_000 * 4_000 * (1 << 20);
 use content::ContentCache;
 pub use error::{FsError, FsResult};
 use handles::{FileState, Handle, OpenFile};

@@ -33,6 +33,9 @@ impl Fs {
             if attr.kind == NodeKind::Dir {
                 return Err(FsError::IsDir);
             }
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::FileTooLarge);
+            }
             let (f, mut st) = self.lock_state(ino).await;
             if st.staged.is_none() {
                 st.base = self.index.current().await?.entries.get(&key);

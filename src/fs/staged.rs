@@ -150,6 +150,9 @@ impl Fs {
         if !h.write {
             return Err(FsError::BadHandle);
         }
+        if offset.saturating_add(data.len() as u64) > MAX_FILE_SIZE {
+            return Err(FsError::FileTooLarge);
+        }
         let f = self.open_file(h.ino).ok_or(FsError::BadHandle)?;
         let key = self.key_of(h.ino)?;
         let mut st = f.state.lock().await;
