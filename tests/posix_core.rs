@@ -546,3 +546,57 @@ async fn sizes_past_the_largest_blob_are_efbig() {
     fs.release(fh).await.unwrap();
     assert_eq!(common::hosts::read(&fs, "f").await.unwrap(), b"still fine");
 }
+
+/// Attributes another host set are never undone by a host acting on an older copy of the index
+/// (a `chmod` there applies to the newest version of the blob, attributes and all), and an
+/// attribute set on a file open for writing here is kept by its next save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_survive_stale_hosts_and_open_writers() {
+    let store = common::mem_store();
+    let (ca, cb, cs) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = Arc::new(fresh(&store, ca.path()));
+    let b = Arc::new(fresh(&store, cb.path()));
+    let stale = host_with_ttl(&store, cs.path(), Duration::from_secs(30));
+    common::hosts::write_file(&a, "f", b"value").await;
+    let sf = stale.lookup(ROOT, "f").await.unwrap(); // its copy of the index: before the setfattr
+    let bf = b.lookup(ROOT, "f").await.unwrap();
+    b.setxattr(bf.ino, "user.kept", b"yes", 0, 0).await.unwrap();
+    let set = SetAttr {
+        atime: Some(UNIX_EPOCH + Duration::from_secs(1_000)),
+        ..Default::default()
+    };
+    b.setattr(bf.ino, None, set).await.unwrap();
+    let set = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    stale.setattr(sf.ino, None, set).await.unwrap();
+    let c = tempfile::tempdir().unwrap();
+    let check = fresh(&store, c.path());
+    let cf = check.lookup(ROOT, "f").await.unwrap();
+    assert_eq!(cf.perm, 0o600);
+    assert_eq!(cf.atime, UNIX_EPOCH + Duration::from_secs(1_000));
+    assert_eq!(check.getxattr(cf.ino, "user.kept").await.unwrap(), b"yes");
+
+    // Open for writing (not truncated), saved once, then an attribute set through it, then
+    // more writes and the close: the close succeeds and the attribute stays.
+    let (_, fh) = a
+        .create(ROOT, "g", 0o644, libc::O_CREAT | libc::O_RDWR)
+        .await
+        .unwrap();
+    a.write(fh, 0, b"first").await.unwrap();
+    a.fsync(fh).await.unwrap();
+    let ino = a.lookup(ROOT, "g").await.unwrap().ino;
+    a.setxattr(ino, "user.tag", b"t", 0, 0).await.unwrap();
+    a.write(fh, 5, b" second").await.unwrap();
+    a.fsync(fh).await.unwrap();
+    a.release(fh).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let g = b.lookup(ROOT, "g").await.unwrap();
+    assert_eq!(b.getxattr(g.ino, "user.tag").await.unwrap(), b"t");
+    assert_eq!(common::hosts::read(&b, "g").await.unwrap(), b"first second");
+}

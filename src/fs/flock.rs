@@ -526,6 +526,7 @@ impl Fs {
                      the new holder works on the newest value"
                 );
                 st.staged = None;
+                (st.atime, st.xattrs) = (None, None);
                 st.dirty_under = None;
                 st.save_failed = false;
                 st.base = Some(newest.clone());

@@ -362,6 +362,7 @@ impl Fs {
                 );
             }
             st.staged = None;
+            (st.atime, st.xattrs) = (None, None);
             // A claim whose file was never saved does not outlive its last handle.
             if let Some(claim) = st.claim.take() {
                 let key = self.key_of(h.ino).ok();

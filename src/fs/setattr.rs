@@ -75,6 +75,7 @@ impl Fs {
                 if saved.is_err() && st.handles == 0 {
                     // Nothing to save it later: the previous value stays, as the error says.
                     st.staged = None;
+                    (st.atime, st.xattrs) = (None, None);
                 }
                 self.drop_if_idle(ino, &f, &st);
                 drop(st);
@@ -267,6 +268,8 @@ impl Fs {
                 (e.mode, e.uid, e.gid) = (on_blob.mode, on_blob.uid, on_blob.gid);
             }
             (e.mtime_ns, e.ctime_ns) = (on_blob.mtime_ns, on_blob.ctime_ns);
+            // (What another host set on it meanwhile is kept: its access time, attributes.)
+            (e.atime_ns, e.xattrs) = (on_blob.atime_ns, on_blob.xattrs);
             e
         } else {
             log::info!("{key:?} was rewritten elsewhere; changing the newest value");

@@ -384,6 +384,7 @@ impl Fs {
                             log::info!("{key:?} was created elsewhere meanwhile; using that value");
                             st.staged = None;
                             st.perms = None;
+                            (st.atime, st.xattrs) = (None, None);
                             st.base = Some(found);
                             return self.ensure_staged(&key, &mut st, false).await;
                         }

@@ -186,15 +186,32 @@ impl Fs {
             .unwrap_or_else(|| Entry::file(0, 0, 0, ""));
         apply_xattr(&mut probe.xattrs, name, &change)?;
         check_fits(&probe, name, value_len)?;
-        // (Applied again to the newest entry when another host changed it meanwhile.)
-        self.update_entry(&key, attr.kind, |e| {
-            let mut next = e.xattrs.clone();
-            if apply_xattr(&mut next, name, &change).is_ok() {
-                e.xattrs = next;
+        // Applied again to the newest entry when another host changed it meanwhile; refused
+        // then if the flags no longer hold there (the attempt that was written decides).
+        let refused = std::sync::Mutex::new(None);
+        let entry = self
+            .update_entry(&key, attr.kind, |e| {
+                let mut next = e.xattrs.clone();
+                let applied = apply_xattr(&mut next, name, &change);
+                if applied.is_ok() {
+                    e.xattrs = next;
+                }
+                *crate::mutex::lock(&refused) = applied.err();
+            })
+            .await?;
+        if let Some(f) = self.open_file(ino) {
+            // An open copy now starts from this version (as after `chmod`): its next save
+            // replaces it, with these attributes.
+            let mut st = f.state.lock().await;
+            if st.base.is_some() {
+                st.base = Some(entry);
             }
-        })
-        .await
-        .map(|_| ())
+        }
+        let refused = crate::mutex::lock(&refused).take();
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// A file's own attribute `user.<name>`, from its unsaved state or its index entry.
@@ -210,7 +227,7 @@ impl Fs {
     async fn own_xattrs(&self, ino: u64, key: &str) -> FsResult<Vec<(String, Vec<u8>)>> {
         if let Some(f) = self.open_file(ino) {
             let st = f.state.lock().await;
-            if let Some(x) = &st.xattrs {
+            if let (Some(x), true) = (&st.xattrs, st.staged.as_ref().is_some_and(|s| s.dirty)) {
                 return Ok(x.clone());
             }
         }

@@ -124,10 +124,15 @@ pub fn entry_from_props(props: &BlobProps) -> Entry {
                 return None;
             }
             let name = String::from_utf8(hex::decode(hex_name).ok()?).ok()?;
+            // (Names remotedict would refuse to set are not taken from other writers either.)
+            let ok = !name.is_empty() && name.len() <= 255 && !name.starts_with("remotedict.");
+            ok.then_some(())?;
             Some((name, BASE64.decode(v).ok()?))
         })
         .collect();
+    // Sorted, each name once (Azure ignores case in metadata names; another store may not).
     e.xattrs.sort();
+    e.xattrs.dedup_by(|a, b| a.0 == b.0);
     if let Some(mode) = get(META_MODE).and_then(|v| u32::from_str_radix(v, 8).ok()) {
         e.mode = mode & 0o7777;
         e.uid = get(META_UID).and_then(|v| v.parse().ok()).unwrap_or(0);
