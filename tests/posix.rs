@@ -332,7 +332,43 @@ async fn copies_keep_user_attributes(backend: Backend) {
     b.unmount();
 }
 
+/// `git clone` into the mount (git falls back from hard links to copies), `git fsck` finds every
+/// object whole, the work tree is clean, and the other mount reads the same history; a commit
+/// made there is seen here.
+async fn git_clone_round_trips(backend: Backend) {
+    let src = tempfile::tempdir().unwrap();
+    ok(
+        src.path(),
+        "git init -q -b main origin && cd origin && git config user.email t@example.com \
+         && git config user.name t && mkdir -p dir && seq 1 2000 > dir/numbers \
+         && printf '#!/bin/sh\necho run\n' > run.sh && chmod 755 run.sh && ln -s dir/numbers link \
+         && git add -A && git commit -qm first && echo more >> dir/numbers && git commit -qam second",
+    );
+    let a = Mount::start(&backend);
+    let b = Mount::start(&backend);
+    ok(
+        &a.dir,
+        &format!("git clone -q {}/origin repo", src.path().display()),
+    );
+    ok(
+        &a.dir,
+        "cd repo && git fsck --strict --no-dangling && test -z \"$(git status --porcelain)\"",
+    );
+    let want = ok(src.path(), "cd origin && git log --format='%H %s'");
+    assert_eq!(ok(&a.dir, "cd repo && git log --format='%H %s'"), want);
+    assert_eq!(ok(&a.dir, "stat -c %a repo/run.sh").trim(), "755");
+    std::thread::sleep(Duration::from_millis(1500)); // b's listing TTL
+    ok(&b.dir, "cd repo && git -c safe.directory='*' fsck --no-dangling && git -c safe.directory='*' config user.email t@example.com && git -c safe.directory='*' config user.name t && echo third >> dir/numbers && git -c safe.directory='*' commit -qam third");
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = ok(&a.dir, "cd repo && git log --format=%s");
+    assert_eq!(log.lines().next(), Some("third"), "{log}");
+    ok(&a.dir, "cd repo && test -z \"$(git status --porcelain)\"");
+    a.unmount();
+    b.unmount();
+}
+
 on_both_mounts!(
+    git_clone_round_trips,
     copies_keep_user_attributes,
     fifos_and_sockets_are_local_rendezvous_points_listed_everywhere,
     cp_a_keeps_modes_mtimes_links_and_empty_dirs,
