@@ -1294,8 +1294,10 @@ async fn a_rename_or_unlink_by_a_lost_holders_process_is_refused() {
     a.rename(ROOT, "f.tmp", ROOT, "f", false)
         .await
         .expect("a rename after the holder let go");
-    // (Listed for every host once A's index commit is in.)
+    // (Listed for every host once A's index commit is in, and B's copy of the index is older
+    // than its TTL: 1 ms here, which MemStore can be faster than.)
     a.sync_index().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(read(&b, "f").await.unwrap(), b"A");
 }
 

@@ -600,3 +600,42 @@ async fn attributes_survive_stale_hosts_and_open_writers() {
     assert_eq!(b.getxattr(g.ino, "user.tag").await.unwrap(), b"t");
     assert_eq!(common::hosts::read(&b, "g").await.unwrap(), b"first second");
 }
+
+/// The temporary-file idiom: a file unlinked while open goes on being written, read and
+/// `fstat`ed through its descriptor (link count 0), while its name is free at once (a new file
+/// of that name is another file) and nothing of it is saved anywhere; a descriptor open only
+/// for reading `fstat`s it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_unlinked_while_open_lives_on_through_its_descriptor() {
+    let store = common::mem_store();
+    let c = tempfile::tempdir().unwrap();
+    let fs = fresh(&store, c.path());
+    let (attr, fh) = fs
+        .create(ROOT, "tmp", 0o600, libc::O_CREAT | libc::O_RDWR)
+        .await
+        .unwrap();
+    fs.write(fh, 0, b"scratch").await.unwrap();
+    fs.unlink(ROOT, "tmp").await.unwrap();
+    fs.write(fh, 7, b" space").await.unwrap();
+    let now = fs.getattr(attr.ino).await.unwrap();
+    assert_eq!((now.size, now.nlink), (13, 0));
+    assert_eq!(&fs.read(fh, 0, 100).await.unwrap()[..], b"scratch space");
+    // The name is free: a new file there is another one.
+    common::hosts::write_file(&fs, "tmp", b"new").await;
+    fs.fsync(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    assert_eq!(common::hosts::read(&fs, "tmp").await.unwrap(), b"new");
+    let c2 = tempfile::tempdir().unwrap();
+    let other = fresh(&store, c2.path());
+    assert_eq!(common::hosts::read(&other, "tmp").await.unwrap(), b"new");
+
+    // Open for reading, then unlinked: fstat shows it, with no name.
+    common::hosts::write_file(&fs, "r", b"read me").await;
+    let ino = fs.lookup(ROOT, "r").await.unwrap().ino;
+    let rh = fs.open(ino, libc::O_RDONLY).await.unwrap();
+    fs.unlink(ROOT, "r").await.unwrap();
+    let gone = fs.getattr(ino).await.unwrap();
+    assert_eq!((gone.size, gone.nlink), (7, 0));
+    fs.release(rh).await.unwrap();
+    assert!(matches!(fs.lookup(ROOT, "r").await, Err(FsError::NotFound)));
+}

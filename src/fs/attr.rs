@@ -40,6 +40,7 @@ impl Fs {
             uid: if e.mode == 0 { self.cfg.uid } else { e.uid },
             gid: if e.mode == 0 { self.cfg.gid } else { e.gid },
             rdev: rdev_of(e),
+            nlink: if kind == NodeKind::Dir { 2 } else { 1 },
         }
     }
 
@@ -56,6 +57,7 @@ impl Fs {
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             rdev: 0,
+            nlink: 2,
         }
     }
 
@@ -73,6 +75,11 @@ impl Fs {
                     },
                 };
                 attr.kind = NodeKind::File;
+                attr.nlink = if st.unlinked && lock(&self.inodes).get(key) != Some(ino) {
+                    0
+                } else {
+                    1
+                };
                 attr.size = size;
                 attr.mtime = staged.mtime;
                 attr.ctime = staged.mtime.max(attr.ctime);
@@ -81,6 +88,15 @@ impl Fs {
                     (attr.perm, attr.uid, attr.gid) = ((mode & 0o7777) as u16, uid, gid);
                 }
                 return Ok(attr);
+            }
+            // Unlinked while open (for reading), its name gone or given to another file: what it
+            // was, with no name left.
+            let detached = st.unlinked && lock(&self.inodes).get(key) != Some(ino);
+            if let (true, Some(base)) = (detached, &st.base) {
+                return Ok(Attr {
+                    nlink: 0,
+                    ..self.attr_from_entry(ino, base)
+                });
             }
         }
         if key.is_empty() {

@@ -195,12 +195,22 @@ impl InodeTable {
         !self.parked.is_empty()
     }
 
-    /// Forgets a key's inode (after unlink): the kernel learns it is gone; a later forget of its
-    /// number finds nothing.
-    pub fn remove_key(&mut self, key: &str) {
+    /// Frees a key's name (after unlink): a later lookup of the key gets a new inode. An inode
+    /// the kernel still holds (an open descriptor of the unlinked file) keeps its number and
+    /// old key until the kernel forgets it, so writes, reads and `fstat` through the descriptor
+    /// go on (as on a local disk); one nobody holds is forgotten now. `open`: the file has
+    /// open handles here (they hold it too).
+    pub fn remove_key(&mut self, key: &str, open: bool) {
         if let Some(ino) = self.by_key.remove(key) {
-            self.by_ino.remove(&ino);
-            self.parked.remove(&ino);
+            let held = open
+                || self
+                    .by_ino
+                    .get(&ino)
+                    .is_some_and(|n| n.lookups > 0 || n.pins > 0);
+            if !held {
+                self.by_ino.remove(&ino);
+                self.parked.remove(&ino);
+            }
         }
     }
 

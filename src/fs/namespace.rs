@@ -277,6 +277,7 @@ impl Fs {
             None if has_children(&index, &key) => return Err(FsError::IsDir),
             None => return Err(FsError::NotFound),
         }
+        let open = pending.is_some();
         if let Some(f) = pending {
             // Open handles keep their data; it is not saved under the old name any more, and a
             // claim of a file created here and never saved goes with the name.
@@ -296,7 +297,7 @@ impl Fs {
         if let Some(slot) = self.locks.forget(&key) {
             let _ = slot.release().await;
         }
-        lock(&self.inodes).remove_key(&key);
+        lock(&self.inodes).remove_key(&key, open);
         self.touch_parent(&key);
         Ok(())
     }
@@ -392,7 +393,7 @@ impl Fs {
                         if_etag: Some(e.etag.clone()),
                     }])
                     .await?;
-                lock(&self.inodes).remove_key(&key);
+                lock(&self.inodes).remove_key(&key, false);
                 self.touch_parent(&key);
                 Ok(())
             }

@@ -46,6 +46,7 @@ impl Fs {
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             rdev: 0,
+            nlink: if kind == NodeKind::Dir { 2 } else { 1 },
         })
     }
 

@@ -34,6 +34,8 @@ pub struct Attr {
     pub gid: u32,
     /// Device number of a device node (`makedev(major, minor)`), else 0.
     pub rdev: u32,
+    /// Names of the node: 2 for a directory, 1 for others, 0 for a file unlinked while open.
+    pub nlink: u32,
 }
 
 /// One directory entry.
