@@ -128,8 +128,8 @@ async fn a_file_being_written_moves_as_its_saved_version() {
 }
 
 /// A file created here and never saved, renamed while open over another host's file: the
-/// target's old value goes, nothing half-written appears, and the close saves the whole file
-/// under the new name.
+/// target keeps its old value until the close (nothing half-written appears, and the name
+/// never vanishes), and the close saves the whole file under the new name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_never_saved_file_moves_by_name() {
     let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
@@ -139,11 +139,12 @@ async fn a_never_saved_file_moves_by_name() {
     let w = open_write(&a, "n").await;
     a.write(w, 0, b"da").await.unwrap();
     a.rename(ROOT, "n", ROOT, "m", false).await.unwrap();
-    // Not found: unlisted, or (B's copy served for its TTL) listed with its blob gone.
-    match read(&b, "m").await {
-        Err(e) if e.errno() == libc::ENOENT => {}
-        other => panic!("m between the rename and the close: {other:?}"),
-    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        read(&b, "m").await.unwrap(),
+        b"old m",
+        "m between the rename and the close"
+    );
     a.write(w, 2, b"ta").await.unwrap();
     a.release(w).await.unwrap();
     a.sync_index().await.unwrap();
@@ -184,4 +185,48 @@ async fn a_move_overtaken_by_another_write_keeps_the_name_listed() {
         Some(&b"newer"[..])
     );
     assert_eq!(consistent(&store, "x").await, None);
+}
+
+/// A file being written on host A (created, not saved yet) is renamed over `f`: every other
+/// host goes on reading `f`'s old value until A's close, then the new one: never no file
+/// (torture, CI: `f` was deleted at the rename and read as absent elsewhere until the close).
+/// Moved on again before its save, the file takes its name with it and the old value goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_renamed_over_a_value_before_its_first_save_never_leaves_a_gap() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(&store, ca.path());
+    let b = host(&store, cb.path());
+    write_file(&b, "f", b"old value").await;
+    let fh = open_write(&a, "new").await;
+    a.write(fh, 0, b"new value").await.unwrap();
+    a.rename(ROOT, "new", ROOT, "f", false).await.unwrap();
+    a.sync_index().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(read(&b, "f").await.unwrap(), b"old value", "f vanished");
+    // On A, `f` is the file being written (its handle writes on).
+    a.write(fh, 9, b"!").await.unwrap();
+    a.release(fh).await.unwrap();
+    a.sync_index().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(read(&b, "f").await.unwrap(), b"new value!");
+    assert_eq!(
+        consistent(&store, "f").await.as_deref(),
+        Some(&b"new value!"[..])
+    );
+    assert_eq!(consistent(&store, "new").await, None);
+
+    // Renamed over `g`, then on to `h` before any save: `g` is gone, `h` gets the file.
+    write_file(&b, "g", b"g's value").await;
+    let fh = open_write(&a, "tmp").await;
+    a.write(fh, 0, b"moving").await.unwrap();
+    a.rename(ROOT, "tmp", ROOT, "g", false).await.unwrap();
+    a.rename(ROOT, "g", ROOT, "h", false).await.unwrap();
+    a.release(fh).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert_eq!(consistent(&store, "g").await, None, "g's old value stayed");
+    assert_eq!(
+        consistent(&store, "h").await.as_deref(),
+        Some(&b"moving"[..])
+    );
 }

@@ -29,6 +29,9 @@ pub(super) struct FileState {
     pub(super) perms: Option<(u32, u32, u32)>,
     /// An access time set while the content was unsaved, recorded at the next upload.
     pub(super) atime: Option<i64>,
+    /// Renamed over an existing value before its first save: `base` is that value, which the
+    /// first save replaces (and which goes if the file moves on before that).
+    pub(super) replacing: bool,
     /// The file's own extended attributes as changed while the content was unsaved, recorded
     /// at the next upload (`None`: the base entry's).
     pub(super) xattrs: Option<Vec<(String, Vec<u8>)>>,
@@ -109,6 +112,7 @@ impl Fs {
                         handles: 0,
                         perms: None,
                         atime: None,
+                        replacing: false,
                         xattrs: None,
                         written: false,
                         claim: None,

@@ -54,6 +54,7 @@ impl Fs {
         st.perms = Some(perms);
         st.base = claimed;
         st.claim = keeper;
+        st.replacing = false;
         st.unlinked = false;
         st.written = flags & libc::O_TRUNC != 0;
         st.handles += 1;

@@ -398,8 +398,10 @@ impl Fs {
     }
 
     /// Renames a file created here and not saved yet (`st`, locked): nothing is stored under
-    /// its name but a claim (dropped: the file is saved under its new name, if free, at close);
-    /// a file at the target goes as `unlink` would remove it.
+    /// its name but a claim (dropped: the file is saved under its new name at close). A file at
+    /// the target stays listed until then, and that save replaces it: other hosts see the old
+    /// value, then the new one, never no file (the name used to be deleted at once, and a
+    /// reader elsewhere found nothing there until the close).
     async fn rename_pending(
         &self,
         from: &str,
@@ -407,13 +409,32 @@ impl Fs {
         dst: Option<Entry>,
         st: &mut FileState,
     ) -> FsResult<()> {
-        if let Some(d) = dst.filter(|d| d.kind != EntryKind::Dir) {
-            self.delete_listed(to, &d.etag).await?;
-        }
         if let Some(claim) = st.claim.take() {
             st.base = None;
             if let Err(e) = self.drop_claim(from, claim).await {
                 log::warn!("rename: could not remove the claim of {from:?}: {e}");
+            }
+        }
+        if st.replacing {
+            // Moving on from a name whose old value it was to replace: that value goes now
+            // (the name is left empty, as the earlier rename said).
+            st.replacing = false;
+            if let Some(old) = st.base.take() {
+                self.delete_listed(from, &old.etag).await?;
+            }
+        }
+        if let Some(d) = dst.filter(|d| d.kind != EntryKind::Dir) {
+            // The value it replaces: its save lists the new value over this one. (Content,
+            // not a copy of it: nothing of the old value is read, nor its attributes kept.)
+            st.base = Some(d);
+            st.replacing = true;
+            st.written = true;
+            if st.xattrs.is_none() {
+                st.xattrs = Some(Vec::new());
+            }
+            if let Some(s) = st.staged.as_mut() {
+                s.derived = false;
+                s.dirty = true;
             }
         }
         self.move_inodes(from, to).await;
@@ -464,7 +485,8 @@ async fn release_all(carried: Vec<(String, String, Option<LeaseKeeper>)>) {
     }
 }
 
-/// Whether an open file of this host has no saved value (created here, at most claimed).
+/// Whether an open file of this host has no saved value (created here, at most claimed, or
+/// renamed over a value it has not replaced yet).
 fn never_saved(st: &FileState) -> bool {
-    !st.unlinked && st.staged.is_some() && (st.base.is_none() || st.claim.is_some())
+    !st.unlinked && st.staged.is_some() && (st.base.is_none() || st.claim.is_some() || st.replacing)
 }

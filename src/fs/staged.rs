@@ -479,6 +479,7 @@ impl Fs {
         st.perms = None;
         st.atime = None;
         st.xattrs = None;
+        st.replacing = false;
         st.written = false;
         st.save_failed = false;
         st.dirty_under = None;
