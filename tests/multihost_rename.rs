@@ -230,3 +230,46 @@ async fn a_file_renamed_over_a_value_before_its_first_save_never_leaves_a_gap() 
         Some(&b"moving"[..])
     );
 }
+
+/// A file being written on host A (not saved yet) is renamed to a free name: from the rename
+/// on, that name is taken for every host (an `O_EXCL` create on B is EEXIST, as it would be on
+/// A), and A's close saves the file there (torture on Azurite: B's `O_EXCL` create succeeded
+/// between A's rename and A's close, and the two files overwrote each other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_renamed_to_a_free_name_before_its_first_save_takes_the_name_at_once() {
+    let store: Arc<dyn BlobStore> = Arc::new(MemStore::new());
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(&store, ca.path());
+    let b = host(&store, cb.path());
+    let fh = open_write(&a, "tmp").await;
+    a.write(fh, 0, b"A's file").await.unwrap();
+    a.rename(ROOT, "tmp", ROOT, "x", false).await.unwrap();
+    let excl = b
+        .create(
+            ROOT,
+            "x",
+            0o644,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+        )
+        .await;
+    assert!(
+        matches!(excl, Err(remotedict::fs::FsError::Exists)),
+        "an O_EXCL create of a name just renamed to elsewhere: {excl:?}"
+    );
+    a.release(fh).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert_eq!(
+        consistent(&store, "x").await.as_deref(),
+        Some(&b"A's file"[..])
+    );
+    assert_eq!(consistent(&store, "tmp").await, None);
+    // Renamed again before its save, and dropped without one: no claim is left behind.
+    let fh = open_write(&a, "tmp2").await;
+    a.rename(ROOT, "tmp2", ROOT, "y", false).await.unwrap();
+    a.rename(ROOT, "y", ROOT, "z", false).await.unwrap();
+    a.unlink(ROOT, "z").await.unwrap();
+    a.release(fh).await.unwrap();
+    for name in ["tmp2", "y", "z"] {
+        assert_eq!(consistent(&store, name).await, None, "{name}");
+    }
+}

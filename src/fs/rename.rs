@@ -423,7 +423,27 @@ impl Fs {
                 self.delete_listed(from, &old.etag).await?;
             }
         }
-        if let Some(d) = dst.filter(|d| d.kind != EntryKind::Dir) {
+        let dst = match dst.filter(|d| d.kind != EntryKind::Dir) {
+            Some(d) => Some(d),
+            None => {
+                // A free name: claimed at once, as an `O_EXCL` create claims it, so that the
+                // name is taken for every host from the rename on (an `O_EXCL` create elsewhere
+                // meets EEXIST), not only from the first save.
+                let perms = st.perms.unwrap_or((0o644, self.cfg.uid, self.cfg.gid));
+                match self.claim_new(to, perms).await {
+                    Ok((entry, keeper)) => {
+                        st.base = Some(entry);
+                        st.claim = Some(keeper);
+                        None
+                    }
+                    // Made elsewhere meanwhile: replaced by this file's save, as a file that
+                    // was there (an `O_EXCL` create still in progress elsewhere keeps it).
+                    Err(FsError::Exists) => self.index.cached().entries.get(to),
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        if let Some(d) = dst {
             // The value it replaces: its save lists the new value over this one. (Content,
             // not a copy of it: nothing of the old value is read, nor its attributes kept.)
             st.base = Some(d);
