@@ -263,6 +263,7 @@ pub async fn reopen_backend(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
 fn open_backend(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
     let opts = AzureOptions {
         request_timeout: Duration::from_secs(cfg.request_timeout.max(1)),
+        ..Default::default()
     };
     let container = cfg.container.as_str();
     if matches!(cfg.backend, Backend::Azure { .. }) {

@@ -1,16 +1,17 @@
-//! Opening an [`AzureStore`]: from a storage connection string, or from an account name and a SAS
-//! token.
+//! Opening an [`AzureStore`] from a storage connection string, or from an account name and a SAS
+//! token: both come down to an endpoint and a SAS ([`AzureAuth::Key`] or [`AzureAuth::Sas`]).
 //!
-//! Two kinds of credential exist: an account key (shared-key signing; `UseDevelopmentStorage=true`
-//! stands for the emulator's account and its well-known public key) and a shared access signature.
-//! The connection string's shape is checked here before the crate parses it, since the crate's
-//! parse errors quote the whole string: no error or log line of this module quotes a key or a SAS,
-//! and every credential string goes to the store's [`Redactor`](super::redact::Redactor).
+//! Two kinds of credential exist here: an account key (`UseDevelopmentStorage=true` stands for
+//! the emulator's account and its well-known public key) and a shared access signature. The
+//! connection string is parsed here, and its shape checked first: no error or log line of this
+//! module quotes a key or a SAS, and every credential string goes to the store's
+//! [`Redactor`](super::redact::Redactor).
 
-use azure_core::auth::Secret;
-use azure_storage::{ConnectionString, EndpointProtocol, StorageCredentials};
+use std::collections::HashMap;
 
-use super::{AzureOptions, AzureStore};
+use azure_core::credentials::Secret;
+
+use super::{AzureAuth, AzureOptions, AzureStore, AzureTarget};
 use crate::store::{Result, StoreError};
 
 /// The account Azurite and the storage emulator use.
@@ -39,84 +40,112 @@ const KNOWN_KEYS: &[&str] = &[
     "FileSecondaryEndpoint",
 ];
 
+/// Where and how a connection string signs in.
+pub(super) fn parse_connection_string(conn: &str) -> Result<(AzureTarget, AzureAuth, Vec<String>)> {
+    check_connection_string_shape(conn)?;
+    let cs: HashMap<&str, &str> = conn
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let protocol = match cs.get("DefaultEndpointsProtocol") {
+        Some(&"http") => "http",
+        _ => "https",
+    };
+    let mut secrets = Vec::new();
+
+    if cs.get("UseDevelopmentStorage") == Some(&"true") {
+        let endpoint = match cs.get("BlobEndpoint") {
+            Some(ep) => check_endpoint(ep)?,
+            None => EMULATOR_ENDPOINT.to_string(),
+        };
+        let account = cs
+            .get("AccountName")
+            .copied()
+            .unwrap_or(EMULATOR_ACCOUNT)
+            .to_string();
+        let key = cs
+            .get("AccountKey")
+            .copied()
+            .unwrap_or(EMULATOR_KEY)
+            .to_string();
+        check_account_key(&key)?;
+        if key != EMULATOR_KEY {
+            secrets.push(key.clone());
+        }
+        return Ok((
+            AzureTarget { account, endpoint },
+            AzureAuth::Key {
+                key: Secret::new(key),
+            },
+            secrets,
+        ));
+    }
+
+    let endpoint = match cs.get("BlobEndpoint") {
+        Some(ep) => Some(check_endpoint(ep)?),
+        None => None,
+    };
+    let account = match (cs.get("AccountName"), &endpoint) {
+        (Some(name), _) => name.to_string(),
+        (None, Some(ep)) => account_from_endpoint(ep),
+        (None, None) => {
+            return Err(StoreError::Other(
+                "the Azure connection string has neither AccountName nor BlobEndpoint".into(),
+            ))
+        }
+    };
+    let endpoint = match endpoint {
+        Some(ep) => ep,
+        None => {
+            check_account_name(&account)?;
+            let suffix = cs
+                .get("EndpointSuffix")
+                .copied()
+                .unwrap_or("core.windows.net");
+            format!("{protocol}://{account}.blob.{suffix}")
+        }
+    };
+
+    let auth = if let Some(sas) = cs.get("SharedAccessSignature") {
+        if cs.contains_key("AccountKey") {
+            log::warn!("the Azure connection string has both AccountKey and SharedAccessSignature: using the SAS");
+        }
+        push_sas_secrets(&mut secrets, sas);
+        AzureAuth::Sas {
+            token: Secret::new(check_sas(sas)?),
+        }
+    } else if let Some(key) = cs.get("AccountKey") {
+        if !cs.contains_key("AccountName") {
+            return Err(StoreError::Other(
+                "the Azure connection string has an AccountKey but no AccountName".into(),
+            ));
+        }
+        check_account_key(key)?;
+        secrets.push(key.to_string());
+        AzureAuth::Key {
+            key: Secret::new(key.to_string()),
+        }
+    } else {
+        return Err(StoreError::Other(
+            "the Azure connection string holds no credential: give AccountName and AccountKey, \
+             or SharedAccessSignature, or UseDevelopmentStorage=true"
+                .into(),
+        ));
+    };
+    Ok((AzureTarget { account, endpoint }, auth, secrets))
+}
+
 impl AzureStore {
     /// Opens `container` with a storage connection string: the account-key form
     /// (`DefaultEndpointsProtocol=https;AccountName=…;AccountKey=…[;EndpointSuffix=…|;BlobEndpoint=…]`),
     /// the SAS form (`BlobEndpoint=…;SharedAccessSignature=…`) or `UseDevelopmentStorage=true`.
     /// No request is made; errors never quote the string or its secrets.
     pub fn from_connection_string(conn: &str, container: &str, opts: AzureOptions) -> Result<Self> {
-        check_connection_string_shape(conn)?;
-        let cs = ConnectionString::new(conn).map_err(|_| {
-            StoreError::Other(
-                "invalid Azure storage connection string: expected Key=Value pairs separated by `;`".into(),
-            )
-        })?;
-        let protocol = match cs.default_endpoints_protocol {
-            Some(EndpointProtocol::Http) => "http",
-            _ => "https",
-        };
-        let mut secrets = Vec::new();
-
-        if cs.use_development_storage == Some(true) {
-            let endpoint = match cs.blob_endpoint {
-                Some(ep) => check_endpoint(ep)?,
-                None => EMULATOR_ENDPOINT.to_string(),
-            };
-            let account = cs.account_name.unwrap_or(EMULATOR_ACCOUNT).to_string();
-            let key = cs.account_key.unwrap_or(EMULATOR_KEY).to_string();
-            check_account_key(&key)?;
-            if key != EMULATOR_KEY {
-                secrets.push(key.clone());
-            }
-            let creds = StorageCredentials::access_key(account.clone(), Secret::new(key));
-            return Self::build(account, endpoint, creds, container, opts, secrets);
-        }
-
-        let endpoint = match cs.blob_endpoint {
-            Some(ep) => Some(check_endpoint(ep)?),
-            None => None,
-        };
-        let account = match (cs.account_name, &endpoint) {
-            (Some(name), _) => name.to_string(),
-            (None, Some(ep)) => account_from_endpoint(ep),
-            (None, None) => {
-                return Err(StoreError::Other(
-                    "the Azure connection string has neither AccountName nor BlobEndpoint".into(),
-                ))
-            }
-        };
-        let endpoint = match endpoint {
-            Some(ep) => ep,
-            None => {
-                check_account_name(&account)?;
-                let suffix = cs.endpoint_suffix.unwrap_or("core.windows.net");
-                format!("{protocol}://{account}.blob.{suffix}")
-            }
-        };
-
-        let creds = if let Some(sas) = cs.sas {
-            if cs.account_key.is_some() {
-                log::warn!("the Azure connection string has both AccountKey and SharedAccessSignature: using the SAS");
-            }
-            push_sas_secrets(&mut secrets, sas);
-            sas_credentials(sas)?
-        } else if let Some(key) = cs.account_key {
-            if cs.account_name.is_none() {
-                return Err(StoreError::Other(
-                    "the Azure connection string has an AccountKey but no AccountName".into(),
-                ));
-            }
-            check_account_key(key)?;
-            secrets.push(key.to_string());
-            StorageCredentials::access_key(account.clone(), Secret::new(key.to_string()))
-        } else {
-            return Err(StoreError::Other(
-                "the Azure connection string holds no credential: give AccountName and AccountKey, \
-                 or SharedAccessSignature, or UseDevelopmentStorage=true"
-                    .into(),
-            ));
-        };
-        Self::build(account, endpoint, creds, container, opts, secrets)
+        let (target, auth, _) = parse_connection_string(conn)?;
+        Self::open(target, auth, container, opts)
     }
 
     /// Opens `container` of the public-cloud account `account` with a SAS token (with or without
@@ -127,20 +156,50 @@ impl AzureStore {
         container: &str,
         opts: AzureOptions,
     ) -> Result<Self> {
-        check_account_name(account)?;
-        let mut secrets = Vec::new();
-        push_sas_secrets(&mut secrets, sas_token);
-        let creds = sas_credentials(sas_token)?;
-        let endpoint = format!("https://{account}.blob.core.windows.net");
-        Self::build(
-            account.to_string(),
-            endpoint,
-            creds,
-            container,
-            opts,
-            secrets,
-        )
+        let target = AzureTarget::for_account(account)?;
+        let auth = AzureAuth::Sas {
+            token: Secret::new(check_sas(sas_token)?),
+        };
+        Self::open(target, auth, container, opts)
     }
+}
+
+impl AzureTarget {
+    /// The public-cloud endpoint of `account`.
+    pub fn for_account(account: &str) -> Result<Self> {
+        check_account_name(account)?;
+        Ok(AzureTarget {
+            account: account.to_string(),
+            endpoint: format!("https://{account}.blob.core.windows.net"),
+        })
+    }
+
+    /// The blob service at `endpoint` (any host: custom domains, private endpoints, sovereign
+    /// clouds, Azure Stack, emulators); its account is the first label of the host, or the first
+    /// path segment of an emulator's path-style URL.
+    pub fn for_endpoint(endpoint: &str) -> Result<Self> {
+        let endpoint = check_endpoint(endpoint)?;
+        Ok(AzureTarget {
+            account: account_from_endpoint(&endpoint),
+            endpoint,
+        })
+    }
+}
+
+/// Checks a SAS token (with or without its leading `?`) and returns it without the `?`.
+pub(super) fn check_sas(sas: &str) -> Result<String> {
+    let token = sas.trim().trim_start_matches('?');
+    if token.is_empty() || !token.contains('=') {
+        return Err(StoreError::Other(
+            "the shared access signature is not a query string (`sv=…&sig=…`)".into(),
+        ));
+    }
+    if !token.split('&').any(|kv| kv.starts_with("sig=")) {
+        log::warn!(
+            "the shared access signature has no `sig` parameter: requests will probably be refused"
+        );
+    }
+    Ok(token.to_string())
 }
 
 /// Account names as Azure takes them.
@@ -159,7 +218,7 @@ fn check_account_name(a: &str) -> Result<()> {
 
 /// An account key must be non-empty base64.
 fn check_account_key(key: &str) -> Result<()> {
-    match azure_core::base64::decode(key) {
+    match azure_core::base64::decode(key.trim()) {
         Ok(bytes) if !bytes.is_empty() => Ok(()),
         _ => Err(StoreError::Other(
             "the AccountKey of the Azure connection string is not valid base64".into(),
@@ -167,11 +226,11 @@ fn check_account_key(key: &str) -> Result<()> {
     }
 }
 
-/// Checks a BlobEndpoint and returns it without trailing `/`.
+/// Checks a blob service endpoint (BlobEndpoint, --endpoint) and returns it without trailing `/`.
 fn check_endpoint(ep: &str) -> Result<String> {
     let bad = |why: &str| {
         Err(StoreError::Other(format!(
-            "the BlobEndpoint of the Azure connection string {why}"
+            "the blob endpoint (BlobEndpoint, --endpoint or AZURE_STORAGE_BLOB_ENDPOINT) {why}"
         )))
     };
     let Ok(url) = url::Url::parse(ep) else {
@@ -181,7 +240,7 @@ fn check_endpoint(ep: &str) -> Result<String> {
         return bad("must be an http or https URL");
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return bad("must not have a query string (pass a SAS as SharedAccessSignature)");
+        return bad("must not have a query string (pass a SAS as SharedAccessSignature or AZURE_STORAGE_SAS_TOKEN)");
     }
     if url.host_str().is_none() {
         return bad("has no host");
@@ -215,26 +274,8 @@ fn account_from_endpoint(ep: &str) -> String {
     }
 }
 
-/// The credentials of a SAS token (with or without its leading `?`).
-fn sas_credentials(sas: &str) -> Result<StorageCredentials> {
-    let token = sas.trim().trim_start_matches('?');
-    if token.is_empty() || !token.contains('=') {
-        return Err(StoreError::Other(
-            "the shared access signature is not a query string (`sv=…&sig=…`)".into(),
-        ));
-    }
-    if !token.split('&').any(|kv| kv.starts_with("sig=")) {
-        log::warn!(
-            "the shared access signature has no `sig` parameter: requests will probably be refused"
-        );
-    }
-    StorageCredentials::sas_token(token).map_err(|_| {
-        StoreError::Other("the shared access signature is not a valid query string".into())
-    })
-}
-
 /// Remembers a SAS and its signature (raw and percent-decoded) for redaction.
-fn push_sas_secrets(secrets: &mut Vec<String>, sas: &str) {
+pub(super) fn push_sas_secrets(secrets: &mut Vec<String>, sas: &str) {
     let token = sas.trim().trim_start_matches('?');
     secrets.push(token.to_string());
     for kv in token.split('&') {

@@ -30,9 +30,9 @@ pub(super) enum Op {
 /// The HTTP status and Azure error code of an error that is an HTTP answer.
 pub(super) fn http_status(err: &azure_core::Error) -> Option<(u16, Option<&str>)> {
     match err.kind() {
-        ErrorKind::HttpResponse { status, error_code } => {
-            Some((u16::from(*status), error_code.as_deref()))
-        }
+        ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => Some((u16::from(*status), error_code.as_deref())),
         _ => None,
     }
 }
@@ -57,17 +57,21 @@ impl AzureStore {
     ) -> StoreError {
         let name_s = name.to_string();
         match err.kind() {
-            ErrorKind::HttpResponse { status, error_code } => {
+            ErrorKind::HttpResponse {
+                status, error_code, ..
+            } => {
                 let status = u16::from(*status);
                 let code = error_code.as_deref().unwrap_or("");
+                // The SDK takes the status as the code when the answer has none.
+                let code = if code == status.to_string() { "" } else { code };
                 self.map_status(status, code, err, name_s, what, op)
             }
-            ErrorKind::Io => StoreError::Transient {
+            ErrorKind::Io | ErrorKind::Connection => StoreError::Transient {
                 name: name_s,
                 message: format!("{what}: {}", self.error_text(err)),
             },
             ErrorKind::Credential => StoreError::Auth(format!(
-                "{what} on {}: credential error: {}",
+                "{what} on {}: {}",
                 self.describe(),
                 self.error_text(err)
             )),
@@ -126,11 +130,19 @@ impl AzureStore {
                 message: format!("{what}: HTTP {status}{}", code_suffix(code)),
             },
             _ => {
-                let detail = err
-                    .as_http_error()
-                    .and_then(|h| h.error_message())
-                    .and_then(|m| m.lines().next())
-                    .map(|m| format!(": {}", self.redactor.scrub(&truncate(m, 200))))
+                // The SDK's message is the status and the answer's body (XML): its first line
+                // that is more than markup, as a hint.
+                let text = err.to_string();
+                let detail = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| l.contains("<Message>"))
+                    .map(|l| {
+                        l.trim_start_matches("<Message>")
+                            .trim_end_matches("</Message>")
+                            .to_string()
+                    })
+                    .map(|m| format!(": {}", self.redactor.scrub(&truncate(&m, 200))))
                     .unwrap_or_default();
                 Other(format!(
                     "azure {what} {name:?} on {} failed: HTTP {status}{}{detail}",
@@ -141,17 +153,15 @@ impl AzureStore {
         }
     }
 
-    /// The messages of an error and its sources, without URLs' query strings or secrets, and
-    /// without HTTP error dumps (their headers and bodies are not ours to print).
+    /// The messages of an error and its sources, without secrets (the transport already
+    /// dropped URLs from its errors).
     fn error_text(&self, err: &azure_core::Error) -> String {
         let mut parts: Vec<String> = vec![err.to_string()];
         let mut source = std::error::Error::source(err);
         while let Some(s) = source {
-            if s.downcast_ref::<azure_core::error::HttpError>().is_none() {
-                let m = s.to_string();
-                if !parts.iter().any(|p| p.contains(&m)) {
-                    parts.push(m);
-                }
+            let m = s.to_string();
+            if !parts.iter().any(|p| p.contains(&m)) {
+                parts.push(m);
             }
             source = s.source();
         }

@@ -4,13 +4,9 @@
 //! [`Op::Break`]): someone else's lease is a [`StoreError::LeaseConflict`], the loss of ours a
 //! [`StoreError::LeaseLost`]. Breaking a lease that is not there, or already broken, succeeds.
 
-use std::time::Duration;
+use azure_storage_blob::models::{BlobClientAcquireLeaseOptions, BlobClientBreakLeaseOptions};
 
-use azure_core::prelude::ProposedLeaseId;
-use azure_core::request_options::LeaseDuration as AzLeaseDuration;
-use azure_storage_blobs::prelude::BlobLeaseClient;
-
-use super::convert::parse_lease_id;
+use super::convert::{parse_lease_id, LEASE_ID};
 use super::errors::{http_status, Op};
 use super::names::check_name;
 use super::AzureStore;
@@ -25,55 +21,68 @@ impl AzureStore {
         proposed_id: Option<&str>,
     ) -> Result<String> {
         check_name(name)?;
-        let az_duration = match duration {
-            LeaseDuration::Infinite => AzLeaseDuration::Infinite,
-            LeaseDuration::Seconds(s) => match u8::try_from(s) {
-                Ok(s) if (15..=60).contains(&s) => AzLeaseDuration::Seconds(s),
-                _ => {
-                    return Err(StoreError::Other(format!(
-                        "lease duration {s} s is out of Azure's range 15-60 s"
-                    )))
-                }
-            },
+        let seconds: i32 = match duration {
+            LeaseDuration::Infinite => -1,
+            LeaseDuration::Seconds(s) if (15..=60).contains(&s) => s as i32,
+            LeaseDuration::Seconds(s) => {
+                return Err(StoreError::Other(format!(
+                    "lease duration {s} s is out of Azure's range 15-60 s"
+                )))
+            }
         };
         let proposed = parse_lease_id(proposed_id)?;
         let blob = self.blob(name);
         let id = self
             .call_az("acquire lease", name, Op::Acquire, 0, || {
-                let mut builder = blob.acquire_lease(az_duration.clone());
-                if let Some(p) = proposed {
-                    builder = builder.proposed_lease_id(ProposedLeaseId::from(p));
+                let options = BlobClientAcquireLeaseOptions {
+                    proposed_lease_id: proposed.clone(),
+                    ..Default::default()
+                };
+                let blob = &blob;
+                async move {
+                    blob.acquire_lease(seconds, Some(options)).await.map(|r| {
+                        r.headers()
+                            .get_optional_str(&LEASE_ID)
+                            .unwrap_or_default()
+                            .to_string()
+                    })
                 }
-                async move { builder.await.map(|r| r.lease_id.to_string()) }
             })
             .await?;
-        Ok(proposed_id.map(str::to_string).unwrap_or(id))
+        match proposed_id {
+            Some(p) => Ok(p.to_string()),
+            None if !id.is_empty() => Ok(id),
+            None => Err(StoreError::Other(format!(
+                "acquire lease {name:?}: the answer carries no lease id"
+            ))),
+        }
     }
 
-    /// The client for the lease `lease_id` of `name`; an id that is not a lease id is a lost lease.
-    fn lease_client(&self, name: &str, lease_id: &str) -> Result<BlobLeaseClient> {
-        check_name(name)?;
-        let lease = parse_lease_id(Some(lease_id))?
-            .ok_or_else(|| StoreError::LeaseLost(name.to_string()))?;
-        Ok(self.blob(name).blob_lease_client(lease))
+    /// The lease id `lease_id` as Azure takes it; one that is not a lease id is a lost lease.
+    fn lease_of(name: &str, lease_id: &str) -> Result<String> {
+        parse_lease_id(Some(lease_id))?.ok_or_else(|| StoreError::LeaseLost(name.to_string()))
     }
 
     /// [`BlobStore::renew_lease`](crate::store::BlobStore::renew_lease).
     pub(super) async fn renew(&self, name: &str, lease_id: &str) -> Result<()> {
-        let client = self.lease_client(name, lease_id)?;
+        check_name(name)?;
+        let lease = Self::lease_of(name, lease_id)?;
+        let blob = self.blob(name);
         self.call_az("renew lease", name, Op::Renew, 0, || {
-            let fut = client.renew().into_future();
-            async move { fut.await.map(|_| ()) }
+            let (blob, lease) = (&blob, lease.clone());
+            async move { blob.renew_lease(lease, None).await.map(|_| ()) }
         })
         .await
     }
 
     /// [`BlobStore::release_lease`](crate::store::BlobStore::release_lease).
     pub(super) async fn release(&self, name: &str, lease_id: &str) -> Result<()> {
-        let client = self.lease_client(name, lease_id)?;
+        check_name(name)?;
+        let lease = Self::lease_of(name, lease_id)?;
+        let blob = self.blob(name);
         self.call_az("release lease", name, Op::Renew, 0, || {
-            let fut = client.release().into_future();
-            async move { fut.await.map(|_| ()) }
+            let (blob, lease) = (&blob, lease.clone());
+            async move { blob.release_lease(lease, None).await.map(|_| ()) }
         })
         .await
     }
@@ -84,12 +93,13 @@ impl AzureStore {
         check_name(name)?;
         let blob = self.blob(name);
         self.call("break lease", name, 0, || {
-            let fut = blob
-                .break_lease()
-                .lease_break_period(Duration::ZERO)
-                .into_future();
+            let options = BlobClientBreakLeaseOptions {
+                break_period: Some(0),
+                ..Default::default()
+            };
+            let blob = &blob;
             async move {
-                match fut.await {
+                match blob.break_lease(Some(options)).await {
                     Ok(_) => Ok(()),
                     // No lease to break, or broken already: the goal is reached.
                     Err(e)

@@ -4,20 +4,20 @@
 //! and every chunk after the first is pinned to the etag of the first one (`If-Match`), so a blob
 //! overwritten during a long read is never returned torn: the read starts over instead, up to
 //! [`READ_RESTARTS`] times. Each chunk's body is checked against the `Content-Range` the service
-//! announced ([`ContentRangeSlot`]).
+//! announced.
 
 use std::ops::Range;
 
+use std::num::NonZeroUsize;
+
 use azure_core::error::ErrorKind;
-use azure_core::prelude::IfMatchCondition;
-use azure_core::Context;
+use azure_storage_blob::models::BlobClientDownloadOptions;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
-use super::convert::{props_from_blob, quote_etag};
+use super::convert::{etag, props_from_headers, quote_etag, CONTENT_LENGTH, CONTENT_RANGE};
 use super::errors::{http_status, Op};
 use super::names::check_name;
-use super::pipeline::ContentRangeSlot;
 use super::AzureStore;
 use crate::store::{BlobProps, BlobStore, GetResult, Result, StoreError};
 
@@ -36,6 +36,37 @@ enum Chunk {
     /// The range starts past the end (416), or the answer could not be parsed (Azurite answers an
     /// empty blob with `Content-Range: bytes 0--1/0`): decided from the blob's properties.
     Unsatisfiable(Option<StoreError>),
+}
+
+/// The condition of one ranged GET.
+#[derive(Clone)]
+enum Condition {
+    /// Only if the etag is this one.
+    Match(String),
+    /// Only if the etag is not this one (else "not modified").
+    NotMatch(String),
+}
+
+/// A parsed `Content-Range: bytes START-END/TOTAL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ContentRange {
+    start: u64,
+    /// Inclusive.
+    end: u64,
+    total: u64,
+}
+
+/// Parses `bytes START-END/TOTAL`.
+fn parse_content_range(v: &str) -> Option<ContentRange> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (span, total) = rest.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let r = ContentRange {
+        start: start.trim().parse().ok()?,
+        end: end.trim().parse().ok()?,
+        total: total.trim().parse().ok()?,
+    };
+    (r.start <= r.end).then_some(r)
 }
 
 /// Outcome of one attempt at a read.
@@ -88,26 +119,32 @@ impl AzureStore {
         &self,
         name: &str,
         range: Range<u64>,
-        condition: Option<IfMatchCondition>,
+        condition: Option<Condition>,
     ) -> Result<Chunk> {
         let blob = self.blob(name);
         let len = range.end.saturating_sub(range.start);
+        let partition = NonZeroUsize::new(usize::try_from(len).unwrap_or(usize::MAX).max(1))
+            .unwrap_or(NonZeroUsize::MIN);
         self.call("get", name, len, || {
-            let slot = ContentRangeSlot::default();
-            let mut ctx = Context::new();
-            ctx.insert(slot.clone());
-            let mut builder = blob
-                .get()
-                .range(range.clone())
-                .chunk_size(len.max(1))
-                .context(ctx);
-            if let Some(c) = &condition {
-                builder = builder.if_match(c.clone());
-            }
+            let (if_match, if_none_match) = match &condition {
+                Some(Condition::Match(e)) => (Some(etag(e)), None),
+                Some(Condition::NotMatch(e)) => (None, Some(etag(e))),
+                None => (None, None),
+            };
+            let options = BlobClientDownloadOptions {
+                range: Some(range.clone().into()),
+                if_match,
+                if_none_match,
+                // One request for the whole range: our chunks are the partitions.
+                parallel: Some(NonZeroUsize::MIN),
+                partition_size: Some(partition),
+                ..Default::default()
+            };
+            let blob = &blob;
             async move {
-                let response = match builder.into_stream().next().await {
-                    Some(Ok(r)) => r,
-                    Some(Err(e)) => {
+                let response = match blob.download(Some(options)).await {
+                    Ok(r) => r,
+                    Err(e) => {
                         return match (http_status(&e), e.kind()) {
                             (Some((304, _)), _) => Ok(Chunk::NotModified),
                             (Some((416, _)), _) => Ok(Chunk::Unsatisfiable(None)),
@@ -117,33 +154,32 @@ impl AzureStore {
                             _ => Err(self.map_error(&e, name, "get", Op::Blob)),
                         };
                     }
-                    None => {
-                        return Err(StoreError::Other(format!(
-                            "azure get {name:?}: the service returned no response"
-                        )))
-                    }
                 };
-                let blob_info = response.blob;
+                let headers = response.headers;
+                let content_length: u64 = headers
+                    .get_optional_str(&CONTENT_LENGTH)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 // Into a buffer sized up front: collecting grows it by doubling, copying the
                 // body over and over.
                 let mut body = BytesMut::with_capacity(len.min(64 << 20) as usize);
-                let mut stream = response.data;
+                let mut stream = response.body;
                 while let Some(piece) = stream.next().await {
                     let piece = piece.map_err(|e| self.map_error(&e, name, "get", Op::Blob))?;
                     body.extend_from_slice(&piece);
                 }
                 let data = body.freeze();
-                let (expected, total) = match slot.get() {
+                let content_range = headers
+                    .get_optional_str(&CONTENT_RANGE)
+                    .and_then(parse_content_range);
+                let (expected, total) = match content_range {
                     Some(cr) => (cr.end + 1 - cr.start, cr.total),
                     // Azurite answers a range that starts at the end with an empty 2xx and no
                     // usable Content-Range: the blob's size is not in it (the properties say).
                     None if range.start > 0 && data.is_empty() => {
                         return Ok(Chunk::Unsatisfiable(None))
                     }
-                    None => (
-                        blob_info.properties.content_length,
-                        blob_info.properties.content_length,
-                    ),
+                    None => (content_length, content_length),
                 };
                 if data.len() as u64 != expected {
                     return Err(StoreError::Transient {
@@ -155,7 +191,7 @@ impl AzureStore {
                     });
                 }
                 Ok(Chunk::Data {
-                    props: props_from_blob(name, &blob_info, total),
+                    props: props_from_headers(name, &headers, total),
                     data,
                 })
             }
@@ -192,7 +228,7 @@ impl AzureStore {
             Some(e) => e.min(start.saturating_add(READ_CHUNK)),
             None => start.saturating_add(READ_CHUNK),
         };
-        let condition = inm.map(|e| IfMatchCondition::NotMatch(e.to_string()));
+        let condition = inm.map(|e| Condition::NotMatch(e.to_string()));
         let (props, first) = match self.get_chunk(name, start..first_end, condition).await? {
             Chunk::NotModified => return Ok(ReadOutcome::Done(GetResult::NotModified)),
             Chunk::Unsatisfiable(err) => {
@@ -220,11 +256,7 @@ impl AzureStore {
         while pos < want_end {
             let end = want_end.min(pos.saturating_add(READ_CHUNK));
             match self
-                .get_chunk(
-                    name,
-                    pos..end,
-                    Some(IfMatchCondition::Match(props.etag.clone())),
-                )
+                .get_chunk(name, pos..end, Some(Condition::Match(props.etag.clone())))
                 .await
             {
                 Ok(Chunk::Data { data, .. }) if !data.is_empty() => {
@@ -261,5 +293,24 @@ fn no_bytes(props: BlobProps, if_none_match: Option<&str>) -> GetResult {
             props,
             data: Bytes::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses() {
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some(ContentRange {
+                start: 0,
+                end: 9,
+                total: 100
+            })
+        );
+        assert_eq!(parse_content_range("bytes 0--1/0"), None);
+        assert_eq!(parse_content_range("bytes */0"), None);
     }
 }

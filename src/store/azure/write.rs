@@ -4,55 +4,48 @@
 //! Every answer's etag is returned in the quoted form ([`quote_etag`]), as `get` and `list` give
 //! it.
 
-use azure_core::prelude::{IfMatchCondition, LeaseId};
-use azure_storage_blobs::blob::{BlobBlockType, BlockList};
-use azure_storage_blobs::prelude::BlockId;
+use std::num::NonZeroU64;
+
+use azure_core::http::{Etag, RequestContent};
+use azure_storage_blob::models::{
+    AppendBlobClientAppendBlockOptions, AppendBlobClientCreateOptions, BlobClientDeleteOptions,
+    BlobClientSetMetadataOptions, BlockBlobClientCommitBlockListOptions,
+    BlockBlobClientStageBlockOptions, BlockBlobClientUploadOptions, BlockLookupList,
+};
 use bytes::Bytes;
 
-use super::convert::{parse_lease_id, quote_etag, to_azure_metadata};
+use super::convert::{etag, etag_of, parse_lease_id, to_azure_metadata};
 use super::errors::Op;
 use super::names::{check_block_id, check_name};
 use super::AzureStore;
 use crate::store::{Conditions, Metadata, PutOptions, Result, StoreError};
 
-/// Sets the optional `If-Match` / `If-None-Match` condition, lease id and metadata of a request
-/// builder (azure_storage_blobs' builders share these setters, not a trait).
-macro_rules! with_conditions {
-    ($builder:expr, $condition:expr, $lease:expr $(, $metadata:expr)?) => {{
-        let mut builder = $builder;
-        if let Some(c) = $condition {
-            builder = builder.if_match(c.clone());
-        }
-        if let Some(l) = $lease {
-            builder = builder.lease_id(l);
-        }
-        $(
-            if let Some(m) = $metadata {
-                builder = builder.metadata(m.clone());
-            }
-        )?
-        builder
-    }};
+/// The `If-Match`, `If-None-Match` and lease id of `c`.
+struct WriteConditions {
+    if_match: Option<Etag>,
+    if_none_match: Option<Etag>,
+    lease_id: Option<String>,
 }
 
-/// The condition header and lease id of `c`.
-fn write_conditions(
-    name: &str,
-    c: &Conditions,
-) -> Result<(Option<IfMatchCondition>, Option<LeaseId>)> {
-    let condition = match (&c.if_match, c.if_none_match_any) {
+fn write_conditions(name: &str, c: &Conditions) -> Result<WriteConditions> {
+    let (if_match, if_none_match) = match (&c.if_match, c.if_none_match_any) {
         // "exists with this etag" and "does not exist" cannot both hold.
         (Some(_), true) => return Err(StoreError::PreconditionFailed(name.to_string())),
-        (Some(etag), false) => Some(IfMatchCondition::Match(quote_etag(etag))),
-        (None, true) => Some(IfMatchCondition::NotMatch("*".to_string())),
-        (None, false) => None,
+        (Some(e), false) => (Some(etag(e)), None),
+        (None, true) => (None, Some(Etag::from("*"))),
+        (None, false) => (None, None),
     };
-    let lease = parse_lease_id(c.lease_id.as_deref())?;
-    Ok((condition, lease))
+    Ok(WriteConditions {
+        if_match,
+        if_none_match,
+        lease_id: parse_lease_id(c.lease_id.as_deref())?,
+    })
 }
 
+const OCTET_STREAM: &str = "application/octet-stream";
+
 impl AzureStore {
-    /// [`BlobStore::put`](crate::store::BlobStore::put).
+    /// [`BlobStore::put`](crate::store::BlobStore::put): one Put Blob.
     pub(super) async fn put_blob(
         &self,
         name: &str,
@@ -60,19 +53,33 @@ impl AzureStore {
         opts: &PutOptions,
     ) -> Result<String> {
         check_name(name)?;
-        let (condition, lease) = write_conditions(name, &opts.conditions)?;
+        let c = write_conditions(name, &opts.conditions)?;
         let metadata = to_azure_metadata(&opts.metadata)?;
         let blob = self.blob(name);
-        log::debug!("azure put {name:?}: {} bytes", data.len());
-        self.call_az("put", name, Op::Blob, data.len() as u64, || {
-            let builder = with_conditions!(
-                blob.put_block_blob(data.clone())
-                    .content_type("application/octet-stream"),
-                &condition,
-                lease,
-                &metadata
-            );
-            async move { builder.await.map(|r| quote_etag(&r.etag)) }
+        let len = data.len() as u64;
+        log::debug!("azure put {name:?}: {len} bytes");
+        self.call_az("put", name, Op::Blob, len, || {
+            let options = BlockBlobClientUploadOptions {
+                if_match: c.if_match.clone(),
+                if_none_match: c.if_none_match.clone(),
+                lease_id: c.lease_id.clone(),
+                metadata: metadata.clone(),
+                blob_content_type: Some(OCTET_STREAM.into()),
+                // One request whatever the size: the whole body is one partition.
+                partition_size: NonZeroU64::new(len.max(1)),
+                parallel: Some(std::num::NonZeroUsize::MIN),
+                ..Default::default()
+            };
+            let body: RequestContent<Bytes, _> = data.clone().into();
+            let blob = &blob;
+            async move {
+                blob.upload(body, Some(options)).await.map(|r| {
+                    r.etag
+                        .as_ref()
+                        .map(|e| etag_of_str(e.as_ref()))
+                        .unwrap_or_default()
+                })
+            }
         })
         .await
     }
@@ -88,14 +95,20 @@ impl AzureStore {
         check_name(name)?;
         check_block_id(name, block_id)?;
         let lease = parse_lease_id(lease_id)?;
-        let blob = self.blob(name);
-        let id = Bytes::copy_from_slice(block_id.as_bytes());
-        self.call_az("put block", name, Op::Blob, data.len() as u64, || {
-            let mut builder = blob.put_block(BlockId::new(id.clone()), data.clone());
-            if let Some(l) = lease {
-                builder = builder.lease_id(l);
+        let blob = self.blob(name).block_blob_client();
+        let len = data.len() as u64;
+        self.call_az("put block", name, Op::Blob, len, || {
+            let options = BlockBlobClientStageBlockOptions {
+                lease_id: lease.clone(),
+                ..Default::default()
+            };
+            let body: RequestContent<Bytes, _> = data.clone().into();
+            let blob = &blob;
+            async move {
+                blob.stage_block(block_id.as_bytes(), len, body, Some(options))
+                    .await
+                    .map(|_| ())
             }
-            async move { builder.await.map(|_| ()) }
         })
         .await
     }
@@ -111,26 +124,30 @@ impl AzureStore {
         for id in block_ids {
             check_block_id(name, id)?;
         }
-        let (condition, lease) = write_conditions(name, &opts.conditions)?;
+        let c = write_conditions(name, &opts.conditions)?;
         let metadata = to_azure_metadata(&opts.metadata)?;
-        let list = BlockList {
-            blocks: block_ids
-                .iter()
-                .map(|id| {
-                    BlobBlockType::Uncommitted(BlockId::new(Bytes::copy_from_slice(id.as_bytes())))
-                })
-                .collect(),
+        let list = BlockLookupList {
+            uncommitted: Some(block_ids.iter().map(|id| id.as_bytes().to_vec()).collect()),
+            ..Default::default()
         };
-        let blob = self.blob(name);
+        let blob = self.blob(name).block_blob_client();
         self.call_az("commit blocks", name, Op::Blob, 0, || {
-            let builder = with_conditions!(
-                blob.put_block_list(list.clone())
-                    .content_type("application/octet-stream"),
-                &condition,
-                lease,
-                &metadata
-            );
-            async move { builder.await.map(|r| quote_etag(&r.etag)) }
+            let options = BlockBlobClientCommitBlockListOptions {
+                if_match: c.if_match.clone(),
+                if_none_match: c.if_none_match.clone(),
+                lease_id: c.lease_id.clone(),
+                metadata: metadata.clone(),
+                blob_content_type: Some(OCTET_STREAM.into()),
+                ..Default::default()
+            };
+            let list = list.clone();
+            let blob = &blob;
+            async move {
+                let content = RequestContent::try_from(list)?;
+                blob.commit_block_list(content, Some(options))
+                    .await
+                    .map(|r| etag_of(r.headers()))
+            }
         })
         .await
     }
@@ -138,11 +155,17 @@ impl AzureStore {
     /// [`BlobStore::delete`](crate::store::BlobStore::delete).
     pub(super) async fn delete_blob(&self, name: &str, conditions: &Conditions) -> Result<()> {
         check_name(name)?;
-        let (condition, lease) = write_conditions(name, conditions)?;
+        let c = write_conditions(name, conditions)?;
         let blob = self.blob(name);
         self.call_az("delete", name, Op::Blob, 0, || {
-            let builder = with_conditions!(blob.delete(), &condition, lease);
-            async move { builder.await.map(|_| ()) }
+            let options = BlobClientDeleteOptions {
+                if_match: c.if_match.clone(),
+                if_none_match: c.if_none_match.clone(),
+                lease_id: c.lease_id.clone(),
+                ..Default::default()
+            };
+            let blob = &blob;
+            async move { blob.delete(Some(options)).await.map(|_| ()) }
         })
         .await
     }
@@ -155,34 +178,55 @@ impl AzureStore {
         conditions: &Conditions,
     ) -> Result<String> {
         check_name(name)?;
-        let (condition, lease) = write_conditions(name, conditions)?;
-        let metadata = to_azure_metadata(metadata)?;
+        let c = write_conditions(name, conditions)?;
+        let metadata = to_azure_metadata(metadata)?.unwrap_or_default();
         let blob = self.blob(name);
         self.call_az("set metadata", name, Op::Blob, 0, || {
-            let builder = with_conditions!(blob.set_metadata(), &condition, lease, &metadata);
-            async move { builder.await.map(|r| quote_etag(&r.etag)) }
+            let options = BlobClientSetMetadataOptions {
+                if_match: c.if_match.clone(),
+                if_none_match: c.if_none_match.clone(),
+                lease_id: c.lease_id.clone(),
+                ..Default::default()
+            };
+            let (blob, metadata) = (&blob, &metadata);
+            async move {
+                blob.set_metadata(metadata, Some(options))
+                    .await
+                    .map(|r| etag_of(r.headers()))
+            }
         })
         .await
     }
+}
+
+/// An etag as we hand it out (quoted).
+fn etag_of_str(e: &str) -> String {
+    super::convert::quote_etag(e)
 }
 
 impl AzureStore {
     /// [`BlobStore::create_append`](crate::store::BlobStore::create_append).
     pub(super) async fn create_append_blob(&self, name: &str, opts: &PutOptions) -> Result<String> {
         check_name(name)?;
-        let (condition, lease) = write_conditions(name, &opts.conditions)?;
+        let c = write_conditions(name, &opts.conditions)?;
         let metadata = to_azure_metadata(&opts.metadata)?;
-        let blob = self.blob(name);
+        let blob = self.blob(name).append_blob_client();
         log::debug!("azure create append blob {name:?}");
         self.call_az("create append blob", name, Op::Blob, 0, || {
-            let builder = with_conditions!(
-                blob.put_append_blob()
-                    .content_type("application/octet-stream"),
-                &condition,
-                lease,
-                &metadata
-            );
-            async move { builder.await.map(|r| quote_etag(&r.etag)) }
+            let options = AppendBlobClientCreateOptions {
+                if_match: c.if_match.clone(),
+                if_none_match: c.if_none_match.clone(),
+                lease_id: c.lease_id.clone(),
+                metadata: metadata.clone(),
+                blob_content_type: Some(OCTET_STREAM.into()),
+                ..Default::default()
+            };
+            let blob = &blob;
+            async move {
+                blob.create(Some(options))
+                    .await
+                    .map(|r| etag_of(r.headers()))
+            }
         })
         .await
     }
@@ -197,14 +241,24 @@ impl AzureStore {
                 data.len()
             )));
         }
-        let blob = self.blob(name);
+        let position = i64::try_from(at).map_err(|_| {
+            StoreError::Other(format!("append to {name:?}: position {at} is too large"))
+        })?;
+        let blob = self.blob(name).append_blob_client();
         let len = data.len() as u64;
         log::debug!("azure append {name:?}: {len} bytes at {at}");
         self.call_az("append", name, Op::Blob, len, || {
-            let builder = blob.append_block(data.clone()).condition_append_position(
-                azure_storage_blobs::prelude::ConditionAppendPosition::new(at),
-            );
-            async move { builder.await.map(|_| at + len) }
+            let options = AppendBlobClientAppendBlockOptions {
+                append_position: Some(position),
+                ..Default::default()
+            };
+            let body: RequestContent<Bytes, _> = data.clone().into();
+            let blob = &blob;
+            async move {
+                blob.append_block(body, len, Some(options))
+                    .await
+                    .map(|_| at + len)
+            }
         })
         .await
     }
