@@ -166,11 +166,15 @@ mod tests {
         assert_eq!(
             own,
             [
+                "account",
+                "auth",
+                "ca_file",
                 "cache_dir",
                 "cache_size",
                 "config",
                 "connection_string_file",
                 "create_container",
+                "endpoint",
                 "index_compact_kib",
                 "index_ttl",
                 "lease_duration",
@@ -178,6 +182,9 @@ mod tests {
                 "log_file",
                 "log_max_mib",
                 "metrics",
+                "msi_client_id",
+                "msi_object_id",
+                "msi_resource_id",
                 "rebuild_index",
                 "request_timeout",
                 "retries"

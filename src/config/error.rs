@@ -33,11 +33,17 @@ pub enum ConfigError {
     },
     #[error(
         "no store to use: no credential was found (looked at --connection-string-file, \
-         AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_SAS_TOKEN, and \
+         AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or \
+         AZURE_STORAGE_SAS_TOKEN, AZURE_STORAGE_SAS_URL, AZURE_FEDERATED_TOKEN_FILE, \
+         AZURE_CLIENT_SECRET and AZURE_CLIENT_CERTIFICATE_PATH with an account or endpoint, and \
          `connection_string_file`, `connection_string` and `local` in the configuration file); \
-         set one of them, or pass --local DIR to use the embedded local store in DIR"
+         set one of them, pass --auth msi or --auth azcli with --account, or pass --local DIR to \
+         use the embedded local store in DIR"
     )]
     NoStore,
+    /// A sign-in mode, or its options, lacks a piece: the message names it.
+    #[error("{0}")]
+    Incomplete(String),
     #[error("the settings do not serialize to a table")]
     NotATable,
     #[error("printing the configuration")]

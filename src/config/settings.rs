@@ -30,6 +30,31 @@ pub struct StoreSettings {
         default_missing_value = super::store::default_local_root_arg()
     )]
     pub local: Option<PathBuf>,
+    /// How to sign in to Azure: key, sas, spn, msi, workload or azcli (blobfuse2's names).
+    /// Without it the first credential found is used (docs/AUTH.md gives the order); msi and
+    /// azcli are used only when asked for.
+    #[arg(long, value_enum, env = "REMOTEDICT_AUTH")]
+    pub auth: Option<crate::store::azure::AuthMode>,
+    /// Storage account name (default: AZURE_STORAGE_ACCOUNT); the endpoint is then
+    /// https://ACCOUNT.blob.core.windows.net.
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// Blob service endpoint, for custom domains, private endpoints, sovereign clouds, Azure Stack
+    /// and emulators (for example https://acct.blob.core.usgovcloudapi.net).
+    #[arg(long, value_name = "URL", env = "AZURE_STORAGE_BLOB_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's (which include SSL_CERT_FILE).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// With --auth msi: the client id of a user-assigned managed identity.
+    #[arg(long, value_name = "ID")]
+    pub msi_client_id: Option<String>,
+    /// With --auth msi: the object (principal) id of a user-assigned managed identity.
+    #[arg(long, value_name = "ID")]
+    pub msi_object_id: Option<String>,
+    /// With --auth msi: the Azure resource id of a user-assigned managed identity.
+    #[arg(long, value_name = "ID")]
+    pub msi_resource_id: Option<String>,
     /// Create the container if it does not exist.
     #[arg(long)]
     pub create_container: bool,

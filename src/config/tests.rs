@@ -162,7 +162,8 @@ fn credential_precedence() {
         matches!(
             c.store.backend,
             Backend::Azure {
-                credential: Credential::EnvConnectionString(_)
+                credential: Credential::EnvConnectionString(_),
+                ..
             }
         ),
         "the environment's credential beats the file's local: {c:?}"
@@ -213,7 +214,8 @@ fn print_config_redacts_secrets() {
         .to_toml()
         .unwrap();
     assert!(!shown.contains("TOPSECRET"), "{shown}");
-    assert!(shown.contains("AZURE_STORAGE_ACCOUNT=acct"), "{shown}");
+    assert!(shown.contains("account = \"acct\""), "{shown}");
+    assert!(shown.contains("AZURE_STORAGE_SAS_TOKEN (redacted)"), "{shown}");
 }
 
 #[test]
@@ -225,6 +227,13 @@ fn the_example_file_is_accepted() {
     let mut keys = known_keys();
     keys.sort();
     let mut readme: Vec<&str> = vec![
+        "account",
+        "auth",
+        "ca_file",
+        "endpoint",
+        "msi_client_id",
+        "msi_object_id",
+        "msi_resource_id",
         "cache_dir",
         "cache_size",
         "connection_string",

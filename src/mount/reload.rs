@@ -57,7 +57,7 @@ impl Reloader {
         }
         let (old_store, new_store) = (&self.applied.store, &new.store);
         let credential = match (&old_store.backend, &new_store.backend) {
-            (Backend::Azure { .. }, Backend::Azure { credential })
+            (Backend::Azure { .. }, Backend::Azure { credential, .. })
                 if old_store.container == new_store.container =>
             {
                 credential

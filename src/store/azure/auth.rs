@@ -88,7 +88,7 @@ pub enum MsiId {
 
 /// What a token mode needs, as the configuration gathered it (from the environment and the
 /// settings). Secrets are held as [`Secret`]s (their `Debug` hides them).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TokenSpec {
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,

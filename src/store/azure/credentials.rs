@@ -164,6 +164,43 @@ impl AzureStore {
     }
 }
 
+impl AzureStore {
+    /// Where and how a connection string signs in (no request is made; errors never quote it).
+    pub fn parse_connection_string(conn: &str) -> Result<(AzureTarget, AzureAuth)> {
+        let (target, auth, _) = parse_connection_string(conn)?;
+        Ok((target, auth))
+    }
+
+    /// Checks a SAS token (with or without its leading `?`) and returns it without the `?`.
+    pub fn check_sas(sas: &str) -> Result<String> {
+        check_sas(sas)
+    }
+
+    /// The endpoint and SAS of a SAS URL: an account's (`https://acct.blob.core.windows.net/?sv=…`)
+    /// or a container's (`…/CONTAINER?sv=…`, when its last path segment is `container`).
+    pub fn parse_sas_url(sas_url: &str, container: &str) -> Result<(AzureTarget, Secret)> {
+        let bad = |why: &str| StoreError::Other(format!("the SAS URL {why}"));
+        let mut url = url::Url::parse(sas_url.trim()).map_err(|_| bad("is not a URL"))?;
+        let token = url
+            .query()
+            .map(str::to_string)
+            .ok_or_else(|| bad("has no query string (the SAS: `?sv=…&sig=…`)"))?;
+        let token = check_sas(&token)?;
+        url.set_query(None);
+        url.set_fragment(None);
+        let mut path: Vec<String> = url
+            .path_segments()
+            .map(|s| s.filter(|p| !p.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        if path.last().is_some_and(|last| last == container) {
+            path.pop();
+        }
+        url.set_path(&path.join("/"));
+        let target = AzureTarget::for_endpoint(url.as_str())?;
+        Ok((target, Secret::new(token)))
+    }
+}
+
 impl AzureTarget {
     /// The public-cloud endpoint of `account`.
     pub fn for_account(account: &str) -> Result<Self> {
