@@ -215,7 +215,10 @@ fn print_config_redacts_secrets() {
         .unwrap();
     assert!(!shown.contains("TOPSECRET"), "{shown}");
     assert!(shown.contains("account = \"acct\""), "{shown}");
-    assert!(shown.contains("AZURE_STORAGE_SAS_TOKEN (redacted)"), "{shown}");
+    assert!(
+        shown.contains("AZURE_STORAGE_SAS_TOKEN (redacted)"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -111,9 +111,10 @@ impl AzureStore {
             | (409, "LeaseIsBrokenAndCannotBeRenewed")
             | (409, "LeaseIsBreakingAndCannotBeChanged") => LeaseLost(name),
             (401 | 403, _) => Auth(format!(
-                "{what} on {} was refused (HTTP {status}{})",
+                "{what} on {} was refused (HTTP {status}{}; signed in with --auth {})",
                 self.describe(),
-                code_suffix(code)
+                code_suffix(code),
+                self.mode
             )),
             (400, "InvalidBlockList") => BlockListInvalid(name),
             (400, "InvalidResourceName" | "InvalidUri") => InvalidName {
