@@ -399,6 +399,20 @@ fn a_missing_or_refused_credential_is_named_never_shown() {
             "{mode} without {unset}: {t}"
         );
     }
+    // A connection string of the other kind than --auth asked for: refused, not switched.
+    let key_conn = format!(
+        "DefaultEndpointsProtocol=https;AccountName=devstoreaccount1;AccountKey={DEV_KEY};BlobEndpoint={}",
+        rig.endpoint()
+    );
+    let mut cmd = rig.cli("sas", "cbad", &["ls"]);
+    cmd.env("AZURE_STORAGE_CONNECTION_STRING", &key_conn);
+    let out = cmd.output().unwrap();
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("--auth sas was asked for"),
+        "{t}"
+    );
+    assert!(!t.contains(DEV_KEY), "{t}");
     // A wrong secret: refused within the time limit, the mode named, the secret not shown.
     let started = Instant::now();
     let mut cmd = rig.cli("spn", "cbad", &["ls"]);
@@ -552,4 +566,49 @@ fn https_proxy_and_no_proxy_are_honoured() {
     assert_eq!(connects(), before, "NO_PROXY was not honoured");
     let _ = proxy.kill();
     let _ = proxy.wait();
+}
+
+#[test]
+fn a_slow_token_refresh_does_not_hold_up_requests() {
+    let Some(rig) = Rig::start() else { return };
+    // Tokens announced as valid for 303 s are refreshed from 3 s on; the refresh then takes 25 s
+    // (the request time limit is 10 s): requests must go on with the valid token meanwhile.
+    std::fs::write(rig.path("expires_in"), "303").unwrap();
+    let mnt = rig.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let log = rig.path("daemon.log");
+    let mut daemon = rig
+        .cli(
+            "spn",
+            "cslow",
+            &["mount", "--foreground", "--create-container"],
+        )
+        .arg(&mnt)
+        .arg("--cache-dir")
+        .arg(rig.path("cache"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !common::mount::is_mounted(&mnt) {
+        assert!(Instant::now() < deadline, "no mount");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(mnt.join("first"), "1").unwrap();
+    std::fs::write(rig.path("delay"), "25").unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    for i in 0..8 {
+        let started = Instant::now();
+        std::fs::write(mnt.join(format!("g{i}")), "x").unwrap_or_else(|e| panic!("write {i}: {e}"));
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "write {i} waited {took:?} for the refresh"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::fs::remove_file(rig.path("delay")).unwrap();
+    let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+    let _ = daemon.wait();
 }

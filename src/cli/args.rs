@@ -21,7 +21,8 @@ pub struct Cli {
 /// The mount page's part on fstab and `mount -t fuse.remotedict` (also `mount --help`).
 const FSTAB_HELP: &str = "\
 From fstab or `mount -t fuse.remotedict CONTAINER[/FOLDER] DIR -o OPTIONS`, each setting flag \
-above is an option with `_` for `-`: local=DIR, connection_string_file=FILE, index_ttl=SECS, \
+above is an option with `_` for `-`: local=DIR, connection_string_file=FILE, auth=MODE, \
+account=NAME, endpoint=URL, ca_file=FILE, msi_client_id=ID, msi_object_id=ID, msi_resource_id=ID, index_ttl=SECS, \
 index_compact_kib=KIB, lease_duration=SECS, cache_dir=DIR, cache_size=MIB, create_container, \
 log_file=FILE, log_max_mib=MIB, request_timeout=SECS, retries=N, metrics=ADDR, config=FILE, rebuild_index. \
 Kernel options: ro, rw, allow_other, allow_root, uid=N, gid=N, default_permissions, \

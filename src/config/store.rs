@@ -140,6 +140,8 @@ pub enum Backend {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoreConfig {
     pub backend: Backend,
+    /// `--auth`, when given.
+    pub auth: Option<AuthMode>,
     pub container: String,
     pub folder: String,
     pub create_container: bool,
@@ -266,6 +268,8 @@ impl StoreConfig {
                         azure(Credential::ConnectionStringFile(f.clone()))
                     } else if let Some(c) = src.env_connection_string.clone() {
                         azure(Credential::EnvConnectionString(c))
+                    } else if let Some(c) = src.file_connection_string.clone() {
+                        azure(Credential::FileConnectionString(c))
                     } else {
                         return Err(incomplete(
                             mode,
@@ -305,6 +309,7 @@ impl StoreConfig {
         };
         Ok(StoreConfig {
             backend,
+            auth: s.auth,
             container: s.container,
             folder: s.folder,
             create_container: s.create_container,
@@ -408,9 +413,15 @@ fn open_backend(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
         },
     };
     // Where, when the credential does not say: --endpoint, else the account's public endpoint.
+    // (An endpoint names its account in its host or path; --account wins: a custom domain's
+    // host says nothing of the account, whose name an account SAS is signed for.)
     let located = || -> Result<AzureTarget> {
         match (endpoint, account) {
-            (Some(ep), _) => Ok(AzureTarget::for_endpoint(ep)?),
+            (Some(ep), Some(a)) => Ok(AzureTarget {
+                account: a.clone(),
+                ..AzureTarget::for_endpoint(ep)?
+            }),
+            (Some(ep), None) => Ok(AzureTarget::for_endpoint(ep)?),
             (None, Some(a)) => Ok(AzureTarget::for_account(a)?),
             (None, None) => bail!("{}", ACCOUNT_OR_ENDPOINT.replace("give", "Give")),
         }
@@ -468,6 +479,21 @@ fn open_backend(cfg: &StoreConfig) -> Result<Arc<dyn BlobStore>> {
             },
         ),
     };
+    // `--auth key` or `--auth sas` with a connection string of the other kind: refused, never
+    // a silent switch (a SAS asked for must not become full key access).
+    if let Some(asked) = cfg.auth {
+        if asked != auth.mode() {
+            bail!(
+                "--auth {asked} was asked for, but {} signs in with {}",
+                credential.describe(),
+                match auth.mode() {
+                    AuthMode::Key => "an account key",
+                    AuthMode::Sas => "a shared access signature",
+                    _ => "a token",
+                }
+            );
+        }
+    }
     Ok(Arc::new(AzureStore::open(target, auth, container, opts)?))
 }
 

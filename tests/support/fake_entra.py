@@ -9,7 +9,8 @@ with a JWT that Azurite's `--oauth basic` accepts (aud https://storage.azure.com
 https://sts.windows.net/<tenant>/; the signature is not checked). Each token's JWT expires after
 STATE_DIR/jwt_life seconds (default 3600) while the answer announces STATE_DIR/expires_in
 (default 3600): a test makes tokens that Azurite refuses before the client expects. While
-STATE_DIR/fail exists, every request is refused. Each token issued appends its kind to
+STATE_DIR/fail exists, every request is refused; while STATE_DIR/delay holds N, every answer
+waits N seconds. Each token issued appends its kind to
 STATE_DIR/issued.
 """
 import base64
@@ -65,6 +66,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def refused(self):
+        time.sleep(setting("delay", 0))
         return os.path.exists(os.path.join(STATE, "fail"))
 
     def do_POST(self):

@@ -7,19 +7,25 @@
 //!   `SSL_CERT_FILE` and proxies apply), with the SDK's retries off and a time limit of ours
 //!   ([`TimedCredential`]): a sign-in never hangs (the managed-identity endpoint of a VM is
 //!   otherwise retried for over a minute, and `az` has no time limit of its own).
-//! * Tokens are cached by the SDK's bearer policy and fetched again five minutes before they
-//!   expire. A failed fetch is logged once, naming the mode, until one succeeds again; while no
-//!   valid token is at hand requests fail as access denied (EACCES), and the mount recovers by
-//!   itself when the credential works again.
+//! * Tokens are cached ([`TokenCache`]): a request is never held up by a refresh while the token
+//!   it has is still valid. From five minutes before a token expires, a new one is fetched in the
+//!   background (again 10 s after a failure); only a request that finds no valid token waits for
+//!   a fetch, for at most two thirds of the request time limit, so that a failed sign-in surfaces
+//!   as access denied (EACCES) rather than as a time-out. A failed fetch is logged once, naming
+//!   the mode, until one succeeds again; the mount recovers by itself when the credential works
+//!   again.
+//! * `az` runs in its own process group, killed when the fetch is abandoned (the SDK's runner
+//!   would leave a hung `az` behind, and start another one for the next fetch).
 //!
 //! No secret (client secret, certificate, token, assertion) appears in an error or a log line:
 //! messages are built from the mode and the names of the variables or files involved, and text
 //! from the SDK goes through the store's [`Redactor`](super::redact::Redactor).
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use azure_core::credentials::{
@@ -30,8 +36,9 @@ use azure_core::http::{ClientOptions, RetryOptions};
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions,
     ClientCertificateCredential, ClientCertificateCredentialOptions, ClientSecretCredential,
-    ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    ClientSecretCredentialOptions, Executor, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +229,7 @@ pub(super) fn token_credential(
         }
         AuthMode::Azcli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
             tenant_id: spec.tenant_id.clone(),
+            executor: Some(Arc::new(GroupExecutor)),
             ..Default::default()
         }))
         .map_err(sdk_error)?,
@@ -231,13 +239,141 @@ pub(super) fn token_credential(
             )))
         }
     };
-    Ok(Arc::new(TimedCredential {
+    let timed = Arc::new(TimedCredential {
         mode,
         inner,
-        limit,
+        // Below the request's own limit, so that a failed sign-in is an error of its own.
+        limit: limit.mul_f64(2.0 / 3.0).max(Duration::from_secs(1)),
         failing: AtomicBool::new(false),
         redactor,
+    });
+    Ok(Arc::new(TokenCache {
+        inner: timed,
+        state: Arc::new(Mutex::new(CacheState::default())),
     }))
+}
+
+/// A token is refreshed in the background from this long before it expires.
+const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+/// A token this close to its expiry is not handed out any more.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// After a failed background refresh, the next one waits this long.
+const REFRESH_RETRY: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct CacheState {
+    /// The token for the scopes last asked for.
+    token: Option<(Vec<String>, AccessToken)>,
+    refreshing: bool,
+    last_failure: Option<Instant>,
+}
+
+/// Hands out the cached token while it is valid and refreshes it in the background.
+struct TokenCache {
+    inner: Arc<TimedCredential>,
+    state: Arc<Mutex<CacheState>>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenCache({})", self.inner.mode)
+    }
+}
+
+fn lock(state: &Mutex<CacheState>) -> std::sync::MutexGuard<'_, CacheState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait]
+impl TokenCredential for TokenCache {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let wanted: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        let now = time::OffsetDateTime::now_utc();
+        {
+            let mut st = lock(&self.state);
+            let cached = st
+                .token
+                .as_ref()
+                .filter(|(s, t)| *s == wanted && t.expires_on - now > EXPIRY_MARGIN)
+                .map(|(_, t)| t.clone());
+            if let Some(token) = cached {
+                let due = token.expires_on - now < REFRESH_BEFORE;
+                let backed_off = st.last_failure.is_some_and(|t| t.elapsed() < REFRESH_RETRY);
+                if due && !st.refreshing && !backed_off {
+                    st.refreshing = true;
+                    let (inner, state) = (self.inner.clone(), self.state.clone());
+                    tokio::spawn(async move {
+                        let scopes: Vec<&str> = wanted.iter().map(String::as_str).collect();
+                        let outcome = inner.get_token(&scopes, None).await;
+                        let mut st = lock(&state);
+                        st.refreshing = false;
+                        match outcome {
+                            Ok(t) => {
+                                st.token = Some((wanted.clone(), t));
+                                st.last_failure = None;
+                            }
+                            Err(_) => st.last_failure = Some(Instant::now()),
+                        }
+                    });
+                }
+                return Ok(token);
+            }
+        }
+        // No valid token: this request waits for one.
+        match self.inner.get_token(scopes, options).await {
+            Ok(t) => {
+                let mut st = lock(&self.state);
+                st.token = Some((wanted, t.clone()));
+                st.last_failure = None;
+                Ok(t)
+            }
+            Err(e) => {
+                lock(&self.state).last_failure = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs `az` (through the SDK's `/bin/sh -c …`) in a process group of its own, killed with the
+/// fetch when that is abandoned (its time limit ran out).
+#[derive(Debug)]
+struct GroupExecutor;
+
+/// Kills a process group when dropped, unless disarmed.
+struct KillGroup(Option<i32>);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: kill(2) on a process group we created; no memory is involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for GroupExecutor {
+    async fn run(&self, program: &OsStr, args: &[&OsStr]) -> std::io::Result<std::process::Output> {
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut guard = KillGroup(child.id().and_then(|p| i32::try_from(p).ok()));
+        let output = child.wait_with_output().await;
+        guard.0 = None;
+        output
+    }
 }
 
 /// The client certificate at `path` as PKCS#12 (what the SDK takes): a PKCS#12 file as is, a PEM

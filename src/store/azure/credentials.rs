@@ -247,8 +247,14 @@ fn check_account_name(a: &str) -> Result<()> {
     {
         Ok(())
     } else {
+        // Not quoted when it could be a secret in the wrong place (a key is 88 characters).
+        let shown = if a.len() <= 32 {
+            format!("{a:?}")
+        } else {
+            format!("(a value of {} characters, not shown)", a.len())
+        };
         Err(StoreError::Other(format!(
-            "invalid storage account name {a:?}: use 3 to 24 lower-case letters and digits"
+            "invalid storage account name {shown}: use 3 to 24 lower-case letters and digits"
         )))
     }
 }

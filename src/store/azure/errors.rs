@@ -32,7 +32,14 @@ pub(super) fn http_status(err: &azure_core::Error) -> Option<(u16, Option<&str>)
     match err.kind() {
         ErrorKind::HttpResponse {
             status, error_code, ..
-        } => Some((u16::from(*status), error_code.as_deref())),
+        } => {
+            let status = u16::from(*status);
+            // The SDK takes the status as the code when the answer has none.
+            let code = error_code
+                .as_deref()
+                .filter(|c| c.parse::<u16>().ok() != Some(status));
+            Some((status, code))
+        }
         _ => None,
     }
 }
@@ -57,14 +64,9 @@ impl AzureStore {
     ) -> StoreError {
         let name_s = name.to_string();
         match err.kind() {
-            ErrorKind::HttpResponse {
-                status, error_code, ..
-            } => {
-                let status = u16::from(*status);
-                let code = error_code.as_deref().unwrap_or("");
-                // The SDK takes the status as the code when the answer has none.
-                let code = if code == status.to_string() { "" } else { code };
-                self.map_status(status, code, err, name_s, what, op)
+            ErrorKind::HttpResponse { .. } => {
+                let (status, code) = http_status(err).unwrap_or((0, None));
+                self.map_status(status, code.unwrap_or(""), err, name_s, what, op)
             }
             ErrorKind::Io | ErrorKind::Connection => StoreError::Transient {
                 name: name_s,
@@ -135,15 +137,10 @@ impl AzureStore {
                 // that is more than markup, as a hint.
                 let text = err.to_string();
                 let detail = text
-                    .lines()
-                    .map(str::trim)
-                    .find(|l| l.contains("<Message>"))
-                    .map(|l| {
-                        l.trim_start_matches("<Message>")
-                            .trim_end_matches("</Message>")
-                            .to_string()
-                    })
-                    .map(|m| format!(": {}", self.redactor.scrub(&truncate(&m, 200))))
+                    .split_once("<Message>")
+                    .and_then(|(_, rest)| rest.split_once("</Message>"))
+                    .and_then(|(m, _)| m.lines().next())
+                    .map(|m| format!(": {}", self.redactor.scrub(&truncate(m.trim(), 200))))
                     .unwrap_or_default();
                 Other(format!(
                     "azure {what} {name:?} on {} failed: HTTP {status}{}{detail}",

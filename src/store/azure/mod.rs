@@ -169,7 +169,8 @@ impl AzureStore {
         let (sas, credential) = match &auth {
             AzureAuth::Key { key } => {
                 secrets.push(key.secret().to_string());
-                let source = SasSource::account_key(&target.account, key.secret())?;
+                let allow_http = url.scheme() == "http";
+                let source = SasSource::account_key(&target.account, key.secret(), allow_http)?;
                 (Some(Arc::new(source)), None)
             }
             AzureAuth::Sas { token } => {

@@ -160,24 +160,50 @@ impl AzureStore {
                     .get_optional_str(&CONTENT_LENGTH)
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
-                // Into a buffer sized up front: collecting grows it by doubling, copying the
-                // body over and over.
-                let mut body = BytesMut::with_capacity(len.min(64 << 20) as usize);
+                // Into a buffer sized up front (collecting grows it by doubling, copying the
+                // body over and over), no larger than the answer: a small blob read with a
+                // large range must not pin a large allocation.
+                let mut body =
+                    BytesMut::with_capacity(len.min(content_length).min(64 << 20) as usize);
                 let mut stream = response.body;
                 while let Some(piece) = stream.next().await {
                     let piece = piece.map_err(|e| self.map_error(&e, name, "get", Op::Blob))?;
                     body.extend_from_slice(&piece);
+                    // More than was asked for: the SDK answered a 416 on an empty blob by
+                    // reading the whole blob again, which was written meanwhile.
+                    if body.len() as u64 > len {
+                        return Err(StoreError::Transient {
+                            name: name.to_string(),
+                            message: "get: the answer is longer than the range asked for".into(),
+                        });
+                    }
                 }
                 let data = body.freeze();
                 let content_range = headers
                     .get_optional_str(&CONTENT_RANGE)
                     .and_then(parse_content_range);
                 let (expected, total) = match content_range {
+                    Some(cr) if cr.start != range.start => {
+                        return Err(StoreError::Transient {
+                            name: name.to_string(),
+                            message: format!(
+                                "get: the answer starts at {} instead of {}",
+                                cr.start, range.start
+                            ),
+                        })
+                    }
                     Some(cr) => (cr.end + 1 - cr.start, cr.total),
                     // Azurite answers a range that starts at the end with an empty 2xx and no
                     // usable Content-Range: the blob's size is not in it (the properties say).
                     None if range.start > 0 && data.is_empty() => {
                         return Ok(Chunk::Unsatisfiable(None))
+                    }
+                    // A whole-blob answer (no range applied) is only right from offset 0.
+                    None if range.start > 0 => {
+                        return Err(StoreError::Transient {
+                            name: name.to_string(),
+                            message: "get: a ranged read was answered without Content-Range".into(),
+                        })
                     }
                     None => (content_length, content_length),
                 };

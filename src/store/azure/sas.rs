@@ -22,10 +22,11 @@ use time::OffsetDateTime;
 
 use crate::store::{Result, StoreError};
 
-/// How long a locally signed account SAS is valid.
-const SAS_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// How long a locally signed account SAS is valid (it travels in URLs, which proxies may log:
+/// short-lived).
+const SAS_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 /// A locally signed SAS is signed again when less than this much of it remains.
-const SAS_RENEW_BEFORE: Duration = Duration::from_secs(3600);
+const SAS_RENEW_BEFORE: Duration = Duration::from_secs(30 * 60);
 /// How far back a signed SAS starts (clock skew between this host and the service).
 const CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 /// The service version of the SAS we sign (its string-to-sign includes the encryption scope).
@@ -39,6 +40,8 @@ pub(super) enum SasSource {
     AccountKey {
         account: String,
         key: Secret,
+        /// Whether the SAS may be used over plain HTTP (an `http` endpoint: emulators).
+        allow_http: bool,
         /// The current SAS and when it expires.
         current: Mutex<Option<(Secret, OffsetDateTime)>>,
     },
@@ -57,10 +60,11 @@ impl std::fmt::Debug for SasSource {
 
 impl SasSource {
     /// A source signing with the account key `key` (base64) of `account`; checks the key.
-    pub(super) fn account_key(account: &str, key: &str) -> Result<Self> {
+    pub(super) fn account_key(account: &str, key: &str, allow_http: bool) -> Result<Self> {
         let source = SasSource::AccountKey {
             account: account.to_string(),
             key: Secret::new(key.trim().to_string()),
+            allow_http,
             current: Mutex::new(None),
         };
         // Fails now, not on the first request, when the key is not base64.
@@ -75,6 +79,7 @@ impl SasSource {
             SasSource::AccountKey {
                 account,
                 key,
+                allow_http,
                 current,
             } => {
                 let now = OffsetDateTime::now_utc();
@@ -85,7 +90,7 @@ impl SasSource {
                     }
                 }
                 let expiry = now + SAS_LIFETIME;
-                let sas = sign_account_sas(account, key, now - CLOCK_SKEW, expiry)?;
+                let sas = sign_account_sas(account, key, now - CLOCK_SKEW, expiry, *allow_http)?;
                 log::debug!("signed an account SAS for {account}, valid until {expiry}");
                 *guard = Some((sas.clone(), expiry));
                 Ok(sas)
@@ -100,15 +105,17 @@ fn sas_time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// An account SAS for the blob service (every resource type; read, write, delete, list, add,
-/// create), valid from `start` to `expiry`, over HTTPS or HTTP.
+/// An account SAS for the blob service's containers and blobs (read, write, delete, list, add,
+/// create), valid from `start` to `expiry`, over HTTPS only unless `allow_http`.
 fn sign_account_sas(
     account: &str,
     key: &Secret,
     start: OffsetDateTime,
     expiry: OffsetDateTime,
+    allow_http: bool,
 ) -> Result<Secret> {
-    let (permissions, services, resource_types, protocol) = ("rwdlac", "b", "sco", "https,http");
+    let protocol = if allow_http { "https,http" } else { "https" };
+    let (permissions, services, resource_types) = ("rwdlac", "b", "co");
     let (st, se) = (sas_time(start), sas_time(expiry));
     // accountname, permissions, services, resource types, start, expiry, IP, protocol, version,
     // encryption scope; each followed by a newline.
@@ -184,7 +191,7 @@ mod tests {
         );
         let start = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let expiry = OffsetDateTime::from_unix_timestamp(1_800_003_600).unwrap();
-        let sas = sign_account_sas("devstoreaccount1", &key, start, expiry).unwrap();
+        let sas = sign_account_sas("devstoreaccount1", &key, start, expiry, true).unwrap();
         let pairs: std::collections::HashMap<String, String> =
             url::form_urlencoded::parse(sas.secret().as_bytes())
                 .into_owned()
@@ -195,17 +202,17 @@ mod tests {
     }
 
     /// See `signs_the_documented_string`.
-    const EXPECTED_SIG: &str = "ryHbslwb3YqsdAQVTpGc4a6ShUij1LaIk/+ifkjJOeA=";
+    const EXPECTED_SIG: &str = "fH2n7wWCT8Q+ySzm4LooS2Car467QhLHyB6nL5QFn4U=";
 
     #[test]
     fn a_bad_key_is_named() {
-        let e = SasSource::account_key("acct", "not base64!").unwrap_err();
+        let e = SasSource::account_key("acct", "not base64!", false).unwrap_err();
         assert!(e.to_string().contains("not valid base64"), "{e}");
     }
 
     #[test]
     fn the_signed_sas_is_reused_until_near_expiry() {
-        let s = SasSource::account_key("acct", "a2V5a2V5a2V5").unwrap();
+        let s = SasSource::account_key("acct", "a2V5a2V5a2V5", false).unwrap();
         let a = s.token().unwrap();
         let b = s.token().unwrap();
         assert_eq!(a.secret(), b.secret());
