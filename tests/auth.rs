@@ -274,6 +274,33 @@ impl Rig {
             value,
             "{mode}"
         );
+        // And through a mount: the value the CLI wrote is read, a new file is written and read.
+        let mnt = self.path(&format!("mnt-{container}"));
+        std::fs::create_dir_all(&mnt).unwrap();
+        let log = self.path(&format!("mount-{container}.log"));
+        let mut mount = self.cli(mode, container, &["mount", "--foreground"]);
+        mount
+            .arg(&mnt)
+            .arg("--cache-dir")
+            .arg(self.path(&format!("cache-{container}")))
+            .envs(cmd_env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut daemon = mount.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !common::mount::is_mounted(&mnt) {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(Instant::now() < deadline, "{mode}: no mount: {log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let read = std::fs::read_to_string(mnt.join("k"));
+        let written = std::fs::write(mnt.join("m"), "through the mount");
+        let read_back = std::fs::read_to_string(mnt.join("m"));
+        let _ = Command::new("fusermount3").arg("-u").arg(&mnt).status();
+        let _ = daemon.wait();
+        assert_eq!(read.unwrap(), value, "{mode}: read through the mount");
+        written.unwrap_or_else(|e| panic!("{mode}: write through the mount: {e}"));
+        assert_eq!(read_back.unwrap(), "through the mount", "{mode}");
     }
 }
 
