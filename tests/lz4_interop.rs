@@ -114,6 +114,7 @@ async fn uploaded_values_with_their_seek_table_stay_standard() {
     let cfg = remotedict::transfer::TransferConfig {
         block_size: 1 << 20,
         parallel: 2,
+        read_parallel: 2,
         range_size: 1 << 20,
     };
     let file = std::fs::File::open(&src).unwrap();

@@ -79,7 +79,8 @@ pub async fn download_to(
     if etag.is_some_and(|e| e != props.etag) {
         return Err(TransferError::Changed(blob.to_string()));
     }
-    let (tx, rx) = mpsc::channel::<Bytes>(cfg.parallel.max(1));
+    // Two ranges queued for the decoder (it keeps up): memory stays near the GETs in flight.
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
     let blob_name = blob.to_string();
     let decoder = tokio::task::spawn_blocking(move || -> Result<u64, TransferError> {
         let source = ChunkSource {
@@ -116,7 +117,7 @@ pub async fn download_to(
         let mut offsets = (range..props.size).step_by(range as usize);
         let mut inflight = FuturesOrdered::new();
         loop {
-            while inflight.len() < cfg.parallel.max(1) {
+            while inflight.len() < cfg.read_parallel.max(1) {
                 let Some(start) = offsets.next() else { break };
                 let store = store.clone();
                 let name = blob.to_string();

@@ -113,6 +113,7 @@ pub fn fs_config(cache: &std::path::Path, cache_bytes: u64) -> remotedict::fs::F
         transfer: remotedict::transfer::TransferConfig {
             block_size: 256 << 10,
             parallel: 3,
+            read_parallel: 3,
             range_size: 128 << 10,
         },
         lease_duration: remotedict::store::LeaseDuration::Seconds(15),
