@@ -28,9 +28,25 @@ pub struct SeekTable {
     pub blocks: Vec<u64>,
     /// Stored offset of the frame's end mark (where the last block ends).
     pub frame_end: u64,
+    /// The blob is the value itself, not an LZ4 frame (raw bytes written by another tool): block
+    /// `i` is stored bytes `i * block_size ..` as they are, with no size word ([`Self::for_raw`]).
+    pub raw: bool,
 }
 
 impl SeekTable {
+    /// The table of a raw blob of `size` bytes: blocks of [`BLOCK_SIZE`] read by range.
+    pub fn for_raw(size: u64) -> SeekTable {
+        SeekTable {
+            block_size: BLOCK_SIZE,
+            content_size: size,
+            blocks: (0..size.div_ceil(BLOCK_SIZE))
+                .map(|i| i * BLOCK_SIZE)
+                .collect(),
+            frame_end: size,
+            raw: true,
+        }
+    }
+
     /// Stored byte range of blocks `first..=last`.
     pub fn stored_range(&self, first: usize, last: usize) -> std::ops::Range<u64> {
         let end = self.blocks.get(last + 1).copied().unwrap_or(self.frame_end);
@@ -96,6 +112,7 @@ impl SeekTable {
         let ordered =
             blocks.windows(2).all(|w| w[0] < w[1]) && blocks.last().is_none_or(|&l| l < frame_end);
         ordered.then_some(SeekTable {
+            raw: false,
             block_size,
             content_size,
             blocks,
@@ -187,6 +204,7 @@ impl FrameScanner {
     pub fn table(&self, content_size: u64) -> Option<SeekTable> {
         let frame_end = self.frame_end?;
         (self.blocks.len() as u64 == content_size.div_ceil(BLOCK_SIZE)).then(|| SeekTable {
+            raw: false,
             block_size: BLOCK_SIZE,
             content_size,
             blocks: self.blocks.clone(),
@@ -291,6 +309,7 @@ mod tests {
     fn garbage_tables_are_refused() {
         assert_eq!(SeekTable::from_frame(b"nonsense"), None);
         let t = SeekTable {
+            raw: false,
             block_size: BLOCK_SIZE,
             content_size: 5,
             blocks: vec![7],

@@ -179,8 +179,12 @@ impl Blocks {
                     message,
                 })
             };
-            let block = decode_block(slice, self.table.block_size as usize)
-                .map_err(|e| corrupt(e.to_string()))?;
+            let block = if self.table.raw {
+                std::borrow::Cow::Borrowed(slice)
+            } else {
+                decode_block(slice, self.table.block_size as usize)
+                    .map_err(|e| corrupt(e.to_string()))?
+            };
             // Every block but the last is whole; a shorter one would shift or lose bytes.
             let want = self.table.block_len(i);
             if block.len() as u64 != want {
@@ -210,6 +214,9 @@ impl Blocks {
     /// makes it smaller; docs/FORMAT.md).
     pub(super) fn raw_bytes(&self, i: usize) -> Option<std::ops::Range<u64>> {
         let r = self.table.stored_range(i, i);
+        if self.table.raw {
+            return Some(r);
+        }
         (r.end.checked_sub(r.start)? == 4 + self.table.block_len(i)).then(|| r.start + 4..r.end)
     }
 

@@ -7,9 +7,12 @@
 //! - **by block**: for large values with a seek table (`seek`), the table is fetched with one
 //!   ranged GET of the blob's tail, and each read fetches and decodes only the 1 MiB blocks it
 //!   needs; while reads stay sequential, a read-ahead window of blocks (growing up to 64 MiB,
-//!   32 MiB stored) is fetched in the background by a few large ranged GETs in parallel. A random
+//!   64 MiB stored) is fetched in the background by a few large ranged GETs in parallel. A random
 //!   4 KiB read costs one block, not the whole prefix. Values larger than an eighth of the cache
 //!   are streamed: their recent blocks are kept in memory, not on disk.
+//!
+//! Raw blobs (written by other tools without LZ4: as many bytes stored as listed) of at least
+//! [`BY_BLOCK_MIN`] are read by block too, with a table of 1 MiB blocks read by range as they are.
 //!
 //! Values of at most [`SMALL_MAX`] (256 KiB) are held in memory instead (`small`: one GET, no
 //! local file), up to [`small::SMALL_BUDGET`] in all.
@@ -54,8 +57,9 @@ const STREAM_FRACTION: u64 = 8;
 const STREAM_BLOCKS: usize = MAX_WINDOW as usize + 8;
 /// Largest read-ahead window, in blocks (of 1 MiB, before compression).
 const MAX_WINDOW: u64 = 64;
-/// Most stored (compressed) bytes the read-ahead window spans: several GETs in flight.
-const MAX_AHEAD_STORED: u64 = 32 << 20;
+/// Most stored (compressed) bytes the read-ahead window spans: several GETs in flight (8 of
+/// 8 MiB: a 256 MiB raw blob through a mount on Azurite, 684 MiB/s with 32 MiB, 897 with 64).
+const MAX_AHEAD_STORED: u64 = 64 << 20;
 /// Stored bytes a read-ahead GET aims for. Blob services serve a large range far more cheaply per
 /// byte than several small ones (Azurite: 8 MiB ranges run five times faster than 1 MiB ones),
 /// so the read-ahead waits until this much is missing instead of fetching each block as the
@@ -349,6 +353,11 @@ impl ContentCache {
             return Ok(value);
         }
         let table = match sizes {
+            // As many bytes stored as listed: a raw blob (an LZ4 frame never has exactly its
+            // content's size), read by range like our blocks once its first bytes confirm it.
+            Some((size, stored)) if size >= BY_BLOCK_MIN && size == stored => {
+                probe_raw(store, blob, etag, size).await?
+            }
             Some((size, stored)) if size >= BY_BLOCK_MIN => {
                 fetch_table(store, blob, etag, size, stored).await?
             }
@@ -512,6 +521,23 @@ impl ContentCache {
     /// Values that keep a local file open (each a descriptor).
     pub fn open_files(&self) -> usize {
         self.lock().files.len()
+    }
+}
+
+/// The table of a raw blob of `size` bytes when its first bytes are not an LZ4 frame's magic;
+/// `None` when they are (then it is read whole).
+async fn probe_raw(
+    store: &Arc<dyn BlobStore>,
+    blob: &str,
+    etag: &str,
+    size: u64,
+) -> FsResult<Option<SeekTable>> {
+    match store.get(blob, Some(0..4), None).await {
+        Ok(GetResult::Found { props, data }) if props.etag == etag => {
+            Ok((!crate::codec::is_lz4(&data)).then(|| SeekTable::for_raw(size)))
+        }
+        Ok(_) => Err(TransferError::Changed(blob.to_string()).into()),
+        Err(e) => Err(e.into()),
     }
 }
 
