@@ -530,8 +530,20 @@ fn a_mount_refreshes_its_token_and_recovers_from_a_sign_in_outage() {
     std::thread::sleep(Duration::from_secs(10));
     let err = std::fs::write(mnt.join("during-outage"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
-    let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(logged.contains("sign-in (--auth msi) failed"), "{logged}");
+    // The refresh that failed is logged, naming the mode (it runs beside the request that found
+    // the token refused: allow it a moment).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let logged = std::fs::read_to_string(&log).unwrap();
+        if logged.contains("sign-in (--auth msi) failed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line naming the mode: {logged}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The endpoint answers again: the mount recovers by itself.
     std::fs::remove_file(rig.path("fail")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
