@@ -257,6 +257,30 @@ impl Rig {
         cmd
     }
 
+    /// Starts `mount` (a `remotedict mount --foreground` command from [`Rig::cli`]) on a new
+    /// directory `mnt-NAME` with its cache `cache-NAME` and its log `NAME.log`; waits until it is
+    /// mounted. Returns the daemon, the mount point and the log.
+    fn start_mount(&self, mut mount: Command, name: &str) -> (Child, PathBuf, PathBuf) {
+        let mnt = self.path(&format!("mnt-{name}"));
+        std::fs::create_dir_all(&mnt).unwrap();
+        let log = self.path(&format!("{name}.log"));
+        let daemon = mount
+            .arg(&mnt)
+            .arg("--cache-dir")
+            .arg(self.path(&format!("cache-{name}")))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !common::mount::is_mounted(&mnt) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(Instant::now() < deadline, "{name}: no mount: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (daemon, mnt, log)
+    }
+
     /// Writes a value with `mode` and reads it back; returns the output of the read.
     fn put_get(&self, mode: &str, container: &str, cmd_env: &[(&str, &str)]) {
         let value = format!("value written with --auth {mode}\n");
@@ -275,24 +299,9 @@ impl Rig {
             "{mode}"
         );
         // And through a mount: the value the CLI wrote is read, a new file is written and read.
-        let mnt = self.path(&format!("mnt-{container}"));
-        std::fs::create_dir_all(&mnt).unwrap();
-        let log = self.path(&format!("mount-{container}.log"));
         let mut mount = self.cli(mode, container, &["mount", "--foreground"]);
-        mount
-            .arg(&mnt)
-            .arg("--cache-dir")
-            .arg(self.path(&format!("cache-{container}")))
-            .envs(cmd_env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut daemon = mount.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !common::mount::is_mounted(&mnt) {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(Instant::now() < deadline, "{mode}: no mount: {log}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        mount.envs(cmd_env.iter().copied());
+        let (mut daemon, mnt, _) = self.start_mount(mount, container);
         let read = std::fs::read_to_string(mnt.join("k"));
         let written = std::fs::write(mnt.join("m"), "through the mount");
         let read_back = std::fs::read_to_string(mnt.join("m"));
@@ -482,37 +491,18 @@ fn a_mount_refreshes_its_token_and_recovers_from_a_sign_in_outage() {
     // fetches a new one 3 s after each (five minutes before the announced expiry).
     std::fs::write(rig.path("jwt_life"), "8").unwrap();
     std::fs::write(rig.path("expires_in"), "303").unwrap();
-    let mnt = rig.path("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let log = rig.path("daemon.log");
-    let mut daemon = rig
-        .cli(
-            "msi",
-            "cmount",
-            &[
-                "mount",
-                "--foreground",
-                "--create-container",
-                "--index-ttl",
-                "0.5",
-            ],
-        )
-        .arg(&mnt)
-        .arg("--cache-dir")
-        .arg(rig.path("cache"))
-        .stderr(std::fs::File::create(&log).unwrap())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::mount::is_mounted(&mnt) {
-        assert!(
-            Instant::now() < deadline,
-            "no mount: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mount = rig.cli(
+        "msi",
+        "cmount",
+        &[
+            "mount",
+            "--foreground",
+            "--create-container",
+            "--index-ttl",
+            "0.5",
+        ],
+    );
+    let (mut daemon, mnt, log) = rig.start_mount(mount, "cmount");
     // 20 s of writes and reads: past two lifetimes of a token.
     let started = Instant::now();
     let mut i = 0;
@@ -613,27 +603,12 @@ fn a_slow_token_refresh_does_not_hold_up_requests() {
     // Tokens announced as valid for 303 s are refreshed from 3 s on; the refresh then takes 25 s
     // (the request time limit is 10 s): requests must go on with the valid token meanwhile.
     std::fs::write(rig.path("expires_in"), "303").unwrap();
-    let mnt = rig.path("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let log = rig.path("daemon.log");
-    let mut daemon = rig
-        .cli(
-            "spn",
-            "cslow",
-            &["mount", "--foreground", "--create-container"],
-        )
-        .arg(&mnt)
-        .arg("--cache-dir")
-        .arg(rig.path("cache"))
-        .stderr(std::fs::File::create(&log).unwrap())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !common::mount::is_mounted(&mnt) {
-        assert!(Instant::now() < deadline, "no mount");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mount = rig.cli(
+        "spn",
+        "cslow",
+        &["mount", "--foreground", "--create-container"],
+    );
+    let (mut daemon, mnt, _) = rig.start_mount(mount, "cslow");
     std::fs::write(mnt.join("first"), "1").unwrap();
     std::fs::write(rig.path("delay"), "25").unwrap();
     std::thread::sleep(Duration::from_secs(4));

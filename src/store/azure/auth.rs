@@ -280,10 +280,6 @@ impl std::fmt::Debug for TokenCache {
     }
 }
 
-fn lock(state: &Mutex<CacheState>) -> std::sync::MutexGuard<'_, CacheState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 #[async_trait]
 impl TokenCredential for TokenCache {
     async fn get_token(
@@ -294,7 +290,7 @@ impl TokenCredential for TokenCache {
         let wanted: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
         let now = time::OffsetDateTime::now_utc();
         {
-            let mut st = lock(&self.state);
+            let mut st = crate::mutex::lock(&self.state);
             let cached = st
                 .token
                 .as_ref()
@@ -309,7 +305,7 @@ impl TokenCredential for TokenCache {
                     tokio::spawn(async move {
                         let scopes: Vec<&str> = wanted.iter().map(String::as_str).collect();
                         let outcome = inner.get_token(&scopes, None).await;
-                        let mut st = lock(&state);
+                        let mut st = crate::mutex::lock(&state);
                         st.refreshing = false;
                         match outcome {
                             Ok(t) => {
@@ -326,13 +322,13 @@ impl TokenCredential for TokenCache {
         // No valid token: this request waits for one.
         match self.inner.get_token(scopes, options).await {
             Ok(t) => {
-                let mut st = lock(&self.state);
+                let mut st = crate::mutex::lock(&self.state);
                 st.token = Some((wanted, t.clone()));
                 st.last_failure = None;
                 Ok(t)
             }
             Err(e) => {
-                lock(&self.state).last_failure = Some(Instant::now());
+                crate::mutex::lock(&self.state).last_failure = Some(Instant::now());
                 Err(e)
             }
         }

@@ -8,7 +8,7 @@
 
 use azure_core::error::ErrorKind;
 
-use super::redact::truncate;
+use super::redact::{error_chain, truncate};
 use super::AzureStore;
 use crate::store::{BlobStore, StoreError};
 
@@ -154,15 +154,6 @@ impl AzureStore {
     /// The messages of an error and its sources, without secrets (the transport already
     /// dropped URLs from its errors).
     fn error_text(&self, err: &azure_core::Error) -> String {
-        let mut parts: Vec<String> = vec![err.to_string()];
-        let mut source = std::error::Error::source(err);
-        while let Some(s) = source {
-            let m = s.to_string();
-            if !parts.iter().any(|p| p.contains(&m)) {
-                parts.push(m);
-            }
-            source = s.source();
-        }
-        self.redactor.scrub(&truncate(&parts.join(": "), 600))
+        self.redactor.scrub(&truncate(&error_chain(err), 600))
     }
 }

@@ -83,7 +83,7 @@ impl SasSource {
                 current,
             } => {
                 let now = OffsetDateTime::now_utc();
-                let mut guard = current.lock().unwrap_or_else(|p| p.into_inner());
+                let mut guard = crate::mutex::lock(current);
                 if let Some((sas, expiry)) = guard.as_ref() {
                     if *expiry - now > SAS_RENEW_BEFORE {
                         return Ok(sas.clone());
@@ -213,8 +213,16 @@ mod tests {
     #[test]
     fn the_signed_sas_is_reused_until_near_expiry() {
         let s = SasSource::account_key("acct", "a2V5a2V5a2V5", false).unwrap();
-        let a = s.token().unwrap();
-        let b = s.token().unwrap();
-        assert_eq!(a.secret(), b.secret());
+        let SasSource::AccountKey { current, .. } = &s else {
+            panic!("an account-key source")
+        };
+        let now = OffsetDateTime::now_utc();
+        // Far from its expiry: the SAS held is handed out again.
+        *crate::mutex::lock(current) = Some((Secret::new("held"), now + SAS_LIFETIME));
+        assert_eq!(s.token().unwrap().secret(), "held");
+        // Within the renewal margin: a new one is signed.
+        *crate::mutex::lock(current) = Some((Secret::new("held"), now + SAS_RENEW_BEFORE / 2));
+        let fresh = s.token().unwrap();
+        assert!(fresh.secret().contains("sig="), "{}", fresh.secret());
     }
 }

@@ -27,6 +27,7 @@ use azure_core::http::response::PinnedStream;
 use azure_core::http::{AsyncRawResponse, HttpClient, StatusCode};
 use futures::TryStreamExt;
 
+use super::redact::error_chain;
 use crate::store::{Result, StoreError};
 
 /// How the client trusts servers.
@@ -94,17 +95,7 @@ fn read_ca_file(file: &Path) -> Result<Vec<reqwest::Certificate>> {
 
 /// The text of a reqwest error and its sources, without the URL (it may carry a SAS).
 fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut parts = vec![e.to_string()];
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
+    error_chain(&e.without_url())
 }
 
 #[async_trait]

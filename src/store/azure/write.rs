@@ -14,7 +14,7 @@ use azure_storage_blob::models::{
 };
 use bytes::Bytes;
 
-use super::convert::{etag, etag_of, parse_lease_id, to_azure_metadata};
+use super::convert::{etag, etag_of, parse_lease_id, quote_etag, to_azure_metadata};
 use super::errors::Op;
 use super::names::{check_block_id, check_name};
 use super::AzureStore;
@@ -76,7 +76,7 @@ impl AzureStore {
                 blob.upload(body, Some(options)).await.map(|r| {
                     r.etag
                         .as_ref()
-                        .map(|e| etag_of_str(e.as_ref()))
+                        .map(|e| quote_etag(e.as_ref()))
                         .unwrap_or_default()
                 })
             }
@@ -197,11 +197,6 @@ impl AzureStore {
         })
         .await
     }
-}
-
-/// An etag as we hand it out (quoted).
-fn etag_of_str(e: &str) -> String {
-    super::convert::quote_etag(e)
 }
 
 impl AzureStore {
