@@ -5,7 +5,7 @@
 //! `Read` of the stored bytes and yields the value, never holding it whole. A blob that does not
 //! start with the LZ4 frame magic was written by another tool and is served raw.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
 
@@ -55,7 +55,7 @@ pub fn decompress(stored: &[u8]) -> io::Result<Vec<u8>> {
 
 /// Wraps a reader of stored bytes into a reader of the value: LZ4 frames are decoded as they
 /// stream in, other content passes through unchanged.
-pub fn decoder<'a, R: Read + 'a>(mut stored: R) -> io::Result<Box<dyn Read + 'a>> {
+pub fn decoder<'a, R: Read + 'a>(mut stored: R) -> io::Result<Box<dyn BufRead + 'a>> {
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -69,7 +69,7 @@ pub fn decoder<'a, R: Read + 'a>(mut stored: R) -> io::Result<Box<dyn Read + 'a>
     if is_lz4(&head[..got]) {
         Ok(Box::new(FrameDecoder::new(replay)))
     } else {
-        Ok(Box::new(replay))
+        Ok(Box::new(io::BufReader::new(replay)))
     }
 }
 

@@ -73,3 +73,143 @@ async fn an_lz4_frame_listed_at_its_stored_size_is_still_decoded() {
     let got = v.read(0, 4096).await.unwrap();
     assert_eq!(&got[..], &data[..4096]);
 }
+
+/// A standard LZ4 frame as Python's `lz4.frame` writes it by default: 64 KiB blocks, each linked
+/// to the ones before it (no seek table), of semi-compressible bytes.
+fn foreign_frame(data: &[u8]) -> Vec<u8> {
+    use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+    use std::io::Write;
+    let info = FrameInfo::new()
+        .block_size(BlockSize::Max64KB)
+        .block_mode(BlockMode::Linked)
+        .content_checksum(true);
+    let mut enc = FrameEncoder::with_frame_info(info, Vec::new());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn text(len: usize) -> Vec<u8> {
+    let noise = content(len);
+    (0..len)
+        .map(|i| {
+            if i % 4 == 0 {
+                noise[i]
+            } else {
+                b'a' + (i % 7) as u8
+            }
+        })
+        .collect()
+}
+
+/// Reads `len` bytes at `at` with FUSE-sized requests.
+async fn read_range(v: &remotedict::fs::content::CachedValue, at: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let want = (len - out.len()).min(1 << 20) as u32;
+        let chunk = v.read(at + out.len() as u64, want).await.unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_without_a_seek_table_is_read_through_memory_not_disk() {
+    // A 40 MiB frame from another tool, with a 64 MiB cache (values over 8 MiB do not go to
+    // disk): read sequentially, it is downloaded once and nothing lands in the disk cache.
+    let faults = Arc::new(FaultStore::new(common::mem_store()));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let data = text(40 << 20);
+    let stored = foreign_frame(&data);
+    let etag = store
+        .put("f.lz4", Bytes::from(stored.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TransferConfig::default();
+    let cache = ContentCache::new(dir.path().to_path_buf(), 64 << 20, cfg.clone());
+    let sizes = Some((data.len() as u64, stored.len() as u64));
+    faults.reset_calls();
+    let v = cache.get(&store, "f.lz4", &etag, sizes).await.unwrap();
+    let out = read_range(&v, 0, data.len() + 1).await;
+    assert!(out == data, "the frame read back differs");
+    assert_eq!(
+        cache.used_bytes(),
+        0,
+        "a value too large for the disk cache was written to it"
+    );
+    let gets = faults.calls(FaultOp::Get);
+    let once = (stored.len() as u64).div_ceil(cfg.range_size) + 1;
+    assert!(gets <= once, "{gets} GETs to read it once (at most {once})");
+
+    // A reader going back, and two readers far apart taking turns: each gets its own bytes.
+    let back = read_range(&v, 1 << 20, 4096).await;
+    assert_eq!(&back[..], &data[1 << 20..(1 << 20) + 4096]);
+    let (a, b) = (2u64 << 20, 30u64 << 20);
+    for i in 0..6u64 {
+        let (x, y) = (a + i * (1 << 20), b + i * (1 << 20));
+        let got = read_range(&v, x, 1 << 20).await;
+        assert!(
+            got[..] == data[x as usize..x as usize + (1 << 20)],
+            "reader A at {x}"
+        );
+        let got = read_range(&v, y, 1 << 20).await;
+        assert!(
+            got[..] == data[y as usize..y as usize + (1 << 20)],
+            "reader B at {y}"
+        );
+    }
+    // Past the end: nothing.
+    assert!(v.read(data.len() as u64, 4096).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_get_of_a_frame_read_through_memory_fails_the_read_then_reads_again() {
+    let faults = Arc::new(FaultStore::new(common::mem_store()));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let data = text(24 << 20);
+    let stored = foreign_frame(&data);
+    let etag = store
+        .put("f.lz4", Bytes::from(stored.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ContentCache::new(
+        dir.path().to_path_buf(),
+        64 << 20,
+        TransferConfig::default(),
+    );
+    let sizes = Some((data.len() as u64, stored.len() as u64));
+    faults.reset_calls();
+    // The second GET (the second range) fails, once.
+    faults.plan(
+        FaultOp::Get,
+        remotedict::store::testing::When::Nth(2),
+        remotedict::store::testing::Fault::Status(500),
+    );
+    let v = cache.get(&store, "f.lz4", &etag, sizes).await.unwrap();
+    let read_all = async {
+        let mut out = Vec::new();
+        loop {
+            match v.read(out.len() as u64, 1 << 20).await {
+                Ok(c) if c.is_empty() => return Ok(out),
+                Ok(c) => out.extend_from_slice(&c),
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), read_all)
+        .await
+        .expect("a read hung after a failed GET");
+    assert!(first.is_err(), "a failed GET went unnoticed");
+    // The next read starts over and gets the right bytes.
+    let again = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        read_range(&v, 20 << 20, 1 << 20),
+    )
+    .await
+    .expect("a read hung after a failed download");
+    assert!(again[..] == data[20 << 20..21 << 20]);
+}

@@ -1,7 +1,7 @@
 //! Streaming download: ranged GETs, fetched a few ahead, feed a blocking thread that decodes the
 //! value into a file and publishes how far it got, so readers can start before the end.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -71,6 +71,38 @@ pub async fn download_to(
     cfg: &TransferConfig,
     progress: Option<watch::Sender<u64>>,
 ) -> Result<Downloaded, TransferError> {
+    download_with(store, blob, etag, cfg, move |dec| {
+        // Progress counts bytes that reached the file, so readers never overtake the writer.
+        let mut out = io::BufWriter::with_capacity(
+            1 << 20,
+            Progress {
+                inner: dest,
+                written: 0,
+                tx: progress,
+            },
+        );
+        let n = io::copy(dec, &mut out)?;
+        out.flush()?;
+        Ok(n)
+    })
+    .await
+}
+
+/// Reads blob `blob` (expected at `etag` if given) with ranged GETs in parallel and hands the
+/// decoded value, in order, to `consume` on a blocking thread (as a `BufRead`: it can take the
+/// decoder's own buffer without copying it first); returns what `consume` returned
+/// as the value's size. An error `consume` returns ends the download (read errors of the value
+/// itself come back as [`TransferError::Corrupt`]).
+pub async fn download_with<F>(
+    store: &Arc<dyn BlobStore>,
+    blob: &str,
+    etag: Option<&str>,
+    cfg: &TransferConfig,
+    consume: F,
+) -> Result<Downloaded, TransferError>
+where
+    F: FnOnce(&mut dyn BufRead) -> io::Result<u64> + Send + 'static,
+{
     let range = cfg.range_size.max(64 << 10);
     let (props, first) = match store.get(blob, Some(0..range), None).await? {
         GetResult::Found { props, data } => (props, data),
@@ -87,17 +119,8 @@ pub async fn download_to(
             rx,
             current: Bytes::new(),
         };
-        // Progress counts bytes that reached the file, so readers never overtake the writer.
-        let mut out = io::BufWriter::with_capacity(
-            1 << 20,
-            Progress {
-                inner: dest,
-                written: 0,
-                tx: progress,
-            },
-        );
         let mut dec = codec::decoder(source).map_err(TransferError::from)?;
-        let n = io::copy(&mut dec, &mut out).map_err(|e| match e.kind() {
+        consume(&mut dec).map_err(|e| match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other => {
                 TransferError::Corrupt {
                     blob: blob_name.clone(),
@@ -105,9 +128,7 @@ pub async fn download_to(
                 }
             }
             _ => TransferError::from(e),
-        })?;
-        out.flush().map_err(TransferError::from)?;
-        Ok(n)
+        })
     });
 
     let feed = async {

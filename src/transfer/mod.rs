@@ -11,7 +11,7 @@ mod download;
 mod upload;
 
 pub use copy::{copy_stored, Copied};
-pub use download::{download_to, Downloaded};
+pub use download::{download_to, download_with, Downloaded};
 pub use upload::{upload_file, Uploaded};
 
 use std::sync::Arc;

@@ -11,6 +11,10 @@
 //!   4 KiB read costs one block, not the whole prefix. Values larger than an eighth of the cache
 //!   are streamed: their recent blocks are kept in memory, not on disk.
 //!
+//! A value without a seek table (an LZ4 frame another tool wrote) larger than an eighth of the
+//! cache is not written to disk either: it is decoded front to back through a bounded window in
+//! memory (`stream`).
+//!
 //! Raw blobs (written by other tools without LZ4: as many bytes stored as listed) of at least
 //! [`BY_BLOCK_MIN`] are read by block too, with a table of 1 MiB blocks read by range as they are.
 //!
@@ -27,6 +31,7 @@
 mod blocks;
 mod read_ahead;
 mod small;
+mod stream;
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
@@ -79,6 +84,8 @@ enum Fetch {
     ByBlock(Arc<Blocks>),
     /// A small value, in memory (and the cache's directory, for [`CachedValue::file`]).
     Small(small::Small, Arc<std::path::Path>),
+    /// A large value without a seek table, decoded through memory.
+    Stream(stream::Streamed),
 }
 
 /// One value being or having been fetched.
@@ -99,11 +106,14 @@ impl CachedValue {
                 let start = (offset as usize).min(end);
                 return Ok(value.slice(start..end));
             }
+            (Fetch::Stream(s), _) => return s.read(offset, len).await,
             (_, Some(file)) => file,
             (_, None) => return Err(FsError::Internal("a cached value lost its file".into())),
         };
         let end = match &self.fetch {
-            Fetch::Small(..) => return Err(FsError::Internal("a small value has no file".into())),
+            Fetch::Small(..) | Fetch::Stream(_) => {
+                return Err(FsError::Internal("a value in memory has no file".into()))
+            }
             Fetch::Whole(fill) => {
                 let mut rx = fill.clone();
                 let fill = rx
@@ -216,6 +226,9 @@ impl CachedValue {
                 "{}: a streamed value is not kept whole on disk",
                 b.blob
             ))),
+            Fetch::Stream(_) => Err(FsError::Internal(
+                "a streamed value is not kept whole on disk".into(),
+            )),
             Fetch::ByBlock(b) => {
                 if !b.table.blocks.is_empty() {
                     b.ensure(self.disk()?, 0, b.table.blocks.len() - 1).await?;
@@ -229,6 +242,7 @@ impl CachedValue {
     /// `complete` (on disk, or a small value in memory); streamed values are not.
     pub fn on_disk(&self) -> bool {
         !matches!(&self.fetch, Fetch::ByBlock(b) if b.mem.is_some())
+            && !matches!(&self.fetch, Fetch::Stream(_))
     }
 
     /// A file holding the whole local copy (for copying it whole, after `complete`): the cache's
@@ -260,14 +274,14 @@ impl CachedValue {
         match &self.fetch {
             Fetch::Whole(fill) => fill.borrow().written,
             Fetch::ByBlock(b) => b.held_bytes(),
-            Fetch::Small(..) => 0,
+            Fetch::Small(..) | Fetch::Stream(_) => 0,
         }
     }
 
     fn failed(&self) -> bool {
         match &self.fetch {
             Fetch::Whole(fill) => matches!(fill.borrow().done, Some(Err(_))),
-            Fetch::ByBlock(_) => false,
+            Fetch::ByBlock(_) | Fetch::Stream(_) => false,
             Fetch::Small(s, _) => small::failed(s),
         }
     }
@@ -363,6 +377,16 @@ impl ContentCache {
             }
             _ => None,
         };
+        if table.is_none() && size > self.max_bytes / STREAM_FRACTION {
+            let value = Arc::new(CachedValue {
+                file: None,
+                fetch: Fetch::Stream(stream::Streamed::new(store, blob, etag, &self.cfg)),
+            });
+            let mut entries = self.lock();
+            entries.files.put(key, value.clone());
+            self.evict(&mut entries.files);
+            return Ok(value);
+        }
         let file = tempfile::tempfile_in(&self.dir)?;
         let value = match table {
             Some(table) => {

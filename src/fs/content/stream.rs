@@ -1,0 +1,362 @@
+//! A value without a seek table (an LZ4 frame another tool wrote, or an old remotedict value)
+//! that is too large for the disk cache, read through memory: a cursor downloads and decodes it
+//! front to back (ranged GETs in parallel, `transfer::download_with`) into a window of decoded
+//! chunks, a little behind the furthest read and a little ahead of it, never on disk.
+//!
+//! - A read inside a cursor's window is a slice of a chunk (no copy when it lies in one).
+//! - A read ahead of the window waits while the cursor decodes up to it (the cursor decodes at
+//!   most [`AHEAD`] past the furthest read, so memory stays bounded whatever the value's size).
+//! - A read behind every window (a reader that went back, a second reader starting over) gets a
+//!   cursor of its own from the start: a frame with linked blocks cannot be entered anywhere
+//!   else. Beyond [`MAX_CURSORS`] per value, starting one drops the least recently used cursor
+//!   that no read is waiting on (a read in progress never loses its cursor).
+//! - A cursor whose download failed reports the error to the reads waiting on it and is dropped:
+//!   the next read starts over.
+//! - Dropping the value stops its cursors (the decoding thread sees the window closed).
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::{FsError, FsResult};
+use crate::store::BlobStore;
+use crate::transfer::{self, TransferConfig};
+
+/// Decoded bytes per chunk (a FUSE read of up to 1 MiB at an aligned offset is one slice).
+const CHUNK: usize = 1 << 20;
+/// How far past the furthest read a cursor decodes.
+const AHEAD: u64 = 16 << 20;
+/// How much before the furthest read a cursor keeps (a reader slightly out of order, the
+/// kernel's read-ahead arriving in parallel).
+const BEHIND: u64 = 8 << 20;
+/// Most cursors per value, unless reads are waiting on more.
+const MAX_CURSORS: usize = 3;
+
+/// A value read through memory.
+pub(super) struct Streamed {
+    store: Arc<dyn BlobStore>,
+    blob: String,
+    etag: String,
+    cfg: TransferConfig,
+    /// Most recently used first.
+    cursors: Mutex<Vec<Arc<Cursor>>>,
+}
+
+/// What a read can do next.
+enum Step {
+    Done(Bytes),
+    Wait,
+    Restart,
+    Failed(FsError),
+}
+
+/// What a cursor has decoded and what its readers want.
+struct Window {
+    /// Value offset of the first chunk held.
+    base: u64,
+    chunks: VecDeque<Bytes>,
+    /// Value offset just past the last chunk held.
+    end: u64,
+    /// The furthest end a read asked of this cursor.
+    wanted: u64,
+    /// `Some` once the download ended: the value's size, or why it failed.
+    done: Option<Result<u64, FsError>>,
+    /// Set when the value is dropped: the decoding thread stops.
+    closed: bool,
+}
+
+struct Cursor {
+    window: Mutex<Window>,
+    /// Wakes the decoding thread when a read moves `wanted` or the value closes.
+    room: Condvar,
+    /// Bumped whenever the window changes, for reads waiting for bytes.
+    changed: watch::Sender<u64>,
+    /// Reads in progress on this cursor.
+    readers: AtomicUsize,
+}
+
+/// Counts a read in progress on a cursor.
+struct Reading<'a>(&'a Cursor);
+
+impl<'a> Reading<'a> {
+    fn new(c: &'a Cursor) -> Self {
+        c.readers.fetch_add(1, Ordering::SeqCst);
+        Reading(c)
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    crate::mutex::lock(m)
+}
+
+impl Cursor {
+    /// The bytes `offset..end` if this window holds `offset` (a read may come back shorter than
+    /// asked: up to the end of what is decoded); `None` if it does not.
+    fn slice(w: &Window, offset: u64, end: u64) -> Option<Bytes> {
+        if offset < w.base || offset >= w.end {
+            return None;
+        }
+        let end = end.min(w.end);
+        let mut at = w.base;
+        let mut out: Option<Vec<u8>> = None;
+        for c in &w.chunks {
+            let (a, z) = (at, at + c.len() as u64);
+            at = z;
+            if z <= offset {
+                continue;
+            }
+            if a >= end {
+                break;
+            }
+            let part = c.slice((offset.max(a) - a) as usize..(end.min(z) - a) as usize);
+            match &mut out {
+                None if z >= end => return Some(part),
+                None => out = Some(part.to_vec()),
+                Some(v) => v.extend_from_slice(&part),
+            }
+        }
+        out.map(Bytes::from)
+    }
+
+    /// The sink of the decoding thread: reads the decoded value in chunks into the window,
+    /// waiting while it is [`AHEAD`] past the furthest read.
+    fn fill(&self, dec: &mut dyn BufRead) -> io::Result<u64> {
+        let mut total = 0u64;
+        loop {
+            // Straight from the decoder's buffer (no zeroed buffer to read into first).
+            let mut chunk = Vec::with_capacity(CHUNK);
+            while chunk.len() < CHUNK {
+                let buf = dec.fill_buf()?;
+                if buf.is_empty() {
+                    break;
+                }
+                let n = buf.len().min(CHUNK - chunk.len());
+                chunk.extend_from_slice(&buf[..n]);
+                dec.consume(n);
+            }
+            if chunk.is_empty() {
+                return Ok(total);
+            }
+            let n = chunk.len() as u64;
+            let mut w = lock(&self.window);
+            while !w.closed && w.end >= w.wanted + AHEAD {
+                w = self.room.wait(w).unwrap_or_else(|p| p.into_inner());
+            }
+            if w.closed {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the value closed",
+                ));
+            }
+            w.chunks.push_back(Bytes::from(chunk));
+            w.end += n;
+            total += n;
+            // Keep what is at most BEHIND before the furthest read.
+            while let Some(front) = w.chunks.front() {
+                let front_end = w.base + front.len() as u64;
+                if front_end + BEHIND > w.wanted || w.chunks.len() == 1 {
+                    break;
+                }
+                w.base = front_end;
+                w.chunks.pop_front();
+            }
+            drop(w);
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+impl Streamed {
+    pub(super) fn new(
+        store: &Arc<dyn BlobStore>,
+        blob: &str,
+        etag: &str,
+        cfg: &TransferConfig,
+    ) -> Self {
+        Streamed {
+            store: store.clone(),
+            blob: blob.to_string(),
+            etag: etag.to_string(),
+            cfg: cfg.clone(),
+            cursors: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset` (fewer at the end of the value, or of what one chunk
+    /// holds).
+    pub(super) async fn read(&self, offset: u64, len: u32) -> FsResult<Bytes> {
+        let end = offset.saturating_add(u64::from(len));
+        let cursor = self.cursor_for(offset);
+        let _reading = Reading::new(&cursor);
+        let mut changed = cursor.changed.subscribe();
+        loop {
+            match Self::step(&cursor, offset, end) {
+                Step::Done(out) => return Ok(out),
+                Step::Wait => {}
+                Step::Restart => return Box::pin(self.read_fresh(offset, len)).await,
+                Step::Failed(e) => {
+                    self.drop_cursor(&cursor);
+                    return Err(e);
+                }
+            }
+            changed.changed().await.map_err(|_| {
+                FsError::Internal(format!(
+                    "{}: a download ended without its result",
+                    self.blob
+                ))
+            })?;
+        }
+    }
+
+    /// What a read of `offset..end` on `cursor` can do now.
+    fn step(cursor: &Cursor, offset: u64, end: u64) -> Step {
+        let mut w = lock(&cursor.window);
+        if w.closed {
+            // Dropped while this read was on its way to it: start over.
+            return Step::Restart;
+        }
+        if let Some(out) = Cursor::slice(&w, offset, end) {
+            if end > w.wanted {
+                w.wanted = end;
+                cursor.room.notify_all();
+            }
+            return Step::Done(out);
+        }
+        if offset < w.base {
+            // Pushed out behind (another reader of this cursor ran ahead): start over.
+            return Step::Restart;
+        }
+        match &w.done {
+            Some(Ok(size)) if offset >= *size => return Step::Done(Bytes::new()),
+            Some(Err(e)) => return Step::Failed(e.clone()),
+            _ => {}
+        }
+        if end > w.wanted {
+            w.wanted = end;
+            cursor.room.notify_all();
+        }
+        Step::Wait
+    }
+
+    /// A read from a new cursor at the start.
+    async fn read_fresh(&self, offset: u64, len: u32) -> FsResult<Bytes> {
+        let fresh = self.start();
+        {
+            let mut cursors = lock(&self.cursors);
+            cursors.insert(0, fresh);
+            trim(&mut cursors);
+        }
+        self.read(offset, len).await
+    }
+
+    /// The cursor to read `offset` from: one whose window holds it or will reach it (the one
+    /// furthest along of those), or a new one from the start.
+    fn cursor_for(&self, offset: u64) -> Arc<Cursor> {
+        let mut cursors = lock(&self.cursors);
+        let mut best: Option<(usize, u64)> = None;
+        for (i, c) in cursors.iter().enumerate() {
+            let w = lock(&c.window);
+            if matches!(w.done, Some(Err(_))) && offset >= w.end {
+                continue;
+            }
+            if w.base <= offset && best.is_none_or(|(_, b)| w.base > b) {
+                best = Some((i, w.base));
+            }
+        }
+        let cursor = match best {
+            Some((i, _)) => cursors.remove(i),
+            None => self.start(),
+        };
+        cursors.insert(0, cursor.clone());
+        trim(&mut cursors);
+        cursor
+    }
+
+    fn drop_cursor(&self, cursor: &Arc<Cursor>) {
+        close(cursor);
+        lock(&self.cursors).retain(|c| !Arc::ptr_eq(c, cursor));
+    }
+
+    /// Starts a cursor at the value's start.
+    fn start(&self) -> Arc<Cursor> {
+        let cursor = Arc::new(Cursor {
+            window: Mutex::new(Window {
+                base: 0,
+                chunks: VecDeque::new(),
+                end: 0,
+                wanted: 0,
+                done: None,
+                closed: false,
+            }),
+            room: Condvar::new(),
+            changed: watch::Sender::new(0),
+            readers: AtomicUsize::new(0),
+        });
+        let (store, blob, etag, cfg) = (
+            self.store.clone(),
+            self.blob.clone(),
+            self.etag.clone(),
+            self.cfg.clone(),
+        );
+        let sink = cursor.clone();
+        let c = cursor.clone();
+        tokio::spawn(async move {
+            let got = transfer::download_with(&store, &blob, Some(&etag), &cfg, move |dec| {
+                sink.fill(dec)
+            })
+            .await;
+            let mut w = lock(&c.window);
+            let done = match got {
+                Ok(d) => Ok(d.size),
+                Err(_) if w.closed => return,
+                Err(e) => {
+                    log::error!("reading {blob:?}: {e}");
+                    Err(FsError::from(e))
+                }
+            };
+            w.done = Some(done);
+            drop(w);
+            c.changed.send_modify(|v| *v += 1);
+        });
+        cursor
+    }
+}
+
+fn close(cursor: &Cursor) {
+    lock(&cursor.window).closed = true;
+    cursor.room.notify_all();
+    cursor.changed.send_modify(|v| *v += 1);
+}
+
+/// Drops the least recently used cursors past [`MAX_CURSORS`] that no read is waiting on (never
+/// the first: the one a read just chose).
+fn trim(cursors: &mut Vec<Arc<Cursor>>) {
+    while cursors.len() > MAX_CURSORS {
+        let Some(i) = cursors
+            .iter()
+            .skip(1)
+            .rposition(|c| c.readers.load(Ordering::SeqCst) == 0)
+        else {
+            break;
+        };
+        close(&cursors.remove(i + 1));
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        for c in lock(&self.cursors).iter() {
+            close(c);
+        }
+    }
+}
