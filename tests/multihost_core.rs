@@ -613,3 +613,59 @@ async fn an_overwrite_of_a_stale_copy_fails_instead_of_undoing_a_newer_write() {
     let _ = a.release(fh).await;
     assert_eq!(read(&b, "f").await.unwrap(), b"bbbbbbbb");
 }
+
+/// Requests a new file costs on its own blob: one (the upload, If-None-Match) for a create
+/// without `O_EXCL`; two for `O_EXCL`, whose claim makes the name taken for every host at open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_file_costs_one_request_without_o_excl_and_two_with_it() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let faults = Arc::new(FaultStore::new(mem()));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let seen: Arc<Mutex<HashMap<String, Vec<Op>>>> = Arc::default();
+    for op in Op::ALL {
+        let seen = seen.clone();
+        faults.plan(
+            op,
+            When::matching(move |name| {
+                seen.lock()
+                    .unwrap()
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(op);
+                false
+            }),
+            Fault::DelayBefore(Duration::ZERO),
+        );
+    }
+    let (ca, cb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (fresh_host(&store, ca.path()), fresh_host(&store, cb.path()));
+    let plain = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    for (name, flags) in [("plain", plain), ("excl", excl)] {
+        let (_, fh) = a.create(ROOT, name, 0o644, flags).await.unwrap();
+        a.write(fh, 0, &[7u8; 4096]).await.unwrap();
+        a.flush(fh).await.unwrap();
+        a.release(fh).await.unwrap();
+    }
+    let ops = |name: &str| seen.lock().unwrap().get(&format!("folder/{name}")).cloned();
+    assert_eq!(ops("plain"), Some(vec![Op::Put]), "a create without O_EXCL");
+    assert_eq!(
+        ops("excl"),
+        Some(vec![Op::Put, Op::Put]),
+        "an O_EXCL create"
+    );
+    // Both are values every host reads once the index lists them (a group commit, after close).
+    for name in ["plain", "excl"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let got = loop {
+            match read(&b, name).await {
+                Err(FsError::NotFound) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => break other,
+            }
+        };
+        assert_eq!(got.unwrap(), vec![7u8; 4096], "{name} on another host");
+    }
+}

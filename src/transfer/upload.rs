@@ -108,7 +108,9 @@ async fn upload_once(
     mut opts: PutOptions,
     cfg: &TransferConfig,
 ) -> Result<Uploaded, TransferError> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(cfg.parallel.max(1));
+    // Two blocks ready beyond those being staged: the encoder keeps ahead of the uploads, and
+    // memory stays near the blocks in flight.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(2);
     let chunk = cfg.block_size.max(64 << 10);
     let encoder = tokio::task::spawn_blocking(move || -> io::Result<(u64, u64)> {
         let mut src = src;

@@ -267,7 +267,7 @@ impl CachedValue {
     fn disk(&self) -> FsResult<&Arc<std::fs::File>> {
         self.file
             .as_ref()
-            .ok_or_else(|| FsError::Internal("a small value has no file".into()))
+            .ok_or_else(|| FsError::Internal("a value held in memory has no file".into()))
     }
 
     fn bytes(&self) -> u64 {

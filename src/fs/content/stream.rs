@@ -12,7 +12,8 @@
 //!   that no read is waiting on (a read in progress never loses its cursor).
 //! - A cursor whose download failed reports the error to the reads waiting on it and is dropped:
 //!   the next read starts over.
-//! - Dropping the value stops its cursors (the decoding thread sees the window closed).
+//! - Dropping the value stops its cursors (the decoding thread sees the window closed), and so
+//!   does [`IDLE`] without a read: a value left open unread holds no memory for long.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead};
@@ -33,6 +34,8 @@ const AHEAD: u64 = 16 << 20;
 /// How much before the furthest read a cursor keeps (a reader slightly out of order, the
 /// kernel's read-ahead arriving in parallel).
 const BEHIND: u64 = 8 << 20;
+/// How long a cursor that nobody reads on keeps its window before it stops.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most cursors per value, unless reads are waiting on more.
 const MAX_CURSORS: usize = 3;
 
@@ -79,17 +82,18 @@ struct Cursor {
     readers: AtomicUsize,
 }
 
-/// Counts a read in progress on a cursor.
-struct Reading<'a>(&'a Cursor);
+/// A read in progress on a cursor (counted, so that the cursor is not dropped under it).
+struct Reading(Arc<Cursor>);
 
-impl<'a> Reading<'a> {
-    fn new(c: &'a Cursor) -> Self {
+impl Reading {
+    /// Counts a read on `c`; call with the cursors' lock held, so that no trim sees it idle.
+    fn new(c: &Arc<Cursor>) -> Self {
         c.readers.fetch_add(1, Ordering::SeqCst);
-        Reading(c)
+        Reading(c.clone())
     }
 }
 
-impl Drop for Reading<'_> {
+impl Drop for Reading {
     fn drop(&mut self) {
         self.0.readers.fetch_sub(1, Ordering::SeqCst);
     }
@@ -150,7 +154,21 @@ impl Cursor {
             let n = chunk.len() as u64;
             let mut w = lock(&self.window);
             while !w.closed && w.end >= w.wanted + AHEAD {
-                w = self.room.wait(w).unwrap_or_else(|p| p.into_inner());
+                let wanted = w.wanted;
+                let (g, waited) = self
+                    .room
+                    .wait_timeout(w, IDLE)
+                    .unwrap_or_else(|p| p.into_inner());
+                w = g;
+                if waited.timed_out()
+                    && w.wanted == wanted
+                    && self.readers.load(Ordering::SeqCst) == 0
+                {
+                    // Nobody read on: stop, and give the window's memory back.
+                    w.closed = true;
+                    w.chunks.clear();
+                    w.base = w.end;
+                }
             }
             if w.closed {
                 return Err(io::Error::new(
@@ -192,54 +210,63 @@ impl Streamed {
         }
     }
 
-    /// Reads up to `len` bytes at `offset` (fewer at the end of the value, or of what one chunk
-    /// holds).
+    /// Reads up to `len` bytes at `offset`: all of them unless the value ends first.
     pub(super) async fn read(&self, offset: u64, len: u32) -> FsResult<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
         let end = offset.saturating_add(u64::from(len));
-        let cursor = self.cursor_for(offset);
-        let _reading = Reading::new(&cursor);
-        let mut changed = cursor.changed.subscribe();
+        let mut fresh = false;
         loop {
-            match Self::step(&cursor, offset, end) {
-                Step::Done(out) => return Ok(out),
-                Step::Wait => {}
-                Step::Restart => return Box::pin(self.read_fresh(offset, len)).await,
-                Step::Failed(e) => {
-                    self.drop_cursor(&cursor);
-                    return Err(e);
+            let reading = self.cursor_for(offset, fresh);
+            let cursor = &reading.0;
+            let mut changed = cursor.changed.subscribe();
+            loop {
+                match Self::step(cursor, offset, end) {
+                    Step::Done(out) => return Ok(out),
+                    Step::Wait => {}
+                    Step::Restart => break,
+                    Step::Failed(e) => {
+                        self.drop_cursor(cursor);
+                        return Err(e);
+                    }
                 }
+                changed.changed().await.map_err(|_| {
+                    FsError::Internal(format!(
+                        "{}: a download ended without its result",
+                        self.blob
+                    ))
+                })?;
             }
-            changed.changed().await.map_err(|_| {
-                FsError::Internal(format!(
-                    "{}: a download ended without its result",
-                    self.blob
-                ))
-            })?;
+            // The cursor was dropped, or went on past this read (another reader of it ran
+            // ahead): a cursor of its own from the start.
+            fresh = true;
         }
     }
 
     /// What a read of `offset..end` on `cursor` can do now.
     fn step(cursor: &Cursor, offset: u64, end: u64) -> Step {
         let mut w = lock(&cursor.window);
-        if w.closed {
-            // Dropped while this read was on its way to it: start over.
+        if let Some(Err(e)) = &w.done {
+            return Step::Failed(e.clone());
+        }
+        if w.closed || offset < w.base {
             return Step::Restart;
         }
-        if let Some(out) = Cursor::slice(&w, offset, end) {
+        let finished = matches!(w.done, Some(Ok(_)));
+        // Whole reads only (a short read is not the end of the value), unless the value ends.
+        if end <= w.end || (finished && offset < w.end) {
+            let out = Cursor::slice(&w, offset, end);
             if end > w.wanted {
                 w.wanted = end;
                 cursor.room.notify_all();
             }
-            return Step::Done(out);
+            if let Some(out) = out {
+                return Step::Done(out);
+            }
         }
-        if offset < w.base {
-            // Pushed out behind (another reader of this cursor ran ahead): start over.
-            return Step::Restart;
-        }
-        match &w.done {
-            Some(Ok(size)) if offset >= *size => return Step::Done(Bytes::new()),
-            Some(Err(e)) => return Step::Failed(e.clone()),
-            _ => {}
+        if finished && offset >= w.end {
+            return Step::Done(Bytes::new());
         }
         if end > w.wanted {
             w.wanted = end;
@@ -248,25 +275,20 @@ impl Streamed {
         Step::Wait
     }
 
-    /// A read from a new cursor at the start.
-    async fn read_fresh(&self, offset: u64, len: u32) -> FsResult<Bytes> {
-        let fresh = self.start();
-        {
-            let mut cursors = lock(&self.cursors);
-            cursors.insert(0, fresh);
-            trim(&mut cursors);
-        }
-        self.read(offset, len).await
-    }
-
-    /// The cursor to read `offset` from: one whose window holds it or will reach it (the one
-    /// furthest along of those), or a new one from the start.
-    fn cursor_for(&self, offset: u64) -> Arc<Cursor> {
+    /// The cursor to read `offset` from, counted as read: the one furthest along whose window
+    /// holds it or will reach it, unless that one is in use and the read is far ahead of it (a
+    /// read of the value's tail must not pull a sequential reader's window away); otherwise
+    /// (or when `fresh`) a new one from the start.
+    fn cursor_for(&self, offset: u64, fresh: bool) -> Reading {
         let mut cursors = lock(&self.cursors);
         let mut best: Option<(usize, u64)> = None;
-        for (i, c) in cursors.iter().enumerate() {
+        for (i, c) in cursors.iter().enumerate().filter(|_| !fresh) {
             let w = lock(&c.window);
-            if matches!(w.done, Some(Err(_))) && offset >= w.end {
+            let busy = c.readers.load(Ordering::SeqCst) > 0;
+            if w.closed || w.done.as_ref().is_some_and(|d| d.is_err()) {
+                continue;
+            }
+            if busy && offset > w.end + AHEAD {
                 continue;
             }
             if w.base <= offset && best.is_none_or(|(_, b)| w.base > b) {
@@ -278,8 +300,9 @@ impl Streamed {
             None => self.start(),
         };
         cursors.insert(0, cursor.clone());
+        let reading = Reading::new(&cursor);
         trim(&mut cursors);
-        cursor
+        reading
     }
 
     fn drop_cursor(&self, cursor: &Arc<Cursor>) {
@@ -341,6 +364,7 @@ fn close(cursor: &Cursor) {
 /// Drops the least recently used cursors past [`MAX_CURSORS`] that no read is waiting on (never
 /// the first: the one a read just chose).
 fn trim(cursors: &mut Vec<Arc<Cursor>>) {
+    cursors.retain(|c| c.readers.load(Ordering::SeqCst) > 0 || !lock(&c.window).closed);
     while cursors.len() > MAX_CURSORS {
         let Some(i) = cursors
             .iter()
