@@ -100,6 +100,8 @@ pub struct Fs {
     dir_slices: Mutex<HashMap<u64, (usize, usize)>>,
     next_fh: AtomicU64,
     content: ContentCache,
+    /// Early uploads (files uploaded while written) this `Fs` may run at once.
+    early_slots: Arc<tokio::sync::Semaphore>,
     locks: LockTable,
     /// Entries this host knows to be newer than its index copy (a blob read right after another
     /// host rewrote it, before that host's index commit), for a few seconds.
@@ -153,6 +155,9 @@ impl Fs {
             dir_slices: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             content,
+            early_slots: Arc::new(tokio::sync::Semaphore::new(
+                crate::transfer::early::MAX_EARLY,
+            )),
             locks: LockTable::default(),
             fresher: Mutex::new(HashMap::new()),
             failures: AtomicU64::new(0),

@@ -50,6 +50,8 @@ impl Fs {
             mtime: SystemTime::now(),
             derived: false,
             appended_from: None,
+            early: None,
+            scattered: false,
         });
         st.perms = Some(perms);
         st.base = claimed;
@@ -285,6 +287,7 @@ impl Fs {
             let mut st = f.state.lock().await;
             if let Some(s) = st.staged.as_mut() {
                 s.dirty = false;
+                s.early = None;
             }
             st.unlinked = true;
             if let Some(claim) = st.claim.take() {

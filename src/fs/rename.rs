@@ -471,6 +471,7 @@ impl Fs {
             st.unlinked = true;
             if let Some(s) = st.staged.as_mut() {
                 s.dirty = false;
+                s.early = None;
             }
         }
     }

@@ -56,6 +56,9 @@ impl Fs {
             if let Some(s) = st.staged.as_mut() {
                 if s.file.metadata()?.len() != size {
                     s.appended_from = None;
+                    // The bytes an early upload streamed change: give it up.
+                    s.early = None;
+                    s.scattered = size != 0;
                 }
                 if size == 0 {
                     s.derived = false;

@@ -28,7 +28,17 @@ pub(super) struct Staged {
     /// version, where the appended bytes begin (a save refused because the blob changed moves
     /// them onto the newest version, as appends on a local disk go to the current end).
     pub(super) appended_from: Option<u64>,
+    /// An upload running while a new file is written front to back (see `transfer::early`):
+    /// dropped (given up) as soon as the copy changes any other way.
+    pub(super) early: Option<transfer::EarlyUpload>,
+    /// A write landed elsewhere than at the end: no early upload for this copy any more (a
+    /// program that writes all over its file would start one again and again).
+    pub(super) scattered: bool,
 }
+
+/// A new file written front to back starts uploading once it is this large (smaller ones are
+/// uploaded at close, in one or two blocks).
+const EARLY_MIN: u64 = 16 << 20;
 
 impl Fs {
     pub(super) fn new_staged(&self) -> FsResult<std::fs::File> {
@@ -60,6 +70,8 @@ impl Fs {
                     st.dirty_under = lease.clone();
                 }
                 if let Some(s) = st.staged.as_mut() {
+                    s.early = None;
+                    s.scattered = false;
                     s.file.set_len(0)?;
                     s.dirty = true;
                     s.mtime = SystemTime::now();
@@ -140,6 +152,8 @@ impl Fs {
             mtime: if truncate { SystemTime::now() } else { mtime },
             derived,
             appended_from: derived.then_some(base_len),
+            early: None,
+            scattered: false,
         });
         st.written |= truncate;
         Ok(())
@@ -159,15 +173,37 @@ impl Fs {
         self.check_lease(&key, Some(fh), &st)?;
         self.note_dirty(&key, &mut st);
         self.note_unsaved(&key, fh);
+        let lease = st.dirty_under.clone().or_else(|| self.locks.lease_id(&key));
+        let unlinked = st.unlinked;
         let staged = st.staged.as_mut().ok_or(FsError::BadHandle)?;
         let end = staged.file.metadata()?.len();
         let at = if h.append { end } else { offset };
         if at != end {
             staged.appended_from = None;
+            // Bytes an early upload may have read already change: give it up.
+            staged.early = None;
+            staged.scattered = true;
         }
         staged.file.write_all_at(data, at)?;
         staged.dirty = true;
         staged.mtime = SystemTime::now();
+        let len = end.max(at + data.len() as u64);
+        match &staged.early {
+            Some(early) => early.grew(len),
+            None if !staged.derived && !staged.scattered && !unlinked && len >= EARLY_MIN => {
+                // (Not starting one is never an error: the close uploads the file whole.)
+                staged.early = transfer::EarlyUpload::start(
+                    &self.store,
+                    &self.layout.blob_name(&key),
+                    &staged.file,
+                    len,
+                    lease,
+                    &self.cfg.transfer,
+                    &self.early_slots,
+                );
+            }
+            None => {}
+        }
         st.written = true;
         st.save_failed = false;
         Ok(data.len() as u32)
@@ -363,14 +399,55 @@ impl Fs {
         if derived {
             opts.conditions.if_match = st.base.as_ref().map(|b| b.etag.clone());
         }
+        // An upload that ran while the file was written commits now, if it streamed exactly
+        // this file under this lease; if it fails, the file is uploaded from its start.
+        let early = st.staged.as_mut().and_then(|s| s.early.take());
+        let mut early = match early {
+            Some(e) if e.fits(&blob, src.metadata()?.len(), &opts.conditions.lease_id) => {
+                Some(e.finish(opts.clone()))
+            }
+            _ => None,
+        };
         let mut src = src;
         let mut attempts = 0;
         let uploaded = loop {
             attempts += 1;
             let body = src.try_clone()?;
-            let result =
-                transfer::upload_file(&self.store, &blob, body, opts.clone(), &self.cfg.transfer)
-                    .await;
+            let result = match early.take() {
+                Some(finish) => match finish.await {
+                    // A refusal (lease, condition, credential) would come again: it is the
+                    // answer. Anything else (blocks discarded by another upload's commit, a
+                    // failure of the network while the file was written, local I/O, the task)
+                    // is retried with the whole file.
+                    Err(TransferError::Store(e))
+                        if !e.is_transient() && !matches!(e, StoreError::BlockListInvalid(_)) =>
+                    {
+                        Err(TransferError::Store(e))
+                    }
+                    Ok(u) => Ok(u),
+                    Err(e) => {
+                        log::info!("{key:?}: the upload made while writing failed ({e}); uploading the file again");
+                        transfer::upload_file(
+                            &self.store,
+                            &blob,
+                            body,
+                            opts.clone(),
+                            &self.cfg.transfer,
+                        )
+                        .await
+                    }
+                },
+                None => {
+                    transfer::upload_file(
+                        &self.store,
+                        &blob,
+                        body,
+                        opts.clone(),
+                        &self.cfg.transfer,
+                    )
+                    .await
+                }
+            };
             match result {
                 Err(TransferError::Store(
                     StoreError::PreconditionFailed(_) | StoreError::LeaseConflict(_),

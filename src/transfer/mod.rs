@@ -8,10 +8,12 @@
 
 mod copy;
 mod download;
+pub mod early;
 mod upload;
 
 pub use copy::{copy_stored, Copied};
 pub use download::{download_to, download_with, Downloaded};
+pub use early::EarlyUpload;
 pub use upload::{upload_file, Uploaded};
 
 use std::sync::Arc;

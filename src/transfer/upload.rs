@@ -83,7 +83,17 @@ pub async fn upload_file(
     };
     let mut attempt = 1;
     loop {
-        let r = upload_once(store, blob, src.try_clone()?, opts.clone(), cfg).await;
+        // Read by position: the handle may share its offset with others.
+        let reader = Box::new(BufReader::with_capacity(
+            1 << 20,
+            ReadAt {
+                file: src.try_clone()?,
+                pos: 0,
+            },
+        ));
+        let lease = opts.conditions.lease_id.clone();
+        let ready = std::future::ready(Ok(opts.clone()));
+        let r = upload_once(store, blob, reader, lease, ready, cfg).await;
         match r {
             Err(TransferError::Store(StoreError::BlockListInvalid(_)))
                 if attempt < UPLOAD_ATTEMPTS =>
@@ -100,22 +110,40 @@ pub async fn upload_file(
     }
 }
 
-/// One attempt of [`upload_file`].
-async fn upload_once(
+/// A file read from its start by position (`pread`), whatever its shared offset.
+struct ReadAt {
+    file: std::fs::File,
+    pos: u64,
+}
+
+impl io::Read for ReadAt {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// One attempt of an upload: compresses what `src` reads, stages the blocks (under `lease`)
+/// and commits them with the options `opts` gives once everything is staged (they may be known
+/// only then: see `early`).
+pub(super) async fn upload_once<O>(
     store: &Arc<dyn BlobStore>,
     blob: &str,
-    src: std::fs::File,
-    mut opts: PutOptions,
+    src: Box<dyn io::Read + Send>,
+    lease: Option<String>,
+    opts: O,
     cfg: &TransferConfig,
-) -> Result<Uploaded, TransferError> {
+) -> Result<Uploaded, TransferError>
+where
+    O: std::future::Future<Output = Result<PutOptions, TransferError>>,
+{
     // Two blocks ready beyond those being staged: the encoder keeps ahead of the uploads, and
     // memory stays near the blocks in flight.
     let (tx, mut rx) = mpsc::channel::<Bytes>(2);
     let chunk = cfg.block_size.max(64 << 10);
     let encoder = tokio::task::spawn_blocking(move || -> io::Result<(u64, u64)> {
         let mut src = src;
-        // The handle may share its offset with others: always read the whole file.
-        io::Seek::seek(&mut src, io::SeekFrom::Start(0))?;
         let mut sink = ChunkSink {
             buf: Vec::with_capacity(chunk),
             chunk,
@@ -124,7 +152,7 @@ async fn upload_once(
             scanner: Default::default(),
         };
         let mut enc = codec::encoder(&mut sink);
-        let size = io::copy(&mut BufReader::with_capacity(1 << 20, src), &mut enc)?;
+        let size = io::copy(&mut src, &mut enc)?;
         enc.finish().map_err(io::Error::other)?;
         // The seek table follows the frame, in a skippable frame (see `seek`).
         let table = sink
@@ -148,6 +176,7 @@ async fn upload_once(
     let Some(second) = second else {
         // One chunk: a single put.
         let (size, stored) = finish_encoder(encoder).await?;
+        let mut opts = opts.await?;
         opts.metadata
             .insert(codec::META_SIZE.into(), size.to_string());
         opts.metadata
@@ -160,7 +189,6 @@ async fn upload_once(
         });
     };
 
-    let lease = opts.conditions.lease_id.clone();
     let block_ids = BlockIds::new();
     let mut ids = Vec::new();
     let mut staging: JoinSet<Result<(), StoreError>> = JoinSet::new();
@@ -186,6 +214,7 @@ async fn upload_once(
         r.map_err(TransferError::from)??;
     }
     let (size, stored) = finish_encoder(encoder).await?;
+    let mut opts = opts.await?;
     opts.metadata
         .insert(codec::META_SIZE.into(), size.to_string());
     opts.metadata

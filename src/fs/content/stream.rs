@@ -36,6 +36,8 @@ const AHEAD: u64 = 16 << 20;
 const BEHIND: u64 = 8 << 20;
 /// How long a cursor that nobody reads on keeps its window before it stops.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// A cursor read within this long counts as in use: a read far ahead does not take it over.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most cursors per value, unless reads are waiting on more.
 const MAX_CURSORS: usize = 3;
 
@@ -66,6 +68,10 @@ struct Window {
     end: u64,
     /// The furthest end a read asked of this cursor.
     wanted: u64,
+    /// Offsets reads on this cursor are at (the chunks holding them are kept), with counts.
+    waiting: std::collections::BTreeMap<u64, usize>,
+    /// When a read last used this cursor.
+    last_read: std::time::Instant,
     /// `Some` once the download ended: the value's size, or why it failed.
     done: Option<Result<u64, FsError>>,
     /// Set when the value is dropped: the decoding thread stops.
@@ -82,20 +88,41 @@ struct Cursor {
     readers: AtomicUsize,
 }
 
-/// A read in progress on a cursor (counted, so that the cursor is not dropped under it).
-struct Reading(Arc<Cursor>);
+/// A read in progress on a cursor at an offset: counted, so that the cursor is not dropped
+/// under it, and its offset kept in the window, so that its chunk is not dropped before it.
+struct Reading(Arc<Cursor>, u64);
 
 impl Reading {
-    /// Counts a read on `c`; call with the cursors' lock held, so that no trim sees it idle.
-    fn new(c: &Arc<Cursor>) -> Self {
+    /// Counts a read at `offset` on `c`; call with the cursors' lock held, so that no trim sees
+    /// it idle.
+    fn new(c: &Arc<Cursor>, offset: u64) -> Self {
         c.readers.fetch_add(1, Ordering::SeqCst);
-        Reading(c.clone())
+        let mut w = lock(&c.window);
+        *w.waiting.entry(offset).or_default() += 1;
+        w.last_read = std::time::Instant::now();
+        Reading(c.clone(), offset)
     }
 }
 
 impl Drop for Reading {
     fn drop(&mut self) {
+        let mut w = lock(&self.0.window);
+        if let Some(n) = w.waiting.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                w.waiting.remove(&self.1);
+            }
+        }
+        w.last_read = std::time::Instant::now();
+        drop(w);
         self.0.readers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Cursor {
+    /// Whether a read used this cursor lately (a sequential reader between two reads).
+    fn in_use(&self, w: &Window) -> bool {
+        self.readers.load(Ordering::SeqCst) > 0 || w.last_read.elapsed() < RECENT
     }
 }
 
@@ -154,16 +181,12 @@ impl Cursor {
             let n = chunk.len() as u64;
             let mut w = lock(&self.window);
             while !w.closed && w.end >= w.wanted + AHEAD {
-                let wanted = w.wanted;
-                let (g, waited) = self
+                let (g, _) = self
                     .room
                     .wait_timeout(w, IDLE)
                     .unwrap_or_else(|p| p.into_inner());
                 w = g;
-                if waited.timed_out()
-                    && w.wanted == wanted
-                    && self.readers.load(Ordering::SeqCst) == 0
-                {
+                if w.last_read.elapsed() >= IDLE && self.readers.load(Ordering::SeqCst) == 0 {
                     // Nobody read on: stop, and give the window's memory back.
                     w.closed = true;
                     w.chunks.clear();
@@ -179,10 +202,12 @@ impl Cursor {
             w.chunks.push_back(Bytes::from(chunk));
             w.end += n;
             total += n;
-            // Keep what is at most BEHIND before the furthest read.
+            // Keep what is at most BEHIND before the furthest read, and every chunk a read in
+            // progress is at or after.
+            let lowest = w.waiting.keys().next().copied().unwrap_or(u64::MAX);
             while let Some(front) = w.chunks.front() {
                 let front_end = w.base + front.len() as u64;
-                if front_end + BEHIND > w.wanted || w.chunks.len() == 1 {
+                if front_end + BEHIND > w.wanted || front_end > lowest || w.chunks.len() == 1 {
                     break;
                 }
                 w.base = front_end;
@@ -205,7 +230,11 @@ impl Streamed {
             store: store.clone(),
             blob: blob.to_string(),
             etag: etag.to_string(),
-            cfg: cfg.clone(),
+            // Fewer GETs in flight than a download to disk: several cursors may run at once.
+            cfg: TransferConfig {
+                read_parallel: cfg.read_parallel.min(4),
+                ..cfg.clone()
+            },
             cursors: Mutex::new(Vec::new()),
         }
     }
@@ -216,9 +245,8 @@ impl Streamed {
             return Ok(Bytes::new());
         }
         let end = offset.saturating_add(u64::from(len));
-        let mut fresh = false;
         loop {
-            let reading = self.cursor_for(offset, fresh);
+            let reading = self.cursor_for(offset);
             let cursor = &reading.0;
             let mut changed = cursor.changed.subscribe();
             loop {
@@ -239,8 +267,7 @@ impl Streamed {
                 })?;
             }
             // The cursor was dropped, or went on past this read (another reader of it ran
-            // ahead): a cursor of its own from the start.
-            fresh = true;
+            // ahead): another cursor that holds it, or one of its own from the start.
         }
     }
 
@@ -278,13 +305,13 @@ impl Streamed {
     /// The cursor to read `offset` from, counted as read: the one furthest along whose window
     /// holds it or will reach it, unless that one is in use and the read is far ahead of it (a
     /// read of the value's tail must not pull a sequential reader's window away); otherwise
-    /// (or when `fresh`) a new one from the start.
-    fn cursor_for(&self, offset: u64, fresh: bool) -> Reading {
+    /// a new one from the start.
+    fn cursor_for(&self, offset: u64) -> Reading {
         let mut cursors = lock(&self.cursors);
         let mut best: Option<(usize, u64)> = None;
-        for (i, c) in cursors.iter().enumerate().filter(|_| !fresh) {
+        for (i, c) in cursors.iter().enumerate() {
             let w = lock(&c.window);
-            let busy = c.readers.load(Ordering::SeqCst) > 0;
+            let busy = c.in_use(&w);
             if w.closed || w.done.as_ref().is_some_and(|d| d.is_err()) {
                 continue;
             }
@@ -300,7 +327,7 @@ impl Streamed {
             None => self.start(),
         };
         cursors.insert(0, cursor.clone());
-        let reading = Reading::new(&cursor);
+        let reading = Reading::new(&cursor, offset);
         trim(&mut cursors);
         reading
     }
@@ -318,6 +345,8 @@ impl Streamed {
                 chunks: VecDeque::new(),
                 end: 0,
                 wanted: 0,
+                waiting: Default::default(),
+                last_read: std::time::Instant::now(),
                 done: None,
                 closed: false,
             }),
@@ -338,25 +367,45 @@ impl Streamed {
                 sink.fill(dec)
             })
             .await;
-            let mut w = lock(&c.window);
-            let done = match got {
-                Ok(d) => Ok(d.size),
-                Err(_) if w.closed => return,
-                Err(e) => {
-                    log::error!("reading {blob:?}: {e}");
-                    Err(FsError::from(e))
-                }
-            };
-            w.done = Some(done);
-            drop(w);
+            {
+                let mut w = lock(&c.window);
+                let done = match got {
+                    Ok(d) => Ok(d.size),
+                    Err(_) if w.closed => return,
+                    Err(e) => {
+                        log::error!("reading {blob:?}: {e}");
+                        Err(FsError::from(e))
+                    }
+                };
+                w.done = Some(done);
+            }
             c.changed.send_modify(|v| *v += 1);
+            // Read to the end: its window goes once nobody has read it for a while.
+            loop {
+                tokio::time::sleep(IDLE).await;
+                let w = lock(&c.window);
+                if w.closed {
+                    break;
+                }
+                if c.readers.load(Ordering::SeqCst) == 0 && w.last_read.elapsed() >= IDLE {
+                    drop(w);
+                    close(&c);
+                    break;
+                }
+            }
         });
         cursor
     }
 }
 
+/// Stops a cursor and gives its window back (reads holding slices of it keep those).
 fn close(cursor: &Cursor) {
-    lock(&cursor.window).closed = true;
+    {
+        let mut w = lock(&cursor.window);
+        w.closed = true;
+        w.chunks.clear();
+        w.base = w.end;
+    }
     cursor.room.notify_all();
     cursor.changed.send_modify(|v| *v += 1);
 }
@@ -364,7 +413,11 @@ fn close(cursor: &Cursor) {
 /// Drops the least recently used cursors past [`MAX_CURSORS`] that no read is waiting on (never
 /// the first: the one a read just chose).
 fn trim(cursors: &mut Vec<Arc<Cursor>>) {
-    cursors.retain(|c| c.readers.load(Ordering::SeqCst) > 0 || !lock(&c.window).closed);
+    cursors.retain(|c| {
+        let w = lock(&c.window);
+        c.readers.load(Ordering::SeqCst) > 0
+            || !(w.closed || w.done.as_ref().is_some_and(|d| d.is_err()))
+    });
     while cursors.len() > MAX_CURSORS {
         let Some(i) = cursors
             .iter()
