@@ -135,17 +135,32 @@ async fn a_write_behind_the_end_or_a_truncation_gives_the_early_upload_up() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failed_early_commit_is_followed_by_a_whole_upload_and_the_close_succeeds() {
+/// A host that wrote 24 MiB to a new file "big" front to back, staged early, still open.
+async fn written_unclosed(
+    seed: u64,
+) -> (
+    Arc<FaultStore>,
+    Arc<dyn BlobStore>,
+    Fs,
+    u64,
+    Vec<u8>,
+    tempfile::TempDir,
+) {
     let (faults, store) = stores();
     let cache = tempfile::tempdir().unwrap();
     let fs = host(&store, cache.path());
-    let data = common::mount::pseudo_random(24 * MIB, 9);
+    let data = common::mount::pseudo_random(24 * MIB, seed);
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
     let (_, fh) = fs.create(ROOT, "big", 0o644, flags).await.unwrap();
     faults.reset_calls();
     write_span(&fs, fh, &data, 0, data.len()).await;
     staged_at_least(&faults, 20).await;
+    (faults, store, fs, fh, data, cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_early_commit_is_followed_by_a_whole_upload_and_the_close_succeeds() {
+    let (faults, store, fs, fh, data, _cache) = written_unclosed(9).await;
     // The early upload's commit fails (its staged blocks discarded by another commit, say).
     faults.plan(
         Op::CommitBlocks,
@@ -164,15 +179,7 @@ async fn a_failed_early_commit_is_followed_by_a_whole_upload_and_the_close_succe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_early_commit_fails_the_close_without_uploading_again() {
-    let (faults, store) = stores();
-    let cache = tempfile::tempdir().unwrap();
-    let fs = host(&store, cache.path());
-    let data = common::mount::pseudo_random(24 * MIB, 10);
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
-    let (_, fh) = fs.create(ROOT, "big", 0o644, flags).await.unwrap();
-    faults.reset_calls();
-    write_span(&fs, fh, &data, 0, data.len()).await;
-    staged_at_least(&faults, 20).await;
+    let (faults, _store, fs, fh, data, _cache) = written_unclosed(10).await;
     // Another host holds the blob's lease: the commit is refused, and would be again.
     faults.plan(
         Op::CommitBlocks,

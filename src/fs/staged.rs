@@ -413,7 +413,7 @@ impl Fs {
         let uploaded = loop {
             attempts += 1;
             let body = src.try_clone()?;
-            let result = match early.take() {
+            let early_result = match early.take() {
                 Some(finish) => match finish.await {
                     // A refusal (lease, condition, credential) would come again: it is the
                     // answer. Anything else (blocks discarded by another upload's commit, a
@@ -422,30 +422,24 @@ impl Fs {
                     Err(TransferError::Store(e))
                         if !e.is_transient() && !matches!(e, StoreError::BlockListInvalid(_)) =>
                     {
-                        Err(TransferError::Store(e))
+                        Some(Err(TransferError::Store(e)))
                     }
-                    Ok(u) => Ok(u),
+                    Ok(u) => Some(Ok(u)),
                     Err(e) => {
-                        log::info!("{key:?}: the upload made while writing failed ({e}); uploading the file again");
-                        transfer::upload_file(
-                            &self.store,
-                            &blob,
-                            body,
-                            opts.clone(),
-                            &self.cfg.transfer,
-                        )
-                        .await
+                        log::info!(
+                            "{key:?}: the upload made while writing failed ({e}); uploading the \
+                             file again"
+                        );
+                        None
                     }
                 },
+                None => None,
+            };
+            let result = match early_result {
+                Some(r) => r,
                 None => {
-                    transfer::upload_file(
-                        &self.store,
-                        &blob,
-                        body,
-                        opts.clone(),
-                        &self.cfg.transfer,
-                    )
-                    .await
+                    let (cfg, opts) = (&self.cfg.transfer, opts.clone());
+                    transfer::upload_file(&self.store, &blob, body, opts, cfg).await
                 }
             };
             match result {
