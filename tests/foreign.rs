@@ -251,3 +251,59 @@ async fn a_failed_get_of_a_frame_read_through_memory_fails_the_read_then_reads_a
     .expect("a read hung after a failed download");
     assert!(again[..] == data[20 << 20..21 << 20]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_value_read_once_is_streamed_and_read_again_is_kept_on_disk() {
+    // A 16 MiB raw blob and a foreign frame of 12 MiB, in a cache of 1 GiB that could hold them:
+    // the first read passes them through memory (writing them to disk would cost more than
+    // fetching them); a second read keeps them on disk, so a third costs no GET.
+    let faults = Arc::new(FaultStore::new(common::mem_store()));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let raw = content(16 << 20);
+    let framed = text(12 << 20);
+    let frame = foreign_frame(&framed);
+    let raw_etag = store
+        .put("raw.bin", Bytes::from(raw.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    let frame_etag = store
+        .put("f.lz4", Bytes::from(frame.clone()), &PutOptions::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ContentCache::new(dir.path().to_path_buf(), 1 << 30, TransferConfig::default());
+    let values = [
+        ("raw.bin", &raw_etag, &raw, raw.len() as u64),
+        ("f.lz4", &frame_etag, &framed, frame.len() as u64),
+    ];
+    for (blob, etag, data, stored) in values {
+        let sizes = Some((data.len() as u64, stored));
+        let v = cache.get(&store, blob, etag, sizes).await.unwrap();
+        assert!(
+            read_range(&v, 0, data.len() + 1).await == *data,
+            "{blob}: first read differs"
+        );
+        assert!(!v.on_disk(), "{blob}: a first read was not streamed");
+        drop(v);
+
+        let v = cache.get(&store, blob, etag, sizes).await.unwrap();
+        assert!(v.on_disk(), "{blob}: a second read was streamed again");
+        assert!(
+            read_range(&v, 0, data.len() + 1).await == *data,
+            "{blob}: second read differs"
+        );
+        drop(v);
+
+        faults.reset_calls();
+        let v = cache.get(&store, blob, etag, sizes).await.unwrap();
+        assert!(
+            read_range(&v, 0, data.len() + 1).await == *data,
+            "{blob}: third read differs"
+        );
+        assert_eq!(
+            faults.calls(FaultOp::Get),
+            0,
+            "{blob}: read from the disk cache, not the store"
+        );
+    }
+}

@@ -351,11 +351,17 @@ async fn random_reads_of_raw_blocks_fetch_only_their_bytes(store: Arc<dyn BlobSt
     rand::rngs::StdRng::seed_from_u64(11).fill_bytes(&mut big);
     let cache = tempfile::tempdir().unwrap();
     write_file(&fs_on(&store, cache.path()), ROOT, "noise", &big).await;
-    // Streamed (64 MiB cache) and kept on disk (1 GiB cache).
+    // Streamed (64 MiB cache) and kept on disk (1 GiB cache, read a second time: the first
+    // read of a large value streams it).
     for cache_bytes in [64 << 20, 1 << 30] {
         let reader_cache = tempfile::tempdir().unwrap();
         let reader = fs_on_sized(&store, reader_cache.path(), cache_bytes);
         let ino = reader.lookup(ROOT, "noise").await.unwrap().ino;
+        if cache_bytes == 1 << 30 {
+            let fh = reader.open(ino, libc::O_RDONLY).await.unwrap();
+            assert!(reader.read(fh, 0, 4096).await.unwrap()[..] == big[..4096]);
+            reader.release(fh).await.unwrap();
+        }
         let fh = reader.open(ino, libc::O_RDONLY).await.unwrap();
         // First reads in blocks 4, 1 and the short last block: their bytes only.
         for offset in [(4 << 20) + 100, (1 << 20) + 5, (12 << 20) + 700] {

@@ -8,12 +8,15 @@
 //!   ranged GET of the blob's tail, and each read fetches and decodes only the 1 MiB blocks it
 //!   needs; while reads stay sequential, a read-ahead window of blocks (growing up to 64 MiB,
 //!   64 MiB stored) is fetched in the background by a few large ranged GETs in parallel. A random
-//!   4 KiB read costs one block, not the whole prefix. Values larger than an eighth of the cache
-//!   are streamed: their recent blocks are kept in memory, not on disk.
+//!   4 KiB read costs one block, not the whole prefix. Streamed values (below) keep their recent
+//!   blocks in memory, not on disk.
 //!
-//! A value without a seek table (an LZ4 frame another tool wrote) larger than an eighth of the
-//! cache is not written to disk either: it is decoded front to back through a bounded window in
-//! memory (`stream`).
+//! **Streamed** values are not written to disk: the first read of a value of at least
+//! [`BY_BLOCK_MIN`] (most such reads copy the value through once: writing it to disk would cost
+//! more CPU than fetching it), and every read of a value larger than an eighth of the cache. A
+//! value read a second time while the cache still remembers it was streamed is kept on disk
+//! (admission on second use). A value without a seek table (an LZ4 frame another tool wrote)
+//! that is streamed is decoded front to back through a bounded window in memory (`stream`).
 //!
 //! Raw blobs (written by other tools without LZ4: as many bytes stored as listed) of at least
 //! [`BY_BLOCK_MIN`] are read by block too, with a table of 1 MiB blocks read by range as they are.
@@ -58,6 +61,8 @@ pub const MAX_FILES: usize = 64;
 /// decoded blocks are kept in memory only (the most recent [`STREAM_BLOCKS`]), not written to
 /// disk — copying a gigabyte into the disk cache costs more CPU than decoding it.
 const STREAM_FRACTION: u64 = 8;
+/// Values streamed once that the cache remembers (to keep them on disk when read again).
+const REMEMBER_STREAMED: usize = 4096;
 /// Decoded blocks a streamed value keeps in memory: the read-ahead window and more.
 const STREAM_BLOCKS: usize = MAX_WINDOW as usize + 8;
 /// Largest read-ahead window, in blocks (of 1 MiB, before compression).
@@ -304,6 +309,8 @@ pub struct ContentCache {
     max_bytes: u64,
     cfg: TransferConfig,
     entries: Mutex<Entries>,
+    /// Values of at least [`BY_BLOCK_MIN`] streamed once: the next read keeps them on disk.
+    streamed: Mutex<LruCache<Key, ()>>,
 }
 
 impl ContentCache {
@@ -317,7 +324,24 @@ impl ContentCache {
                 small: LruCache::unbounded(),
                 small_bytes: 0,
             }),
+            streamed: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(REMEMBER_STREAMED)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         }
+    }
+
+    /// Whether a value of `size` that is not cached is to be streamed (not written to disk): when
+    /// it is larger than an eighth of the cache, or large and read for the first time (as far as
+    /// the cache remembers). Records the value as streamed.
+    fn stream_now(&self, key: &Key, size: u64) -> bool {
+        if size < BY_BLOCK_MIN {
+            return false;
+        }
+        let first = crate::mutex::lock(&self.streamed)
+            .put(key.clone(), ())
+            .is_none();
+        first || size > self.max_bytes / STREAM_FRACTION
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -377,7 +401,8 @@ impl ContentCache {
             }
             _ => None,
         };
-        if table.is_none() && size > self.max_bytes / STREAM_FRACTION {
+        let stream = self.stream_now(&key, size);
+        if table.is_none() && stream {
             let value = Arc::new(CachedValue {
                 file: None,
                 fetch: Fetch::Stream(stream::Streamed::new(store, blob, etag, &self.cfg)),
@@ -390,7 +415,6 @@ impl ContentCache {
         let file = tempfile::tempfile_in(&self.dir)?;
         let value = match table {
             Some(table) => {
-                let stream = table.content_size > self.max_bytes / STREAM_FRACTION;
                 if !stream {
                     file.set_len(table.content_size)?;
                 }
