@@ -74,43 +74,42 @@ mod tests {
     #[test]
     fn read_ahead_gets_are_large_and_wait_for_a_full_group() {
         let t = table(100, 1 << 20);
-        // Window 32 ahead of block 0, nothing fetched: four GETs of 8 blocks (8 MiB each).
-        let missing: Vec<usize> = (1..=32).collect();
+        // Window 64 ahead of block 0, nothing fetched: four GETs of 16 blocks (16 MiB each).
+        let missing: Vec<usize> = (1..=64).collect();
         assert_eq!(
-            plan_read_ahead(&t, 0, 32, &missing),
-            vec![(1, 8), (9, 16), (17, 24), (25, 32)]
+            plan_read_ahead(&t, 0, 64, &missing),
+            vec![(1, 16), (17, 32), (33, 48), (49, 64)]
         );
         // The window slid by one block: the one new block waits for a group's worth.
-        assert_eq!(plan_read_ahead(&t, 1, 32, &[33]), vec![]);
-        // Once the reader is within half a window of the missing blocks they are fetched.
-        let missing: Vec<usize> = (17..=40).collect();
+        assert_eq!(plan_read_ahead(&t, 1, 64, &[65]), vec![]);
+        // Full groups are fetched as soon as they are in the window.
+        let missing: Vec<usize> = (33..=80).collect();
         assert_eq!(
-            plan_read_ahead(&t, 8, 32, &missing),
-            vec![(17, 24), (25, 32), (33, 40)]
+            plan_read_ahead(&t, 16, 64, &missing),
+            vec![(33, 48), (49, 64), (65, 80)]
         );
-        let missing: Vec<usize> = (30..=36).collect();
-        assert_eq!(plan_read_ahead(&t, 4, 32, &missing), vec![]);
-        assert_eq!(plan_read_ahead(&t, 14, 32, &missing), vec![(30, 36)]);
+        // A short group waits until the reader is within half a window of it.
+        let missing: Vec<usize> = (60..=70).collect();
+        assert_eq!(plan_read_ahead(&t, 4, 64, &missing), vec![]);
+        assert_eq!(plan_read_ahead(&t, 30, 64, &missing), vec![(60, 70)]);
     }
 
     #[test]
     fn read_ahead_fetches_the_tail_and_respects_the_stored_budget() {
         let t = table(10, 1 << 20);
         assert_eq!(plan_read_ahead(&t, 6, 32, &[8, 9]), vec![(8, 9)]);
-        // Compressible blocks (256 KiB stored): groups of 32 blocks; the window spans 64 blocks
+        // Compressible blocks (256 KiB stored): groups of 64 blocks; the window spans 64 blocks
         // (16 MiB stored, within the budget).
         let t = table(1000, 256 << 10);
         let missing: Vec<usize> = (1..=64).collect();
-        assert_eq!(
-            plan_read_ahead(&t, 0, 64, &missing),
-            vec![(1, 32), (33, 64)]
-        );
-        // Incompressible blocks larger than 1 MiB: the stored budget (64 MiB) cuts the window.
+        assert_eq!(plan_read_ahead(&t, 0, 64, &missing), vec![(1, 64)]);
+        // Incompressible blocks larger than 1 MiB: the stored budget (64 MiB) cuts the window
+        // to 32 blocks, in groups of 8.
         let t = table(1000, 2 << 20);
         let missing: Vec<usize> = (1..=64).collect();
         assert_eq!(
             plan_read_ahead(&t, 0, 64, &missing),
-            (0..8).map(|g| (1 + 4 * g, 4 + 4 * g)).collect::<Vec<_>>()
+            (0..4).map(|g| (1 + 8 * g, 8 + 8 * g)).collect::<Vec<_>>()
         );
     }
 }
