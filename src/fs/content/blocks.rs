@@ -56,6 +56,32 @@ impl Blocks {
         }
     }
 
+    /// A streamed value read sequentially up to block `first`: drops the blocks in memory more
+    /// than `keep` blocks behind it (read once, they would otherwise fill the memory the window
+    /// ahead needs: with GETs in flight, the blocks most recently used are mostly behind).
+    pub(super) fn forget_behind(&self, first: usize, keep: usize) {
+        let Some(mem) = &self.mem else { return };
+        let before = first.saturating_sub(keep);
+        let dropped: Vec<usize> = {
+            let mut mem = mem.lock().unwrap_or_else(|p| p.into_inner());
+            let old: Vec<usize> = mem
+                .iter()
+                .map(|(i, _)| *i)
+                .filter(|i| *i < before)
+                .collect();
+            for i in &old {
+                mem.pop(i);
+            }
+            old
+        };
+        if !dropped.is_empty() {
+            let mut st = self.states();
+            for i in dropped {
+                st[i] = Block::Missing;
+            }
+        }
+    }
+
     /// Bytes `offset..end` of a streamed value from the blocks in memory; `None` if one of them
     /// was pushed out meanwhile.
     pub(super) fn read_memory(&self, offset: u64, end: u64) -> Option<Bytes> {

@@ -64,7 +64,9 @@ const STREAM_FRACTION: u64 = 8;
 /// Values streamed once that the cache remembers (to keep them on disk when read again).
 const REMEMBER_STREAMED: usize = 4096;
 /// Decoded blocks a streamed value keeps in memory: the read-ahead window and more.
-const STREAM_BLOCKS: usize = MAX_WINDOW as usize + 8;
+const STREAM_BLOCKS: usize = MAX_WINDOW as usize + KEEP_BEHIND;
+/// Blocks a streamed value read sequentially keeps in memory behind the reader.
+const KEEP_BEHIND: usize = 8;
 /// Largest read-ahead window, in blocks (of 1 MiB, before compression).
 const MAX_WINDOW: u64 = 64;
 /// Most stored (compressed) bytes the read-ahead window spans: several GETs in flight (4 of
@@ -190,6 +192,7 @@ impl CachedValue {
         if !sequential {
             return;
         }
+        b.forget_behind((offset / b.table.block_size) as usize, KEEP_BEHIND);
         // Plan and claim under one lock, so that neither the next read's plan nor a foreground
         // fetch splits a planned GET into single blocks.
         let plan = {
