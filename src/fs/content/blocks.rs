@@ -56,27 +56,21 @@ impl Blocks {
         }
     }
 
-    /// A streamed value read sequentially up to block `first`: drops the blocks in memory more
-    /// than `keep` blocks behind it (read once, they would otherwise fill the memory the window
-    /// ahead needs: with GETs in flight, the blocks most recently used are mostly behind).
+    /// A streamed value read sequentially up to block `first`: drops the blocks in memory just
+    /// behind it, more than `keep` blocks back (read once, they would otherwise fill the memory
+    /// the window ahead needs: with GETs in flight, the blocks most recently used are mostly
+    /// behind). Only a short band is dropped, so that another reader of the value further back
+    /// keeps its blocks; only blocks that arrived (a block of a GET still being handed over is
+    /// left to it).
     pub(super) fn forget_behind(&self, first: usize, keep: usize) {
         let Some(mem) = &self.mem else { return };
-        let before = first.saturating_sub(keep);
-        let dropped: Vec<usize> = {
-            let mut mem = mem.lock().unwrap_or_else(|p| p.into_inner());
-            let old: Vec<usize> = mem
-                .iter()
-                .map(|(i, _)| *i)
-                .filter(|i| *i < before)
-                .collect();
-            for i in &old {
-                mem.pop(i);
-            }
-            old
-        };
-        if !dropped.is_empty() {
-            let mut st = self.states();
-            for i in dropped {
+        let to = first.saturating_sub(keep);
+        let from = to.saturating_sub(FORGET_BAND);
+        // Lock order: states, then memory (as in `fetch_claimed`).
+        let mut st = self.states();
+        let mut mem = mem.lock().unwrap_or_else(|p| p.into_inner());
+        for i in from..to {
+            if st.get(i) == Some(&Block::Present) && mem.pop(&i).is_some() {
                 st[i] = Block::Missing;
             }
         }
@@ -171,15 +165,23 @@ impl Blocks {
     ) -> FsResult<()> {
         let fetched = self.fetch(file, a, b).await;
         let mut st = self.states();
-        for s in &mut st[a..=b] {
+        // A streamed block pushed out of memory while its run was handed over is missing, not
+        // present (a reader would find it neither in memory nor being fetched).
+        let mem = self
+            .mem
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+        for (i, s) in st.iter_mut().enumerate().take(b + 1).skip(a) {
             if *s == Block::Fetching {
-                *s = if fetched.is_ok() {
+                let held = mem.as_ref().is_none_or(|m| m.contains(&i));
+                *s = if fetched.is_ok() && held {
                     Block::Present
                 } else {
                     Block::Missing
                 };
             }
         }
+        drop(mem);
         drop(st);
         self.arrived.notify_waiters();
         fetched
@@ -293,5 +295,53 @@ impl Blocks {
             .filter(|s| **s == Block::Present)
             .count() as u64
             * self.table.block_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::MemStore;
+
+    /// A streamed raw value of `n` blocks, nothing fetched.
+    fn streamed(n: usize) -> Blocks {
+        Blocks {
+            store: Arc::new(MemStore::new()),
+            blob: "b".into(),
+            etag: "e".into(),
+            table: SeekTable::for_raw(n as u64 * (1 << 20)),
+            state: Mutex::new(vec![Block::Missing; n]),
+            arrived: tokio::sync::Notify::new(),
+            next: AtomicU64::new(0),
+            window: AtomicU64::new(1),
+            mem: Some(Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(STREAM_BLOCKS).unwrap(),
+            ))),
+            peeked: Mutex::new(HashSet::new()),
+        }
+    }
+
+    #[test]
+    fn a_sequential_reader_lets_go_only_of_arrived_blocks_just_behind_it() {
+        let b = streamed(40);
+        for i in 0..20 {
+            b.remember(i, Bytes::from_static(b"x"));
+            b.states()[i] = Block::Present;
+        }
+        // Block 9 is still being handed over by its GET (in memory, not yet marked present).
+        b.states()[9] = Block::Fetching;
+        b.forget_behind(20, 8);
+        let st = b.states().clone();
+        let mem = b.mem.as_ref().unwrap().lock().unwrap();
+        for (i, state) in st.iter().enumerate().take(20) {
+            let dropped = (8..12).contains(&i) && i != 9;
+            assert_eq!(!mem.contains(&i), dropped, "block {i} in memory");
+            let want = match i {
+                9 => Block::Fetching,
+                _ if dropped => Block::Missing,
+                _ => Block::Present,
+            };
+            assert!(*state == want, "block {i}'s state");
+        }
     }
 }

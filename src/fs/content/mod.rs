@@ -11,12 +11,13 @@
 //!   4 KiB read costs one block, not the whole prefix. Streamed values (below) keep their recent
 //!   blocks in memory, not on disk.
 //!
-//! **Streamed** values are not written to disk: the first read of a value of at least
-//! [`BY_BLOCK_MIN`] (most such reads copy the value through once: writing it to disk would cost
-//! more CPU than fetching it), and every read of a value larger than an eighth of the cache. A
-//! value read a second time while the cache still remembers it was streamed is kept on disk
-//! (admission on second use). A value without a seek table (an LZ4 frame another tool wrote)
-//! that is streamed is decoded front to back through a bounded window in memory (`stream`).
+//! **Streamed** values are not written to disk: the first read of a value read by block (most
+//! such reads copy the value through once: writing it to disk would cost more CPU than fetching
+//! it), and every read of a value larger than an eighth of the cache. A value read a second time
+//! while the cache still remembers it was streamed is kept on disk (admission on second use). A
+//! value without a seek table (an LZ4 frame another tool wrote) is streamed only when too large
+//! for the disk cache: decoded front to back through a bounded window in memory (`stream`), where
+//! a read behind the window starts over.
 //!
 //! Raw blobs (written by other tools without LZ4: as many bytes stored as listed) of at least
 //! [`BY_BLOCK_MIN`] are read by block too, with a table of 1 MiB blocks read by range as they are.
@@ -64,9 +65,12 @@ const STREAM_FRACTION: u64 = 8;
 /// Values streamed once that the cache remembers (to keep them on disk when read again).
 const REMEMBER_STREAMED: usize = 4096;
 /// Decoded blocks a streamed value keeps in memory: the read-ahead window and more.
-const STREAM_BLOCKS: usize = MAX_WINDOW as usize + KEEP_BEHIND;
+const STREAM_BLOCKS: usize = MAX_WINDOW as usize + KEEP_BEHIND + 2;
 /// Blocks a streamed value read sequentially keeps in memory behind the reader.
 const KEEP_BEHIND: usize = 8;
+/// Blocks behind `KEEP_BEHIND` a sequential read lets go of (a band: not those of another reader
+/// further back).
+const FORGET_BAND: usize = 4;
 /// Largest read-ahead window, in blocks (of 1 MiB, before compression).
 const MAX_WINDOW: u64 = 64;
 /// Most stored (compressed) bytes the read-ahead window spans: several GETs in flight (4 of
@@ -159,6 +163,8 @@ impl CachedValue {
                         if let Some(out) = b.read_memory(offset, end) {
                             return Ok(out);
                         }
+                        // Let the task pushing it out mark it missing before looking again.
+                        tokio::task::yield_now().await;
                         b.ensure(file, first, last).await?;
                     }
                 }
@@ -336,16 +342,18 @@ impl ContentCache {
     }
 
     /// Whether a value of `size` that is not cached is to be streamed (not written to disk): when
-    /// it is larger than an eighth of the cache, or large and read for the first time (as far as
-    /// the cache remembers). Records the value as streamed.
-    fn stream_now(&self, key: &Key, size: u64) -> bool {
-        if size < BY_BLOCK_MIN {
-            return false;
+    /// it is larger than an eighth of the cache, or read by block (`by_block`: any read costs its
+    /// blocks only) and read for the first time as far as the cache remembers. Records the value
+    /// as streamed. A value without a seek table is decoded front to back, so reading it through
+    /// memory makes every read behind the decoder start over: it goes to disk when it fits.
+    fn stream_now(&self, key: &Key, size: u64, by_block: bool) -> bool {
+        if size > self.max_bytes / STREAM_FRACTION {
+            return true;
         }
-        let first = crate::mutex::lock(&self.streamed)
-            .put(key.clone(), ())
-            .is_none();
-        first || size > self.max_bytes / STREAM_FRACTION
+        by_block
+            && crate::mutex::lock(&self.streamed)
+                .put(key.clone(), ())
+                .is_none()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -405,7 +413,7 @@ impl ContentCache {
             }
             _ => None,
         };
-        let stream = self.stream_now(&key, size);
+        let stream = self.stream_now(&key, size, table.is_some());
         if table.is_none() && stream {
             let value = Arc::new(CachedValue {
                 file: None,
