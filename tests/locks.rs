@@ -104,12 +104,18 @@ async fn nonblocking_fails_fast_and_waiting_can_be_interrupted(backend: Backend)
         stderr(&out).contains("busy"),
         "write from the other host: {out:?}"
     );
-    // A blocking flock waits; SIGINT (Ctrl-C) makes it return.
-    let mut waiter = Command::new("flock")
-        .args(["f", "true"])
-        .current_dir(&b.dir)
-        .spawn()
-        .unwrap();
+    // A blocking flock waits; SIGINT (Ctrl-C) makes it return. It gets SIGINT's default action,
+    // as under a terminal (a harness started in the background hands its children SIGINT ignored).
+    let mut waiter = Command::new("flock");
+    waiter.args(["f", "true"]).current_dir(&b.dir);
+    // SAFETY: between fork and exec only signal(2), which is async-signal-safe, is called.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut waiter, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut waiter = waiter.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(800));
     assert!(waiter.try_wait().unwrap().is_none(), "flock did not wait");
     unsafe { libc::kill(waiter.id() as i32, libc::SIGINT) };
