@@ -13,7 +13,7 @@ use remotedict::layout::Layout;
 use remotedict::store::testing::{Fault, FaultStore, MemStore, Op, When};
 use remotedict::store::{BlobStore, Metadata, PutOptions, StoreError};
 
-use common::hosts::{consistent as assert_consistent, read, write_file, ROOT};
+use common::hosts::{consistent as assert_consistent, open_write, read, write_file, ROOT};
 
 /// How old a claim's heartbeat must be before it may be taken over, in these tests.
 const STALE_SECS: u64 = 2;
@@ -69,6 +69,59 @@ async fn a_stale_mv_moves_the_newest_value() {
         assert_consistent(&store, "g").await.as_deref(),
         Some(&b"version 2"[..])
     );
+}
+
+/// C's index copy was taken before B created `f`; C creates `f` too (without `O_EXCL`, which
+/// asks the store nothing yet), writes, and removes it before closing: the name goes as it is
+/// now, B's value with it, as a stale `rm` of a listed file does (B's value used to stay, and
+/// C read it back after its own write and `rm`: found by scripts/torture).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_rm_of_a_file_created_here_removes_the_name_as_it_is_now() {
+    let store = mem();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (b, c) = (fresh_host(&store, cb.path()), stale_host(&store, cc.path()));
+    assert!(matches!(c.lookup(ROOT, "f").await, Err(FsError::NotFound)));
+    write_file(&b, "f", b"B's value").await;
+    let fh = open_write(&c, "f").await;
+    c.write(fh, 0, b"C's value").await.unwrap();
+    c.unlink(ROOT, "f").await.unwrap();
+    c.flush(fh).await.unwrap();
+    c.release(fh).await.unwrap();
+    c.sync_index().await.unwrap();
+    assert_eq!(assert_consistent(&store, "f").await, None);
+}
+
+/// A's `rm` of a file A is saving (another process of A closes it) comes while the upload is
+/// on its way: the `rm` decides after the save, so the name goes (it used to find the file not
+/// listed yet, delete nothing, and let the save list it: the name stayed after `rm` returned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_rm_during_the_save_of_a_new_file_removes_it() {
+    let faults = Arc::new(FaultStore::new(Arc::new(MemStore::new())));
+    let store: Arc<dyn BlobStore> = faults.clone();
+    let ca = tempfile::tempdir().unwrap();
+    let a = Arc::new(fresh_host(&store, ca.path()));
+    let fh = open_write(&a, "f").await;
+    a.write(fh, 0, b"being saved").await.unwrap();
+    let rm = Arc::new(std::sync::Mutex::new(None));
+    let (a2, rm2) = (a.clone(), rm.clone());
+    faults.plan(
+        Op::Put,
+        When::Prefix("folder/f".into()),
+        Fault::hook(move || async move {
+            let a3 = a2.clone();
+            let task = tokio::spawn(async move { a3.unlink(ROOT, "f").await });
+            *rm2.lock().unwrap() = Some(task);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }),
+    );
+    a.flush(fh).await.unwrap();
+    faults.clear();
+    let task = rm.lock().unwrap().take().expect("the save uploaded");
+    task.await.unwrap().unwrap();
+    a.release(fh).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert!(matches!(a.lookup(ROOT, "f").await, Err(FsError::NotFound)));
+    assert_eq!(assert_consistent(&store, "f").await, None);
 }
 
 /// Hosts B and C over one store with faults, and `f` = `v1` written by B and seen by C: the

@@ -269,22 +269,34 @@ impl Fs {
         self.writable()?;
         let key = self.child(parent, name)?;
         self.check_name(&key)?;
-        let index = self.index.current().await?;
-        let entry = index.entries.get(&key);
         let ino = lock(&self.inodes).get(&key);
         let pending = ino.and_then(|i| self.open_file(i));
-        match entry {
+        // A file open here is decided on under its state lock: a save in progress lands first
+        // (and is listed, so it is what gets deleted), and none begins after (it is marked
+        // unlinked before the lock is let go).
+        let mut st = match &pending {
+            Some(f) => Some(f.state.lock().await),
+            None => None,
+        };
+        let index = self.index.current().await?;
+        match index.entries.get(&key) {
             Some(e) if e.kind == EntryKind::Dir => return Err(FsError::IsDir),
             Some(e) => self.delete_listed(&key, &e.etag).await?,
-            None if pending.is_some() => {}
+            // Created here and not listed yet. The name goes as it is now: a value another host
+            // saved there since this host's index copy goes too (as for a stale view of a
+            // listed file); the claim of an O_EXCL create goes below.
+            None if st.is_some() => {
+                if st.as_ref().is_some_and(|s| s.claim.is_none()) {
+                    self.delete_unlisted(&key).await?;
+                }
+            }
             None if has_children(&index, &key) => return Err(FsError::IsDir),
             None => return Err(FsError::NotFound),
         }
-        let open = pending.is_some();
-        if let Some(f) = pending {
+        let open = st.is_some();
+        if let Some(st) = st.as_mut() {
             // Open handles keep their data; it is not saved under the old name any more, and a
             // claim of a file created here and never saved goes with the name.
-            let mut st = f.state.lock().await;
             if let Some(s) = st.staged.as_mut() {
                 s.dirty = false;
                 s.early = None;
@@ -294,6 +306,7 @@ impl Fs {
                 self.drop_claim(&key, claim).await?;
             }
         }
+        drop(st);
         // The locks on the file stay with its open descriptors (as on a local disk); its lease
         // went with the blob, and the name is free to be locked anew. (After the open file is
         // marked unlinked: a save in between still presents the lease, and fails, rather than
@@ -304,6 +317,19 @@ impl Fs {
         lock(&self.inodes).remove_key(&key, open);
         self.touch_parent(&key);
         Ok(())
+    }
+
+    /// Deletes whatever value of `key` the store holds that the index does not list yet (another
+    /// host's, saved since this host's index copy was taken); a directory stays.
+    async fn delete_unlisted(&self, key: &str) -> FsResult<()> {
+        match self.store.head(&self.layout.blob_name(key)).await {
+            Ok(p) if entry_from_props(&p).kind != EntryKind::Dir => {
+                log::info!("{key:?} was created elsewhere meanwhile; removing that value too");
+                self.delete_listed(key, &p.etag).await
+            }
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes the blob of `key`, listed as version `etag`, and its index entry. A precondition
