@@ -273,3 +273,40 @@ async fn a_file_renamed_to_a_free_name_before_its_first_save_takes_the_name_at_o
         assert_eq!(consistent(&store, name).await, None, "{name}");
     }
 }
+
+/// `mv f g` on the host that is saving `g` (another process closes it) while the upload is on
+/// its way: the move decides after the save, so `g` ends with `f`'s value and the writer's
+/// changes stay with its handle, as on a local disk. (The move's copy used to land first and
+/// the save over it: `f`'s value was lost under both names.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_onto_a_file_being_saved_here_keeps_the_moved_value() {
+    let (faults, store) = faulty();
+    let ca = tempfile::tempdir().unwrap();
+    let a = Arc::new(host(&store, ca.path()));
+    write_file(&a, "f", b"moved value").await;
+    let fh = open_write(&a, "g").await;
+    a.write(fh, 0, b"being saved").await.unwrap();
+    let mv = Arc::new(std::sync::Mutex::new(None));
+    let (a2, mv2) = (a.clone(), mv.clone());
+    faults.plan(
+        Op::Put,
+        When::NthWithPrefix("folder/g".into(), 1),
+        Fault::hook(move || async move {
+            let a3 = a2.clone();
+            let task = tokio::spawn(async move { a3.rename(ROOT, "f", ROOT, "g", false).await });
+            *mv2.lock().unwrap() = Some(task);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }),
+    );
+    a.flush(fh).await.unwrap();
+    let task = mv.lock().unwrap().take().expect("the save uploaded");
+    task.await.unwrap().unwrap();
+    faults.clear();
+    a.release(fh).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert_eq!(consistent(&store, "f").await, None);
+    assert_eq!(
+        consistent(&store, "g").await.as_deref(),
+        Some(&b"moved value"[..])
+    );
+}

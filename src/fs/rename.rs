@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use super::handles::FileState;
+use super::handles::{FileState, OpenFile};
 use super::namespace::removals;
 use super::*;
 use crate::index::meta::entry_from_props;
@@ -65,13 +65,15 @@ impl Fs {
             ));
         }
         // A file of this host that is open: its saves wait until it has moved (and a save in
-        // progress finishes first), so it is saved under one name or the other, whole.
+        // progress finishes first), so it is saved under one name or the other, whole. So do
+        // those of a file open here under the target name: a save in progress lands before the
+        // move replaces it, and none comes after (it would overwrite the moved value).
         let src_ino = lock(&self.inodes).get(&from);
-        let src_file = src_ino.and_then(|i| self.open_file(i));
-        let mut held = match &src_file {
-            Some(f) => Some(f.state.lock().await),
-            None => None,
-        };
+        let dst_ino = lock(&self.inodes).get(&to).filter(|&d| Some(d) != src_ino);
+        let src_file = src_ino.and_then(|i| self.open_file(i).map(|f| (i, f)));
+        let dst_file = dst_ino.and_then(|i| self.open_file(i).map(|f| (i, f)));
+        let (mut held, mut dst_held) = lock_both(src_file, dst_file).await;
+        let mut dst_held = dst_ino.zip(dst_held.as_deref_mut());
         let index = self.index.current().await?;
         let src_entry = index.entries.get(&from);
         let src_is_dir = src_entry
@@ -101,7 +103,9 @@ impl Fs {
         }
         if pending {
             if let Some(st) = held.as_deref_mut() {
-                return self.rename_pending(&from, &to, dst_entry, st).await;
+                return self
+                    .rename_pending(&from, &to, dst_entry, st, dst_held)
+                    .await;
             }
         }
         // Every key that moves: the node itself and, for a directory, everything under it.
@@ -133,7 +137,7 @@ impl Fs {
             .move_keys(&from, &to, &index, &moving, &dst_entry)
             .await;
         let (moved, stayed) = result?;
-        self.move_inodes(&from, &to).await;
+        self.move_inodes(&from, &to, dst_held.take()).await;
         for old in &stayed {
             // Locked elsewhere while its directory moved: it stays where it was.
             let new = format!("{to}{}", &old[from.len()..]);
@@ -408,6 +412,7 @@ impl Fs {
         to: &str,
         dst: Option<Entry>,
         st: &mut FileState,
+        replaced: Option<(u64, &mut FileState)>,
     ) -> FsResult<()> {
         if let Some(claim) = st.claim.take() {
             st.base = None;
@@ -457,21 +462,25 @@ impl Fs {
                 s.dirty = true;
             }
         }
-        self.move_inodes(from, to).await;
+        self.move_inodes(from, to, replaced).await;
         Ok(())
     }
 
     /// Moves the inodes of `from` (and under it) to `to`. A file of this host open under the
-    /// name `to` was replaced: nothing of it is saved any more (as after `unlink`).
-    async fn move_inodes(&self, from: &str, to: &str) {
-        let replaced = lock(&self.inodes).get(to);
+    /// name `to` was replaced: nothing of it is saved any more (as after `unlink`). `replaced`:
+    /// that file's state, if the caller holds it locked.
+    async fn move_inodes(&self, from: &str, to: &str, replaced: Option<(u64, &mut FileState)>) {
+        let old = lock(&self.inodes).get(to);
         lock(&self.inodes).rename(from, to);
-        if let Some(f) = replaced.and_then(|i| self.open_file(i)) {
-            let mut st = f.state.lock().await;
-            st.unlinked = true;
-            if let Some(s) = st.staged.as_mut() {
-                s.dirty = false;
-                s.early = None;
+        let Some(old) = old else {
+            return;
+        };
+        match replaced {
+            Some((ino, st)) if ino == old => detach(st),
+            _ => {
+                if let Some(f) = self.open_file(old) {
+                    detach(&mut *f.state.lock().await);
+                }
             }
         }
     }
@@ -496,6 +505,40 @@ impl Fs {
         Err(last_err.unwrap_or(FsError::Internal("rename: no copy attempted".into())))
     }
 }
+
+/// An open file whose name another was moved onto: its handles keep their data, saved nowhere
+/// (its claim, if it had one, was overwritten by the move).
+fn detach(st: &mut FileState) {
+    st.unlinked = true;
+    st.claim = None;
+    if let Some(s) = st.staged.as_mut() {
+        s.dirty = false;
+        s.early = None;
+    }
+}
+
+/// Locks the states of two open files (either may be absent), the lower inode first: two moves
+/// between the same names in opposite directions never each wait for the other.
+async fn lock_both(
+    a: Option<(u64, Arc<OpenFile>)>,
+    b: Option<(u64, Arc<OpenFile>)>,
+) -> (Option<StateGuard>, Option<StateGuard>) {
+    async fn take(f: &Option<(u64, Arc<OpenFile>)>) -> Option<StateGuard> {
+        match f {
+            Some((_, f)) => Some(f.state.clone().lock_owned().await),
+            None => None,
+        }
+    }
+    if matches!((&a, &b), (Some((ia, _)), Some((ib, _))) if ib < ia) {
+        let gb = take(&b).await;
+        (take(&a).await, gb)
+    } else {
+        let ga = take(&a).await;
+        (ga, take(&b).await)
+    }
+}
+
+type StateGuard = tokio::sync::OwnedMutexGuard<FileState>;
 
 /// Gives back the leases a rename took to carry locks along, when it does not happen.
 async fn release_all(carried: Vec<(String, String, Option<LeaseKeeper>)>) {
