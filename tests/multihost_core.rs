@@ -91,6 +91,37 @@ async fn an_rm_of_a_file_created_here_removes_the_name_as_it_is_now() {
     assert_eq!(assert_consistent(&store, "f").await, None);
 }
 
+/// B creates `f` with `O_EXCL` and is still writing it; C, whose copy does not list `f`, creates
+/// and removes its own `f`: B's claim stays (an exclusive create in progress is not a value to
+/// remove), so a third host's `O_EXCL` create still meets EEXIST and B's close saves B's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_rm_of_a_file_created_here_leaves_another_hosts_claim() {
+    let store = mem();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let c = stale_host(&store, dirs[0].path());
+    let (a, b) = (
+        fresh_host(&store, dirs[1].path()),
+        fresh_host(&store, dirs[2].path()),
+    );
+    assert!(matches!(c.lookup(ROOT, "f").await, Err(FsError::NotFound)));
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let (_, fb) = b.create(ROOT, "f", 0o644, excl).await.unwrap();
+    b.write(fb, 0, b"B's value").await.unwrap();
+    let fc = open_write(&c, "f").await;
+    c.unlink(ROOT, "f").await.unwrap();
+    c.release(fc).await.unwrap();
+    assert!(matches!(
+        a.create(ROOT, "f", 0o644, excl).await,
+        Err(FsError::Exists)
+    ));
+    b.fsync(fb).await.unwrap();
+    b.release(fb).await.unwrap();
+    assert_eq!(
+        assert_consistent(&store, "f").await.as_deref(),
+        Some(&b"B's value"[..])
+    );
+}
+
 /// A's `rm` of a file A is saving (another process of A closes it) comes while the upload is
 /// on its way: the `rm` decides after the save, so the name goes (it used to find the file not
 /// listed yet, delete nothing, and let the save list it: the name stayed after `rm` returned).

@@ -310,3 +310,69 @@ async fn a_move_onto_a_file_being_saved_here_keeps_the_moved_value() {
         Some(&b"moved value"[..])
     );
 }
+
+/// `touch s; mv s t` while `t` is a file this host created with `O_EXCL` and has not saved: `s`
+/// takes over `t`'s claim, and its close lists it under `t`. (The claim used to stay behind, and
+/// `s`'s save, finding the name held by a live claim, saved nothing: `t` never appeared.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_file_moved_onto_a_claimed_one_takes_the_claim_over() {
+    let (_faults, store) = faulty();
+    let ca = tempfile::tempdir().unwrap();
+    let a = host(&store, ca.path());
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let (_, ft) = a.create(ROOT, "t", 0o644, excl).await.unwrap();
+    a.write(ft, 0, b"replaced, never saved").await.unwrap();
+    let (_, fs) = a
+        .create(ROOT, "s", 0o644, libc::O_WRONLY | libc::O_CREAT)
+        .await
+        .unwrap();
+    a.rename(ROOT, "s", ROOT, "t", false).await.unwrap();
+    a.release(fs).await.unwrap();
+    a.release(ft).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert_eq!(consistent(&store, "s").await, None);
+    assert_eq!(consistent(&store, "t").await.as_deref(), Some(&b""[..]));
+}
+
+/// While `k` is being saved here, `mv x k` and then `rm k` queue up behind that save (`x` is
+/// open here with unsaved changes). The `rm` comes after the move, so it removes what the move
+/// put there, and `x`'s writer, now writing `k`, saves nothing at its close. (The `rm` used to
+/// act on the replaced file it had waited for: `x`'s changes came back under `k` at its close,
+/// after `rm` had returned.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_rm_queued_behind_a_move_onto_its_name_removes_the_moved_file() {
+    let (faults, store) = faulty();
+    let ca = tempfile::tempdir().unwrap();
+    let a = Arc::new(host(&store, ca.path()));
+    write_file(&a, "x", b"x saved").await;
+    let fx = open_write(&a, "x").await;
+    a.write(fx, 0, b"x unsaved").await.unwrap();
+    let fk = open_write(&a, "k").await;
+    a.write(fk, 0, b"k").await.unwrap();
+    let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (a2, tasks2) = (a.clone(), tasks.clone());
+    faults.plan(
+        Op::Put,
+        When::NthWithPrefix("folder/k".into(), 1),
+        Fault::hook(move || async move {
+            let (a3, a4) = (a2.clone(), a2.clone());
+            let mv = tokio::spawn(async move { a3.rename(ROOT, "x", ROOT, "k", false).await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let rm = tokio::spawn(async move { a4.unlink(ROOT, "k").await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            tasks2.lock().unwrap().extend([mv, rm]);
+        }),
+    );
+    a.flush(fk).await.unwrap();
+    let done: Vec<_> = tasks.lock().unwrap().drain(..).collect();
+    assert_eq!(done.len(), 2, "the save uploaded");
+    for t in done {
+        t.await.unwrap().unwrap();
+    }
+    faults.clear();
+    a.release(fk).await.unwrap();
+    a.release(fx).await.unwrap();
+    a.sync_index().await.unwrap();
+    assert_eq!(consistent(&store, "x").await, None);
+    assert_eq!(consistent(&store, "k").await, None);
+}

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use super::*;
-use crate::index::meta::{blob_metadata, entry_from_props};
+use crate::index::meta::{blob_metadata, entry_from_props, META_CLAIM};
 use crate::index::{Change, Entry, EntryKind, Index, SpecialKind};
 use crate::mutex::lock;
 use crate::store::{Conditions, PutOptions, StoreError};
@@ -269,14 +269,25 @@ impl Fs {
         self.writable()?;
         let key = self.child(parent, name)?;
         self.check_name(&key)?;
-        let ino = lock(&self.inodes).get(&key);
-        let pending = ino.and_then(|i| self.open_file(i));
         // A file open here is decided on under its state lock: a save in progress lands first
         // (and is listed, so it is what gets deleted), and none begins after (it is marked
-        // unlinked before the lock is let go).
-        let mut st = match &pending {
-            Some(f) => Some(f.state.lock().await),
-            None => None,
+        // unlinked before the lock is let go). If the name changed hands while this waited (a
+        // rename onto it, another unlink, the last close), it is looked up again.
+        let mut tries = 0;
+        let mut st = loop {
+            tries += 1;
+            let ino = lock(&self.inodes).get(&key);
+            let Some(f) = ino.and_then(|i| self.open_file(i)) else {
+                break None;
+            };
+            let st = f.state.clone().lock_owned().await;
+            let same = lock(&self.inodes).get(&key) == ino
+                && ino
+                    .and_then(|i| self.open_file(i))
+                    .is_some_and(|now| Arc::ptr_eq(&now, &f));
+            if (same && !st.unlinked) || tries >= 8 {
+                break Some(st);
+            }
         };
         let index = self.index.current().await?;
         match index.entries.get(&key) {
@@ -285,11 +296,7 @@ impl Fs {
             // Created here and not listed yet. The name goes as it is now: a value another host
             // saved there since this host's index copy goes too (as for a stale view of a
             // listed file); the claim of an O_EXCL create goes below.
-            None if st.is_some() => {
-                if st.as_ref().is_some_and(|s| s.claim.is_none()) {
-                    self.delete_unlisted(&key).await?;
-                }
-            }
+            None if st.is_some() => self.delete_unlisted(&key).await?,
             None if has_children(&index, &key) => return Err(FsError::IsDir),
             None => return Err(FsError::NotFound),
         }
@@ -320,9 +327,12 @@ impl Fs {
     }
 
     /// Deletes whatever value of `key` the store holds that the index does not list yet (another
-    /// host's, saved since this host's index copy was taken); a directory stays.
+    /// host's, saved since this host's index copy was taken). A directory stays, and so does a
+    /// claim (another host's `O_EXCL` create in progress is not a value yet; this host's own
+    /// claim is dropped by the caller).
     async fn delete_unlisted(&self, key: &str) -> FsResult<()> {
         match self.store.head(&self.layout.blob_name(key)).await {
+            Ok(p) if p.metadata.contains_key(META_CLAIM) => Ok(()),
             Ok(p) if entry_from_props(&p).kind != EntryKind::Dir => {
                 log::info!("{key:?} was created elsewhere meanwhile; removing that value too");
                 self.delete_listed(key, &p.etag).await

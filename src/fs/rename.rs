@@ -72,8 +72,8 @@ impl Fs {
         let dst_ino = lock(&self.inodes).get(&to).filter(|&d| Some(d) != src_ino);
         let src_file = src_ino.and_then(|i| self.open_file(i).map(|f| (i, f)));
         let dst_file = dst_ino.and_then(|i| self.open_file(i).map(|f| (i, f)));
-        let (mut held, mut dst_held) = lock_both(src_file, dst_file).await;
-        let mut dst_held = dst_ino.zip(dst_held.as_deref_mut());
+        let (mut held, mut dst_guard) = lock_both(src_file, dst_file).await;
+        let mut dst_held = dst_ino.zip(dst_guard.as_deref_mut());
         let index = self.index.current().await?;
         let src_entry = index.entries.get(&from);
         let src_is_dir = src_entry
@@ -138,6 +138,9 @@ impl Fs {
             .await;
         let (moved, stayed) = result?;
         self.move_inodes(&from, &to, dst_held.take()).await;
+        // (The files open under the moved names are locked below one by one, in no order:
+        // the replaced file's lock goes first.)
+        drop(dst_guard);
         for old in &stayed {
             // Locked elsewhere while its directory moved: it stays where it was.
             let new = format!("{to}{}", &old[from.len()..]);
@@ -412,7 +415,7 @@ impl Fs {
         to: &str,
         dst: Option<Entry>,
         st: &mut FileState,
-        replaced: Option<(u64, &mut FileState)>,
+        mut replaced: Option<(u64, &mut FileState)>,
     ) -> FsResult<()> {
         if let Some(claim) = st.claim.take() {
             st.base = None;
@@ -430,6 +433,7 @@ impl Fs {
         }
         let dst = match dst.filter(|d| d.kind != EntryKind::Dir) {
             Some(d) => Some(d),
+            None if self.takes_over_claim(to, st, &mut replaced) => None,
             None => {
                 // A free name: claimed at once, as an `O_EXCL` create claims it, so that the
                 // name is taken for every host from the rename on (an `O_EXCL` create elsewhere
@@ -466,6 +470,30 @@ impl Fs {
         Ok(())
     }
 
+    /// When the file replaced at `to` was created here and holds the name's claim (not saved
+    /// yet), the moved file `st` takes the claim over: its save lands over the claim (the name
+    /// stays taken for every host meanwhile). Left behind, the claim would make that save find
+    /// the name held by a live claim and save nothing.
+    fn takes_over_claim(
+        &self,
+        to: &str,
+        st: &mut FileState,
+        replaced: &mut Option<(u64, &mut FileState)>,
+    ) -> bool {
+        let Some((ino, d)) = replaced.as_mut() else {
+            return false;
+        };
+        if d.unlinked || lock(&self.inodes).get(to) != Some(*ino) {
+            return false;
+        }
+        let Some(keeper) = d.claim.take() else {
+            return false;
+        };
+        st.base = d.base.take();
+        st.claim = Some(keeper);
+        true
+    }
+
     /// Moves the inodes of `from` (and under it) to `to`. A file of this host open under the
     /// name `to` was replaced: nothing of it is saved any more (as after `unlink`). `replaced`:
     /// that file's state, if the caller holds it locked.
@@ -478,8 +506,15 @@ impl Fs {
         match replaced {
             Some((ino, st)) if ino == old => detach(st),
             _ => {
+                // Opened since the rename began: not locked in order with the source, so it is
+                // not waited for here (another rename may hold it and wait for the source).
                 if let Some(f) = self.open_file(old) {
-                    detach(&mut *f.state.lock().await);
+                    match f.state.clone().try_lock_owned() {
+                        Ok(mut st) => detach(&mut st),
+                        Err(_) => {
+                            tokio::spawn(async move { detach(&mut *f.state.lock().await) });
+                        }
+                    }
                 }
             }
         }
