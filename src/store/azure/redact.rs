@@ -62,7 +62,6 @@ fn strip_url_queries(text: &str) -> String {
     }
 }
 
-/// `s` cut to at most `max_chars` characters, with `…` where it was cut.
 /// The messages of an error and of its sources, each once, joined by `: ` (not scrubbed).
 pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = vec![err.to_string()];
@@ -77,6 +76,7 @@ pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// `s` cut to at most `max_chars` characters, with `…` where it was cut.
 pub(super) fn truncate(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         s.to_string()
