@@ -91,6 +91,39 @@ async fn an_rm_of_a_file_created_here_removes_the_name_as_it_is_now() {
     assert_eq!(assert_consistent(&store, "f").await, None);
 }
 
+/// As above, but B's listing of its value lands after C's `rm` (B's index appends are slow): C
+/// removed the value, and the late listing would name a blob that is gone. C looks for it again
+/// and unlists it (it used to stay listed until a reader found the blob gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listing_landing_after_the_rm_of_its_value_is_taken_back() {
+    let mem = mem();
+    let slow = Arc::new(FaultStore::new(mem.clone()));
+    let slow_store: Arc<dyn BlobStore> = slow.clone();
+    let (cb, cc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (b, c) = (
+        fresh_host(&slow_store, cb.path()),
+        stale_host(&mem, cc.path()),
+    );
+    write_file(&b, "other", b"the index exists").await;
+    assert!(matches!(c.lookup(ROOT, "f").await, Err(FsError::NotFound)));
+    slow.plan(
+        Op::Append,
+        When::Always,
+        Fault::DelayBefore(Duration::from_millis(1500)),
+    );
+    let fb = open_write(&b, "f").await;
+    b.write(fb, 0, b"B's value").await.unwrap();
+    b.release(fb).await.unwrap(); // uploaded; its listing is on its way
+    let fc = open_write(&c, "f").await;
+    c.write(fc, 0, b"C's value").await.unwrap();
+    c.unlink(ROOT, "f").await.unwrap();
+    c.release(fc).await.unwrap();
+    b.sync_index().await.unwrap();
+    slow.clear();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(assert_consistent(&mem, "f").await, None);
+}
+
 /// B creates `f` with `O_EXCL` and is still writing it; C, whose copy does not list `f`, creates
 /// and removes its own `f`: B's claim stays (an exclusive create in progress is not a value to
 /// remove), so a third host's `O_EXCL` create still meets EEXIST and B's close saves B's value.

@@ -13,6 +13,13 @@ use crate::mutex::lock;
 use crate::store::{Conditions, PutOptions, StoreError};
 use crate::time::to_ns;
 
+/// When an `rm` that removed another host's unlisted value looks for that value's late listing.
+const UNLIST_AGAIN: [std::time::Duration; 3] = [
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(8),
+    std::time::Duration::from_secs(50),
+];
+
 impl Fs {
     /// Creates and opens a new file.
     pub async fn create(
@@ -335,11 +342,40 @@ impl Fs {
             Ok(p) if p.metadata.contains_key(META_CLAIM) => Ok(()),
             Ok(p) if entry_from_props(&p).kind != EntryKind::Dir => {
                 log::info!("{key:?} was created elsewhere meanwhile; removing that value too");
-                self.delete_listed(key, &p.etag).await
+                self.delete_listed(key, &p.etag).await?;
+                self.unlist_later(key, &p.etag);
+                Ok(())
             }
             Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// After deleting version `etag` of `key`, a value another host saved and had not listed
+    /// yet: that host's listing may land after this removal (a listing that replaces no entry is
+    /// not checked against the store), leaving the name listed without its blob. So the listing
+    /// is looked for again a few times later and removed while it names that version (a newer
+    /// value stays).
+    fn unlist_later(&self, key: &str, etag: &str) {
+        let (index, key, etag) = (self.index.clone(), key.to_string(), etag.to_string());
+        tokio::spawn(async move {
+            for wait in UNLIST_AGAIN {
+                tokio::time::sleep(wait).await;
+                let listed = match index.revalidate().await {
+                    Ok(i) => i.entries.get(&key).is_some_and(|e| e.etag == etag),
+                    Err(e) => {
+                        log::debug!("{key:?}: looking for a late listing: {e}");
+                        continue;
+                    }
+                };
+                if listed {
+                    log::info!("{key:?}: unlisting a value removed before its listing landed");
+                    if let Err(e) = index.commit(removals(&key, vec![etag.clone()])).await {
+                        log::warn!("{key:?}: could not unlist a removed value: {e}");
+                    }
+                }
+            }
+        });
     }
 
     /// Deletes the blob of `key`, listed as version `etag`, and its index entry. A precondition
